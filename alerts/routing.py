@@ -1,0 +1,166 @@
+"""Which departments an incident goes to: the routing file, its validation and `route()`.
+
+The file is configuration, not code: the chain of departments and the acknowledge deadlines
+are set by each province's operating rules (domain.md §10 found no national numbers).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rules.models import SEVERITY_RANK, IncidentEvent, Severity
+from safewatch.settings import SECTORS
+
+# Department ids appear in URLs (/inbox/{department}) and in the task id, so keep them plain.
+DepartmentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+class RoutingError(ValueError):
+    """A routing file that cannot be used; the message names the file, line and field."""
+
+
+class Department(BaseModel):
+    """A body that must act on incidents, reached by an HTTP webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    webhook: str = Field(min_length=1)
+
+
+class AckMinutes(BaseModel):
+    """Minutes a department has to acknowledge a task, per incident severity."""
+
+    model_config = ConfigDict(extra="forbid")
+    red: float = Field(5, gt=0)
+    orange: float = Field(15, gt=0)
+    yellow: float = Field(30, gt=0)
+    blue: float = Field(60, gt=0)
+
+
+class Route(BaseModel):
+    """Incidents of these sectors, in this region, at least this severe go to these departments."""
+
+    model_config = ConfigDict(extra="forbid")
+    sectors: list[str] = Field(min_length=1)
+    region_prefix: str | None = Field(None, pattern=r"^[0-9]{1,6}$")
+    min_severity: Severity = "blue"
+    departments: list[DepartmentId] = Field(min_length=1)
+
+    @field_validator("sectors")
+    @classmethod
+    def _known_sectors(cls, sectors: list[str]) -> list[str]:
+        if sectors == ["*"]:
+            return sectors
+        unknown = [s for s in sectors if s not in SECTORS]
+        if unknown:
+            raise ValueError(f"unknown sector(s) {unknown}; use {list(SECTORS)} or ['*'] alone")
+        return sectors
+
+
+class Routing(BaseModel):
+    """The whole routing file."""
+
+    model_config = ConfigDict(extra="forbid")
+    ack_minutes: AckMinutes = AckMinutes()
+    departments: dict[DepartmentId, Department] = Field(min_length=1)
+    routes: list[Route] = Field(min_length=1)
+
+    def ack_minutes_for(self, severity: str) -> float:
+        """The acknowledge deadline, in minutes, of a task for an incident of this severity."""
+        return getattr(self.ack_minutes, severity)
+
+
+def route(incident: IncidentEvent, routing: Routing) -> list[str]:
+    """Department ids of every route the incident matches, in order of first appearance."""
+    rank = SEVERITY_RANK[incident.severity]
+    chosen: dict[str, None] = {}  # a dict keeps insertion order and drops repeats
+    for r in routing.routes:
+        if r.sectors != ["*"] and incident.sector not in r.sectors:
+            continue
+        if r.region_prefix and not incident.region.startswith(r.region_prefix):
+            continue
+        if rank < SEVERITY_RANK[r.min_severity]:
+            continue
+        chosen.update(dict.fromkeys(r.departments))
+    return list(chosen)
+
+
+def load_routing(path: Path | str, *, alerts_api: str) -> Routing:
+    """Read and check a routing file; `${ALERTS_API}` in webhooks becomes `alerts_api`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RoutingError(f"{path}: cannot read routing file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RoutingError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    if data is None:
+        raise RoutingError(f"{path}: routing file is empty")
+    try:
+        routing = Routing.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(path, root, err["loc"], err["msg"]) for err in exc.errors()]
+        raise RoutingError("\n".join(lines)) from None
+    problems = _cross_check(routing, alerts_api)
+    if problems:
+        raise RoutingError("\n".join(_describe(path, root, loc, msg) for loc, msg in problems))
+    return routing
+
+
+def _cross_check(routing: Routing, alerts_api: str) -> list[tuple[tuple, str]]:
+    """Expand webhooks in place and find references to departments that are not defined."""
+    problems: list[tuple[tuple, str]] = []
+    for dept_id, dept in routing.departments.items():
+        loc = ("departments", dept_id, "webhook")
+        unknown = [name for name in PLACEHOLDER.findall(dept.webhook) if name != "ALERTS_API"]
+        if unknown:
+            problems.append((loc, f"unknown placeholder(s) {unknown}; only ${{ALERTS_API}} is replaced"))
+            continue
+        dept.webhook = dept.webhook.replace("${ALERTS_API}", alerts_api.rstrip("/"))
+        if not dept.webhook.startswith(("http://", "https://")):
+            problems.append((loc, f"webhook must be an http(s) URL, got {dept.webhook!r}"))
+    for i, r in enumerate(routing.routes):
+        for j, dept_id in enumerate(r.departments):
+            if dept_id not in routing.departments:
+                problems.append((("routes", i, "departments", j), f"department {dept_id!r} is not defined under departments"))
+    return problems
+
+
+def _describe(path: Path, root: yaml.Node | None, loc: tuple, msg: str) -> str:
+    """One error line: `file:line: field.path: message`."""
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "[key]").lstrip(".")
+    line = _line_of(root, loc)
+    where = f"{path}:{line}" if line else str(path)
+    return f"{where}: {field or '(top level)'}: {msg}"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """1-based line of the deepest YAML node that `loc` reaches (a missing field: its parent)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for i, part in enumerate(loc):
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            wants_key = loc[i + 1 : i + 2] == ("[key]",)  # pydantic's mark for a bad dict key
+            for key, value in node.value:
+                if key.value == str(part):
+                    child = key if wants_key else value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line

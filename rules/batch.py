@@ -1,0 +1,73 @@
+"""Turn decoded frames and readings into the engine's columns, refusing unknown sensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sensors.schema import Frame, Reading
+
+
+
+@dataclass
+class Batch:
+    """Readings as columns: sensor row, event time (ms), value, quality good/uncertain."""
+
+    idx: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    good: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+@dataclass
+class Reject:
+    """A reading the rules cannot use, with why; the worker dead-letters it."""
+
+    reason: str
+    detail: str
+    payload: dict
+    origin: object = None
+
+
+class BatchBuilder:
+    """Collects readings as columns; a sensor unknown to the registry or to its site is rejected."""
+
+    def __init__(self, index: dict[str, int], sensor_site_ids: list[str]):
+        self.index = index
+        self.sensor_site_ids = sensor_site_ids
+        self.idx: list[int] = []
+        self.ts: list[int] = []
+        self.value: list[float] = []
+        self.good: list[bool] = []
+        self.rejects: list[Reject] = []
+
+    def add(self, msg: Frame | Reading, origin: object = None) -> None:
+        """Add one decoded telemetry message."""
+        if isinstance(msg, Frame):
+            readings, site, ts = msg.readings, msg.site_id, msg.ts
+        else:
+            readings, site, ts = (msg,), msg.site_id, msg.ts
+        get = self.index.get
+        owner = self.sensor_site_ids
+        for r in readings:
+            i = get(r.sensor_id)
+            if i is None or owner[i] != site:
+                reason = "unknown_sensor" if i is None else "sensor_not_of_site"
+                detail = (f"sensor_id {r.sensor_id!r} is not in the registry" if i is None
+                          else f"sensor_id {r.sensor_id!r} belongs to site {owner[i]!r}, not {site!r}")
+                self.rejects.append(Reject(reason, detail, {"site_id": site, "ts": ts, "sensor_id": r.sensor_id,
+                                                            "value": r.value, "quality": r.quality}, origin))
+                continue
+            self.idx.append(i)
+            self.ts.append(ts)
+            self.value.append(r.value)
+            self.good.append(r.quality != "bad")
+
+    def build(self) -> Batch:
+        """The collected readings as numpy columns."""
+        return Batch(idx=np.asarray(self.idx, dtype=np.int64), ts=np.asarray(self.ts, dtype=np.int64),
+                     value=np.asarray(self.value, dtype=np.float64), good=np.asarray(self.good, dtype=bool))

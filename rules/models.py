@@ -1,0 +1,87 @@
+"""Hazard and incident events: what the rules emit and the alert service consumes.
+
+Times are epoch milliseconds (event time). Ids are derived from their content so that
+replaying the same readings yields the same ids, which is what makes dispatch idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+Severity = Literal["red", "orange", "yellow", "blue"]
+SEVERITY_RANK: dict[str, int] = {"blue": 1, "yellow": 2, "orange": 3, "red": 4}
+
+
+def stable_id(prefix: str, *parts: object) -> str:
+    """A short id derived from its parts: the same inputs give the same id on every run."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).hexdigest()
+    return f"{prefix}-{digest}"
+
+
+class HazardEvent(BaseModel):
+    """A rule firing on one sensor opened (`open`), grew worse (`update`) or cleared (`clear`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    hazard_id: str
+    event: Literal["open", "update", "clear"]
+    kind: str  # high, high_high, low, low_low (more kinds come with the rule catalogue)
+    level: int  # 1 = first set point (H/L, gas L1), 2 = second (HH/LL, gas L2)
+    severity: Severity
+    rule_id: str
+    site_id: str
+    sensor_id: str
+    enterprise_id: str
+    region: str
+    sector: str
+    area: str
+    quantity: str
+    unit: str
+    threshold: float
+    value: float  # the reading that caused this event
+    peak: float  # the worst value while open
+    start: int
+    end: int | None = None
+    ts: int  # event time of this event
+
+    def to_json(self) -> bytes:
+        """JSON bytes for the `hazards` topic."""
+        return orjson.dumps(self.model_dump())
+
+
+class TimelineEntry(BaseModel):
+    """One line of an incident's history."""
+
+    ts: int
+    what: str
+    hazard_id: str | None = None
+
+
+class IncidentEvent(BaseModel):
+    """Linked hazards on one site: opened, updated (new hazard or worse severity) or closed."""
+
+    model_config = ConfigDict(extra="forbid")
+    incident_id: str
+    status: Literal["open", "update", "closed"]
+    severity: Severity
+    rule_id: str
+    title: str
+    site_id: str
+    site_name: str
+    enterprise_id: str
+    enterprise_name: str
+    region: str
+    sector: str
+    opened_at: int
+    updated_at: int
+    closed_at: int | None = None
+    hazard_ids: list[str]
+    open_hazard_ids: list[str]
+    timeline: list[TimelineEntry]
+
+    def to_json(self) -> bytes:
+        """JSON bytes for the `incidents` topic."""
+        return orjson.dumps(self.model_dump())

@@ -1,0 +1,5 @@
+"""`python -m safewatch` is the `safewatch` command."""
+
+from .cli import app
+
+app()

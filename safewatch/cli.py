@@ -1,0 +1,209 @@
+"""The `safewatch` command: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .settings import SECTORS, get_settings
+
+app = typer.Typer(help="safewatch: real-time emergency and work-safety monitoring.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="The embedded local stack: Tansu broker and InfluxDB 1.x.", no_args_is_help=True)
+alerts_app = typer.Typer(help="The alert service.", no_args_is_help=True)
+registry_app = typer.Typer(help="The registry of enterprises, sites and sensors.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(registry_app, name="registry")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@stack_app.command("install")
+def stack_install() -> None:
+    """Install what the embedded stack needs that pip cannot (InfluxDB from Debian)."""
+    from .stack import install_influxdb
+
+    try:
+        install_influxdb()
+    except Exception as exc:  # the message says what to do
+        _fail(str(exc))
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start the broker and InfluxDB (idempotent) and create the topics."""
+    from streams.worker import topic_specs
+
+    from .stack import ensure_topics, stack_status
+    from .stack import stack_up as up
+
+    settings = get_settings()
+    try:
+        up(settings)
+        ensure_topics(settings, topic_specs(settings))
+    except Exception as exc:
+        _fail(str(exc))
+    _print_status(stack_status(settings))
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the processes `stack up` started."""
+    from .stack import stack_down as down
+
+    down(get_settings())
+
+
+@stack_app.command("status")
+def stack_status_cmd() -> None:
+    """Each part of the stack, its address and health."""
+    from .stack import stack_status
+
+    parts = stack_status(get_settings())
+    _print_status(parts)
+    if not all(p.healthy for p in parts):
+        raise typer.Exit(1)
+
+
+def _print_status(parts) -> None:
+    table = Table("part", "address", "pid", "healthy", "note")
+    for p in parts:
+        table.add_row(p.name, p.address, str(p.pid or "-"), "yes" if p.healthy else "[red]no[/]", p.note or "")
+    console.print(table)
+
+
+@app.command()
+def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
+    """Run the stream worker (Faust) until interrupted."""
+    from streams.worker import run_worker, topic_specs
+
+    from .stack import ensure_topics
+
+    settings = get_settings()
+    ensure_topics(settings, topic_specs(settings))
+    run_worker(settings, loglevel=loglevel)
+
+
+@alerts_app.command("serve")
+def alerts_serve() -> None:
+    """Run the alert service: consume incidents, dispatch tasks, serve the HTTP API."""
+    from alerts.service import serve
+
+    try:
+        asyncio.run(serve(get_settings()))
+    except KeyboardInterrupt:
+        pass
+
+
+@registry_app.command("check")
+def registry_check(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Validate a registry file; every error names the file, line and field."""
+    from sensors.registry import RegistryError, load_registry
+
+    try:
+        reg = load_registry(path)
+    except RegistryError as exc:
+        _fail(str(exc))
+    console.print(f"{path}: ok — {len(reg.enterprises)} enterprises, {len(reg.sites)} sites, "
+                  f"{len(reg.sensors)} sensors")
+
+
+@app.command()
+def simulate(
+    duration: float = typer.Option(60.0, help="seconds of simulated time to produce"),
+    rate: float = typer.Option(1.0, help="ticks per wall-clock second (1 = real time; 0 = as fast as possible)"),
+    seed: int = typer.Option(0),
+    scenarios: bool = typer.Option(True, help="inject the demo scenarios (leak, silent sensor, malformed burst)"),
+) -> None:
+    """Simulate every site of the registry and produce frames to the telemetry topics."""
+    from .demo import run_simulation
+
+    asyncio.run(run_simulation(get_settings(), duration_s=duration, rate=rate, seed=seed, scenarios=scenarios))
+
+
+@app.command()
+def produce(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of readings or frames"),
+    topic: str = typer.Option(None, help="topic to send to; default telemetry.<sector> of each site"),
+) -> None:
+    """Send a JSONL file of readings or frames to the broker (the operators' producer)."""
+    from sensors.producer import TelemetryProducer, produce_file
+    from sensors.registry import load_registry
+
+    settings = get_settings()
+    reg = load_registry(settings.registry)
+    site_sector = {sid: settings.topic(f"telemetry.{s.sector}") for sid, s in reg.sites.items()}
+
+    async def run():
+        async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
+            return await produce_file(producer, path, topic=topic, site_sector=site_sector)
+
+    counts = asyncio.run(run())
+    console.print(counts)
+
+
+@app.command()
+def replay(
+    src: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of readings or frames"),
+    registry: Path = typer.Option(None, "--registry", exists=True, dir_okay=False),
+    out: Path = typer.Option(..., "--out", help="where hazard and incident events go (JSONL)"),
+    batch_size: int = typer.Option(1000),
+) -> None:
+    """Run the rule engine over a recorded file in event-time order; no broker needed."""
+    from rules.replay import replay_file
+    from sensors.registry import RegistryError, load_registry
+
+    settings = get_settings()
+    try:
+        reg = load_registry(registry or settings.registry)
+    except RegistryError as exc:
+        _fail(str(exc))
+    report = replay_file(src, reg, out, correlation_window_s=settings.correlation_window_s,
+                         lateness_s=settings.lateness_s, batch_size=batch_size)
+    for line in report.errors[:20]:
+        err.print(line)
+    if len(report.errors) > 20:
+        err.print(f"... and {len(report.errors) - 20} more")
+    console.print(f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events"
+                  f" → {out}" + (f"; refused: {dict(report.refused)}" if report.refused else ""))
+
+
+@app.command()
+def demo(duration: float = typer.Option(60.0, help="seconds the plants are simulated"),
+         keep: bool = typer.Option(False, help="leave the worker and alert service running afterwards")) -> None:
+    """Set up the embedded stack, run worker + alerts, simulate all six sectors, print a summary."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(get_settings(), duration_s=duration, keep=keep))
+
+
+@app.command()
+def bench(
+    readings: int = typer.Option(500_000, help="readings per pipeline run"),
+    frame_size: int = typer.Option(50, help="readings per frame"),
+    rate: int = typer.Option(20_000, help="readings/s offered in the latency run"),
+    latency_seconds: float = typer.Option(15.0, help="length of the latency run"),
+) -> None:
+    """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
+    from .bench import run_bench
+
+    run_bench(get_settings(), readings=readings, frame_size=frame_size, rate=rate,
+              latency_seconds=latency_seconds)
+
+
+@app.command()
+def sectors() -> None:
+    """List the sector ids and their telemetry topics."""
+    for s in SECTORS:
+        console.print(f"{s}\ttelemetry.{s}")

