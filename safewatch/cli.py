@@ -143,7 +143,7 @@ def produce(
 
     settings = get_settings()
     reg = load_registry(settings.registry)
-    site_sector = {sid: settings.topic(f"telemetry.{s.sector}") for sid, s in reg.sites.items()}
+    site_sector = {sid: s.sector for sid, s in reg.sites.items()}
 
     async def run():
         async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:

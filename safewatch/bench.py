@@ -1,0 +1,293 @@
+"""`safewatch bench`: the pipeline's readings/s and latency beside the raw broker limit.
+
+Everything is measured in one run on the configured broker, each phase on its own topics
+(a fresh topic prefix) so nothing left over counts:
+1. raw: aiokafka produce and consume of the same frame messages, and raw end-to-end latency;
+2. pipeline, frames: frames are loaded first, then a fresh `safewatch worker` drains them;
+   readings/s is read off its Prometheus counter;
+3. pipeline latency: frames at a fixed rate through that worker; every frame flips a probe
+   sensor across its set point, so each frame yields a hazard event whose event time is the
+   moment it was sent — latency is hazard received minus frame sent;
+4. pipeline, single-reading messages: as 2, one reading per message.
+It is a benchmark, not a test: it reports what it saw and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from sensors.producer import TelemetryProducer
+from sensors.uscc import check_char
+from streams.worker import topic_specs
+
+from .demo import _stop, worker_metrics
+from .settings import HAZARDS_TOPIC, SECTORS, Settings
+from .stack import ensure_topics, stack_up
+
+console = Console()
+SITE_SENSORS = 50
+PROBE = "probe"  # the per-site sensor the latency phase flips across its set point
+
+
+@dataclass
+class Row:
+    path: str
+    messages_per_s: float | None = None
+    readings_per_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def bench_registry(path: Path, sites: int) -> list[tuple[str, str, list[str]]]:
+    """Write a synthetic registry of `sites` × 50 gas sensors; returns (sector, site, sensor ids)."""
+    lines = ['regions:', '  - {code: "320500", name: 苏州市}', 'enterprises:']
+    layout = []
+    for e in range(max(1, sites // 10)):
+        body = f"91320500MA{e:07d}"[:17]
+        lines += [f"  - id: {body}{check_char(body)}", f"    name: Bench enterprise {e}", '    region: "320500"',
+                  "    supervision_class: C", "    sites:"]
+        for s in range(e * 10, min(sites, e * 10 + 10)):
+            sector = SECTORS[s % len(SECTORS)]
+            site = f"bench-{s:04d}"
+            lines += [f"      - id: {site}", f"        name: Bench site {s}", f"        sector: {sector}",
+                      "        kind: bench", "        sensors:"]
+            ids = [f"{site}-{PROBE}"] + [f"{site}-g{k:02d}" for k in range(1, SITE_SENSORS)]
+            for sid in ids:
+                lines.append(f"          - {{id: {sid}, quantity: combustible_gas, unit: \"%LEL\", range: [0, 100], "
+                             f"alarms: {{high: 25, high_high: 50}}, period_s: 1, area: a{s % 5}, normal: 3}}")
+            layout.append((sector, site, ids))
+    path.write_text("\n".join(lines) + "\n")
+    return layout
+
+
+def frames(layout, n_messages: int, frame_size: int, *, t0_ms: int, rng) -> list[tuple[str, str, bytes]]:
+    """`n_messages` frames of `frame_size` readings, sites in turn, values in the normal band."""
+    out = []
+    per_site = max(1, SITE_SENSORS // frame_size)
+    for m in range(n_messages):
+        sector, site, ids = layout[m % len(layout)]
+        tick = m // len(layout)
+        part = (tick % per_site) * frame_size
+        chosen = ids[part:part + frame_size] if frame_size > 1 else [ids[1 + tick % (SITE_SENSORS - 1)]]
+        values = (3.0 + rng.normal(0, 0.5, len(chosen))).round(3).tolist()
+        if frame_size > 1:
+            body = {"site_id": site, "ts": t0_ms + tick * 1000,
+                    "readings": [{"sensor_id": s, "value": v} for s, v in zip(chosen, values)]}
+        else:
+            body = {"site_id": site, "sensor_id": chosen[0], "ts": t0_ms + tick * 1000, "value": values[0]}
+        out.append((f"telemetry.{sector}", site, orjson.dumps(body)))
+    return out
+
+
+async def produce_all(settings: Settings, prefix: str, messages) -> float:
+    """Send everything as fast as the producer goes; returns messages/s."""
+    async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
+        start = time.perf_counter()
+        for topic, key, value in messages:
+            await producer.send(prefix + topic, key, value)
+        await producer.flush()
+        return len(messages) / (time.perf_counter() - start)
+
+
+async def consume_all(settings: Settings, topics: list[str], expected: int) -> float:
+    """Read `expected` messages back with getmany; returns messages/s."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_wait_ms,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        got, start = 0, None
+        deadline = time.monotonic() + 120
+        while got < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            n = sum(len(v) for v in batch.values())
+            if n and start is None:
+                start = time.perf_counter()
+                first = n
+            got += n
+        if start is None or got <= first:
+            return 0.0
+        return (got - first) / (time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+async def latency_run(settings: Settings, prefix: str, layout, *, rate_readings: int, seconds: float,
+                      frame_size: int, out_topic: str, raw: bool) -> list[float]:
+    """Frames at a fixed rate; latency per frame in ms (raw: the frames themselves are read back)."""
+    consumer = AIOKafkaConsumer(out_topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="latest",
+                                enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_wait_ms)
+    await consumer.start()
+    await consumer.seek_to_end()
+    latencies: list[float] = []
+    start_ms = int(time.time() * 1000)
+    rate_msgs = max(1, rate_readings // frame_size)
+    n_total = int(rate_msgs * seconds)
+
+    async def collect():
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time() * 1000
+            for msgs in batch.values():
+                for m in msgs:
+                    d = orjson.loads(m.value)
+                    if d.get("ts", 0) >= start_ms and (raw or d.get("sensor_id", "").endswith(PROBE)):
+                        latencies.append(now - d["ts"])
+
+    reader = asyncio.create_task(collect())
+    try:
+        flip = {}
+        async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
+            t_start = time.perf_counter()
+            for m in range(n_total):
+                sector, site, ids = layout[m % len(layout)]
+                # each site's probe alternates 60 / 1 %LEL: every frame opens or clears a hazard
+                hot = flip[site] = not flip.get(site, False)
+                values = [60.0 if hot else 1.0] + [3.0] * (frame_size - 1)
+                body = {"site_id": site, "ts": int(time.time() * 1000),
+                        "readings": [{"sensor_id": s, "value": v} for s, v in zip(ids[:frame_size], values)]}
+                await producer.send(prefix + f"telemetry.{sector}", site, orjson.dumps(body))
+                delay = t_start + (m + 1) / rate_msgs - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await producer.flush()
+        await asyncio.sleep(3)  # stragglers
+    finally:
+        reader.cancel()
+        await consumer.stop()
+    return latencies
+
+
+def start_worker(settings: Settings, prefix: str, registry: Path, log: Path) -> subprocess.Popen:
+    """A `safewatch worker` on the bench topics, its own group and metrics port."""
+    env = {**os.environ, "SAFEWATCH_TOPIC_PREFIX": prefix, "SAFEWATCH_REGISTRY": str(registry),
+           "SAFEWATCH_WORKER_ID": f"{prefix}worker", "SAFEWATCH_BROKER_URL": settings.bootstrap,
+           "SAFEWATCH_INFLUX_URL": settings.influx, "SAFEWATCH_WORKER_WEB_PORT": str(settings.worker_web_port),
+           "SAFEWATCH_FETCH_WAIT_MS": str(settings.fetch_wait_ms)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "safewatch", "worker"], env=env, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def drain_rate(settings: Settings, proc: subprocess.Popen, total_readings: int, timeout: float = 300) -> float:
+    """Readings/s while the worker drains preloaded topics, from its Prometheus counter."""
+    deadline = time.monotonic() + timeout
+    first_t = first_n = None
+    last_t, last_n = None, 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}")
+        n = worker_metrics(settings).get("safewatch_readings_total", 0)
+        t = time.perf_counter()
+        if n > 0 and first_t is None:
+            first_t, first_n = t, n
+        if n != last_n:
+            last_t, last_n = t, n
+        if n >= total_readings:
+            break
+        time.sleep(0.05)
+    if first_t is None or last_t is None or last_t <= first_t:
+        return 0.0
+    return (last_n - first_n) / (last_t - first_t)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, latency_seconds: float) -> list[Row]:
+    """Run all phases and print the table."""
+    stack_up(settings)
+    rng = np.random.default_rng(1)
+    run_id = time.strftime("%H%M%S")
+    work = Path(tempfile.mkdtemp(prefix="safewatch-bench-"))
+    registry = work / "registry.yaml"
+    layout = bench_registry(registry, sites=200)
+    logs = settings.state_dir / "logs"
+    rows: list[Row] = []
+    n_frames = readings // frame_size
+    t0 = int(time.time() * 1000) - 3_600_000
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("raw broker: produce + consume", total=4)
+        raw_prefix = f"bench-{run_id}-raw."
+        ensure_topics(settings, {raw_prefix + f"telemetry.{s}": {} for s in SECTORS})
+        msgs = frames(layout, n_frames, frame_size, t0_ms=t0, rng=rng)
+        p_rate = asyncio.run(produce_all(settings, raw_prefix, msgs))
+        c_rate = asyncio.run(consume_all(settings, [raw_prefix + f"telemetry.{s}" for s in SECTORS], len(msgs)))
+        rows.append(Row("raw aiokafka produce (frames)", p_rate, p_rate * frame_size))
+        rows.append(Row("raw aiokafka consume, getmany (frames)", c_rate, c_rate * frame_size))
+        lat_raw = asyncio.run(latency_run(settings, raw_prefix, layout, rate_readings=rate, seconds=latency_seconds,
+                                          frame_size=frame_size, out_topic=raw_prefix + "telemetry.hazchem", raw=True))
+        rows.append(Row(f"raw produce→consume latency @ {rate:,} readings/s", p50_ms=pct(lat_raw, 50),
+                        p99_ms=pct(lat_raw, 99), note=f"{len(lat_raw)} samples"))
+        progress.advance(task)
+
+        progress.update(task, description=f"pipeline: {n_frames:,} frames of {frame_size}")
+        fr_prefix = f"bench-{run_id}-frames."
+        ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": fr_prefix})))
+        asyncio.run(produce_all(settings, fr_prefix, msgs))
+        worker = start_worker(settings, fr_prefix, registry, logs / "bench-worker.log")
+        try:
+            r_rate = drain_rate(settings, worker, n_frames * frame_size)
+            rows.append(Row(f"pipeline, frames of {frame_size} (rules + InfluxDB)", r_rate / frame_size, r_rate))
+            progress.advance(task)
+            progress.update(task, description=f"pipeline latency @ {rate:,} readings/s")
+            lat = asyncio.run(latency_run(settings, fr_prefix, layout, rate_readings=rate, seconds=latency_seconds,
+                                          frame_size=frame_size, out_topic=fr_prefix + HAZARDS_TOPIC, raw=False))
+            rows.append(Row(f"pipeline latency, telemetry→hazard @ {rate:,} readings/s", p50_ms=pct(lat, 50),
+                            p99_ms=pct(lat, 99), note=f"{len(lat)} samples"))
+        finally:
+            _stop(worker)
+        progress.advance(task)
+
+        n_single = max(1, min(readings // 10, 100_000))
+        progress.update(task, description=f"pipeline: {n_single:,} single-reading messages")
+        one_prefix = f"bench-{run_id}-single."
+        ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": one_prefix})))
+        asyncio.run(produce_all(settings, one_prefix, frames(layout, n_single, 1, t0_ms=t0, rng=rng)))
+        worker = start_worker(settings, one_prefix, registry, logs / "bench-worker.log")
+        try:
+            s_rate = drain_rate(settings, worker, n_single)
+            rows.append(Row("pipeline, single-reading messages (rules + InfluxDB)", s_rate, s_rate))
+        finally:
+            _stop(worker)
+        progress.advance(task)
+
+    print_rows(rows, raw_readings=rows[1].readings_per_s, raw_p50=rows[2].p50_ms, settings=settings)
+    return rows
+
+
+def print_rows(rows: list[Row], *, raw_readings: float | None, raw_p50: float | None, settings: Settings) -> None:
+    """The side-by-side table."""
+    table = Table(title="safewatch bench (one run, same broker)")
+    for col in ("path", "msgs/s", "readings/s", "vs raw consume", "p50 ms", "p99 ms", "note"):
+        table.add_column(col, justify="left" if col in ("path", "note") else "right")
+
+    def f(x, fmt="{:,.0f}"):
+        return fmt.format(x) if x is not None else "-"
+
+    for r in rows:
+        ratio = f"{r.readings_per_s / raw_readings:.1%}" if r.readings_per_s and raw_readings else "-"
+        table.add_row(r.path, f(r.messages_per_s), f(r.readings_per_s), ratio, f(r.p50_ms, "{:.1f}"),
+                      f(r.p99_ms, "{:.1f}"), r.note)
+    console.print(table)
+    console.print(f"fetch wait {settings.fetch_wait_ms} ms · take ≤ {settings.take_max} msgs within "
+                  f"{settings.take_within_s * 1000:.0f} ms · producer linger {settings.producer_linger_ms} ms · "
+                  f"{os.cpu_count()} cores shared by broker, InfluxDB, load and worker")

@@ -1,0 +1,365 @@
+"""A deterministic plant simulator: realistic telemetry for every registered sensor, plus scripted faults.
+
+Each sensor reads baseline + slow bounded drift + Gaussian noise and never alarms by itself;
+scenarios add a leak, a silent sensor or a burst of malformed messages. The same seed gives
+the same bytes, and a site's signals do not depend on which other sites are simulated.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import orjson
+
+from sensors.registry import Registry, Sensor, Site
+from sensors.schema import Frame, FrameReading, Reading, encode
+
+NOISE_FRACTION = 0.0075  # noise sigma as a fraction of the measuring span
+DRIFT_FRACTION = 0.02  # largest drift amplitude as a fraction of the span
+DRIFT_PERIOD_S = (600.0, 3600.0)
+LEAK_RAMP_S = 20.0  # time for the gas to climb from normal to its peak
+LEAK_GAS_OVERSHOOT = 1.2  # gas peaks at 1.2 x its top set point: 60 %LEL for L2 = 50
+LEAK_TEMP_RISE = 15.0  # °C
+GAS_QUANTITY = "combustible_gas"
+TEMP_QUANTITY = "temperature"
+# Cycled through, one per frame of a site inside a malformed window:
+#   not_json      - the site's frame cut in half (sent in addition to the good frame)
+#   string_value  - the site's frame with one reading's value as a JSON string (replaces the frame)
+#   nan_string    - a single reading whose value is the JSON string "NaN" (in addition)
+#   missing_field - a single reading without `ts` (in addition)
+MALFORMED_KINDS = ("not_json", "string_value", "nan_string", "missing_field")
+
+
+@dataclass
+class Scenario:
+    """A scripted fault on one site; times are seconds since the simulation started.
+
+    leak: gas and tank temperature of `area` rise past their set points and recover, all
+    inside [start_s, start_s + duration_s). silent: `sensor_id` (or every sensor of `area`,
+    or of the site) sends nothing in the window. malformed: the site emits bad messages.
+    """
+
+    kind: Literal["leak", "silent", "malformed"]
+    site_id: str
+    start_s: float
+    duration_s: float
+    area: str | None = None
+    sensor_id: str | None = None
+
+    def active(self, t: float) -> bool:
+        """True while `t` is inside the window."""
+        return self.start_s <= t < self.start_s + self.duration_s
+
+
+@dataclass
+class _Channel:
+    """One sensor's signal parameters and sampling state."""
+
+    sensor: Sensor
+    baseline: float
+    sigma: float
+    drift_amp: float
+    drift_omega: float
+    drift_phase: float
+    band: tuple[float, float]  # a healthy signal is clipped into this, strictly inside the set points
+    decimals: int
+    next_due: float = 0.0
+    seq: int = 0
+
+
+@dataclass
+class _SiteState:
+    site: Site
+    topic: str
+    channels: list[_Channel]
+    rng: np.random.Generator
+    malformed_count: int = 0
+
+
+@dataclass
+class _Message:
+    """One outgoing message before encoding: a Frame, a JSON-able dict, or raw bytes."""
+
+    topic: str
+    site_id: str
+    body: Frame | dict | bytes
+
+
+class PlantSimulator:
+    """Ticks through time, emitting one frame per site whose sensors are due."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        seed: int = 0,
+        start_ms: int,
+        tick_s: float = 1.0,
+        scenarios: list[Scenario] | tuple[Scenario, ...] = (),
+        sites: list[str] | None = None,
+    ):
+        if tick_s <= 0:
+            raise ValueError(f"tick_s must be > 0, got {tick_s}")
+        site_ids = list(registry.sites) if sites is None else list(sites)
+        unknown = [s for s in site_ids if s not in registry.sites]
+        if unknown:
+            raise ValueError(f"unknown site ids: {', '.join(unknown)}")
+        self.registry = registry
+        self.start_ms = start_ms
+        self.tick_s = tick_s
+        self.ticks = 0
+        self.scenarios = list(scenarios)
+        self._sites = [_site_state(registry, registry.sites[s], seed) for s in site_ids]
+        for sc in self.scenarios:
+            _check_scenario(sc, registry, site_ids)
+
+    @property
+    def t_s(self) -> float:
+        """Seconds since start of the next tick."""
+        return self.ticks * self.tick_s
+
+    def tick(self) -> list[tuple[str, str, bytes]]:
+        """Advance one tick; (topic, site_id key, message bytes) for every message of this tick."""
+        return [(m.topic, m.site_id, _encode_body(m.body)) for m in self._step()]
+
+    def readings_jsonl(self, n_ticks: int) -> Iterator[str]:
+        """The next `n_ticks` of the same stream, one Reading JSON per line (no trailing newline).
+
+        Frames are flattened into readings; malformed messages are written as they are (the
+        cut frame as its raw text), so a replay file exercises the dead-letter path too.
+        """
+        for _ in range(n_ticks):
+            for msg in self._step():
+                yield from _flatten(msg.body)
+
+    def _step(self) -> list[_Message]:
+        t = self.t_s
+        ts = self.start_ms + round(t * 1000)
+        active = [sc for sc in self.scenarios if sc.active(t)]
+        out: list[_Message] = []
+        for state in self._sites:
+            out += _site_messages(state, t, ts, [sc for sc in active if sc.site_id == state.site.id])
+        self.ticks += 1
+        return out
+
+
+def default_demo_scenarios(
+    registry: Registry,
+    start_s: float,
+    *,
+    leak_s: float = 60.0,
+    silent_s: float = 90.0,
+    malformed_s: float = 8.0,
+) -> list[Scenario]:
+    """The demo's script: a leak at the hazchem tank area, one silent gas detector, one malformed burst."""
+    leak_site, leak_area = demo_leak_target(registry)
+    silent_site = registry.sites_by_sector("ammonia")[0]
+    malformed_site = registry.sites_by_sector("casting")[0]
+    return [
+        Scenario("leak", leak_site, start_s, leak_s, area=leak_area),
+        Scenario("silent", silent_site.id, start_s + 10, silent_s, sensor_id=silent_site.sensor_ids[0]),
+        Scenario("malformed", malformed_site.id, start_s + 5, malformed_s),
+    ]
+
+
+def demo_leak_target(registry: Registry) -> tuple[str, str]:
+    """(site_id, area) of the first hazchem tank area holding both a combustible gas and a temperature sensor."""
+    for site in registry.sites_by_sector("hazchem"):
+        if site.kind != "tank_area":
+            continue
+        for area in dict.fromkeys(s.area for s in registry.sensors_of_site(site.id)):
+            gas, temp = leak_sensor_ids(registry, site.id, area)
+            if gas and temp:
+                return site.id, area
+    raise ValueError("no hazchem tank_area site has a combustible gas and a temperature sensor in one area")
+
+
+def leak_sensor_ids(registry: Registry, site_id: str, area: str) -> tuple[list[str], list[str]]:
+    """The combustible gas and the temperature sensors a leak in `area` drives."""
+    sensors = [s for s in registry.sensors_of_site(site_id) if s.area == area]
+    return [s.id for s in sensors if s.quantity == GAS_QUANTITY], [s.id for s in sensors if s.quantity == TEMP_QUANTITY]
+
+
+# --- signals -----------------------------------------------------------------------------
+
+
+def default_baseline(sensor: Sensor) -> float:
+    """`normal` if given, else a value well inside the non-alarm band."""
+    if sensor.normal is not None:
+        return sensor.normal
+    lo, hi = sensor.range
+    a = sensor.alarms
+    low = a.low if a.low is not None else a.low_low
+    high = a.high if a.high is not None else a.high_high
+    if low is not None and high is not None:
+        return (low + high) / 2
+    if high is not None:
+        return lo + 0.2 * (high - lo)  # gas-like: sits near the bottom of its range
+    return low + 0.5 * (hi - low)  # type: ignore[operator]  # Alarms guarantees one set point
+
+
+def _channel(sensor: Sensor, rng: np.random.Generator) -> _Channel:
+    """Signal parameters sized so noise and drift stay well clear of every set point."""
+    lo, hi = sensor.range
+    span = hi - lo
+    base = default_baseline(sensor)
+    points = sensor.alarms.set_points()
+    margin = min(abs(v - base) for v in points.values())
+    highs = [v for k, v in points.items() if k.startswith("high")]
+    lows = [v for k, v in points.items() if k.startswith("low")]
+    # drift + 6 sigma stays under 0.9 x margin; the band clip makes "never" certain.
+    band_lo = max([lo] + [v + 0.05 * (base - v) for v in lows])
+    band_hi = min([hi] + [v - 0.05 * (v - base) for v in highs])
+    return _Channel(
+        sensor=sensor,
+        baseline=base,
+        sigma=min(NOISE_FRACTION * span, 0.1 * margin),
+        drift_amp=min(DRIFT_FRACTION * span, 0.3 * margin),
+        drift_omega=2 * math.pi / rng.uniform(*DRIFT_PERIOD_S),
+        drift_phase=rng.uniform(0, 2 * math.pi),
+        band=(band_lo, band_hi),
+        decimals=max(1, 4 - math.ceil(math.log10(span))),
+    )
+
+
+def _site_state(registry: Registry, site: Site, seed: int) -> _SiteState:
+    # Seeded per site, so a site's signals do not change when other sites are added or left out.
+    rng = np.random.default_rng([seed, zlib.crc32(site.id.encode())])
+    channels = [_channel(s, rng) for s in registry.sensors_of_site(site.id)]
+    return _SiteState(site=site, topic=f"telemetry.{site.sector}", channels=channels, rng=rng)
+
+
+def _trapezoid(t: float, start: float, duration: float, ramp: float) -> float:
+    """0 → 1 over `ramp`, hold, 1 → 0 over `ramp`, ending exactly at start + duration."""
+    ramp = min(ramp, duration / 3)
+    x = t - start
+    if x < 0 or x >= duration:
+        return 0.0
+    return min(1.0, x / ramp, (duration - x) / ramp)
+
+
+def _leak_peak(ch: _Channel) -> float:
+    """Where a leak takes this channel: gas past L2, temperature ~15 °C up and past its high set point."""
+    s = ch.sensor
+    top = max(s.alarms.set_points().values())
+    if s.quantity == GAS_QUANTITY:
+        return min(s.range[1], LEAK_GAS_OVERSHOOT * top)
+    high = s.alarms.high if s.alarms.high is not None else top
+    # At least 3 °C past the high set point, so noise at the peak does not dip back under it.
+    return min(s.range[1], ch.baseline + max(LEAK_TEMP_RISE, high - ch.baseline + 3.0))
+
+
+def _value(ch: _Channel, t: float, noise: float, leaks: list[Scenario]) -> float:
+    """One sample: healthy signal, plus any leak."""
+    level = ch.baseline + ch.drift_amp * math.sin(ch.drift_omega * t + ch.drift_phase)
+    v = min(max(level + ch.sigma * noise, ch.band[0]), ch.band[1])
+    s = ch.sensor
+    for sc in leaks:
+        if s.area == sc.area and s.quantity in (GAS_QUANTITY, TEMP_QUANTITY):
+            # Measured from the drifted level, so the peak is reached whatever the drift; noise stays.
+            v += _trapezoid(t, sc.start_s, sc.duration_s, LEAK_RAMP_S) * (_leak_peak(ch) - level)
+    return round(min(max(v, s.range[0]), s.range[1]), ch.decimals)
+
+
+def _silenced(ch: _Channel, scenarios: list[Scenario]) -> bool:
+    s = ch.sensor
+    return any(
+        sc.kind == "silent"
+        and (sc.sensor_id == s.id or (sc.sensor_id is None and sc.area in (None, s.area)))
+        for sc in scenarios
+    )
+
+
+def _site_messages(state: _SiteState, t: float, ts: int, scenarios: list[Scenario]) -> list[_Message]:
+    """This tick's messages of one site: its frame (if any sensor is due) and any malformed ones."""
+    eps = 1e-9
+    due = [ch for ch in state.channels if ch.next_due <= t + eps]
+    if not due:
+        return []
+    for ch in due:
+        while ch.next_due <= t + eps:  # a period shorter than the tick still samples once a tick
+            ch.next_due += ch.sensor.period_s
+    # Noise is drawn for every due sensor, silent or not, so a scenario never shifts the
+    # random stream of the sensors it does not touch.
+    noise = state.rng.standard_normal(len(due))
+    leaks = [sc for sc in scenarios if sc.kind == "leak"]
+    readings = []
+    for ch, n in zip(due, noise):
+        value = _value(ch, t, float(n), leaks)
+        ch.seq += 1  # counts samples: a silent sensor's seq jumps when it comes back
+        if not _silenced(ch, scenarios):
+            readings.append(FrameReading(sensor_id=ch.sensor.id, value=value, seq=ch.seq))
+    site_id = state.site.id
+    frame = Frame(site_id=site_id, ts=ts, gateway=f"{site_id}-gw", readings=readings) if readings else None
+    bad = next((sc for sc in scenarios if sc.kind == "malformed"), None)
+    if bad is None or frame is None:
+        return [_Message(state.topic, site_id, frame)] if frame else []
+    kind = MALFORMED_KINDS[state.malformed_count % len(MALFORMED_KINDS)]
+    state.malformed_count += 1
+    return [_Message(state.topic, site_id, b) for b in _malformed(kind, frame, bad.sensor_id)]
+
+
+def _malformed(kind: str, frame: Frame, sensor_id: str | None) -> list[Frame | dict | bytes]:
+    """The good frame and/or one bad message of `kind` (see MALFORMED_KINDS)."""
+    target = next((r for r in frame.readings if r.sensor_id == sensor_id), frame.readings[0])
+    if kind == "not_json":
+        raw = encode(frame)
+        return [frame, raw[: len(raw) // 2]]
+    if kind == "string_value":
+        obj = frame.model_dump(exclude_none=True)
+        for r in obj["readings"]:
+            if r["sensor_id"] == target.sensor_id:
+                r["value"] = str(r["value"])
+        return [obj]
+    single = {"site_id": frame.site_id, "sensor_id": target.sensor_id, "ts": frame.ts, "value": target.value}
+    if kind == "nan_string":
+        return [frame, {**single, "value": "NaN"}]
+    del single["ts"]
+    return [frame, single]
+
+
+def _encode_body(body: Frame | dict | bytes) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, dict):
+        return orjson.dumps(body)
+    return encode(body)
+
+
+def _flatten(body: Frame | dict | bytes) -> Iterator[str]:
+    """One JSON line per reading of a message; a non-JSON message as its raw text."""
+    if isinstance(body, bytes):
+        yield body.decode("utf-8", errors="replace")
+    elif isinstance(body, Frame):
+        for r in body.readings:
+            yield encode(Reading(site_id=body.site_id, ts=body.ts, **r.model_dump())).decode()
+    elif "readings" in body:
+        head = {"site_id": body["site_id"], "ts": body["ts"]}
+        for r in body["readings"]:
+            yield orjson.dumps({**head, **r}).decode()
+    else:
+        yield orjson.dumps(body).decode()
+
+
+def _check_scenario(sc: Scenario, registry: Registry, site_ids: list[str]) -> None:
+    """Reject a scenario that could never fire, naming why."""
+    if sc.site_id not in site_ids:
+        raise ValueError(f"scenario {sc.kind}: site {sc.site_id!r} is not simulated")
+    if sc.duration_s <= 0:
+        raise ValueError(f"scenario {sc.kind} on {sc.site_id}: duration_s must be > 0")
+    site_sensors = {s.id: s for s in registry.sensors_of_site(sc.site_id)}
+    if sc.sensor_id is not None and sc.sensor_id not in site_sensors:
+        raise ValueError(f"scenario {sc.kind}: sensor {sc.sensor_id!r} is not on site {sc.site_id}")
+    if sc.area is not None and all(s.area != sc.area for s in site_sensors.values()):
+        raise ValueError(f"scenario {sc.kind}: no sensor of site {sc.site_id} is in area {sc.area!r}")
+    if sc.kind == "leak":
+        if sc.area is None:
+            raise ValueError(f"leak scenario on {sc.site_id}: area is required")
+        gas, _ = leak_sensor_ids(registry, sc.site_id, sc.area)
+        if not gas:
+            raise ValueError(f"leak scenario: area {sc.area!r} of {sc.site_id} has no {GAS_QUANTITY} sensor")
