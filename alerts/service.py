@@ -130,7 +130,7 @@ def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
     """The `incidents` consumer: manual commits after the tasks are stored, from the earliest offset."""
     session_ms = int(settings.session_timeout_s * 1000)
     return AIOKafkaConsumer(
-        INCIDENTS_TOPIC,
+        settings.topic(INCIDENTS_TOPIC),
         bootstrap_servers=settings.bootstrap,
         group_id=settings.alerts_group,
         client_id="safewatch-alerts",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -22,6 +23,13 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(registry_app, name="registry")
 console = Console()
 err = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # one line per HTTP request would drown what matters
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -96,10 +104,11 @@ def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level"
 
 
 @alerts_app.command("serve")
-def alerts_serve() -> None:
+def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None:
     """Run the alert service: consume incidents, dispatch tasks, serve the HTTP API."""
     from alerts.service import serve
 
+    _logging(loglevel)
     try:
         asyncio.run(serve(get_settings()))
     except KeyboardInterrupt:

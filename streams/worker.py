@@ -89,6 +89,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM; its topics must exist (see `topic_specs`)."""
     logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     start_http_server(settings.worker_web_port, addr="127.0.0.1")
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

@@ -72,3 +72,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield settings
     finally:
         stack_down(settings)
+
+
+from .scenario import leak_run  # noqa: E402,F401  (session fixture shared by pipeline and alert tests)

@@ -8,79 +8,17 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
-from collections import Counter, defaultdict
-from types import SimpleNamespace
+from collections import Counter
 
 import orjson
-import pytest
 
-from rules.replay import replay_file
-from safewatch.settings import DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
-from safewatch.stack import ensure_topics
+from safewatch.settings import HAZARDS_TOPIC, TELEMETRY_TOPICS
 from sensors.registry import load_registry
-from sensors.simulator import PlantSimulator, default_demo_scenarios, demo_leak_target, leak_sensor_ids
+from sensors.simulator import leak_sensor_ids
 from streams.influx import query, rows
-from streams.worker import topic_specs
 
 from .pipeline_helpers import committed, metric, produce, read_topic, spawn, stop, wait_until
-
-TICKS = 90
-
-
-def isolated(stack, **extra):
-    """Settings for one scenario: own topics, own consumer group."""
-    run = uuid.uuid4().hex[:8]
-    s = stack.model_copy(update={"topic_prefix": f"it-{run}.", "worker_id": f"it-worker-{run}",
-                                 "session_timeout_s": 3.0, **extra})
-    ensure_topics(s, topic_specs(s))
-    return s
-
-
-def simulate(registry, start_ms: int, ticks: int = TICKS, seed: int = 7):
-    scen = default_demo_scenarios(registry, start_s=10, leak_s=40, silent_s=30, malformed_s=6)
-    sim = PlantSimulator(registry, seed=seed, start_ms=start_ms, tick_s=1.0, scenarios=scen)
-    return [m for _ in range(ticks) for m in sim.tick()]
-
-
-def replay(registry, msgs, tmp):
-    src, out = tmp / "input.jsonl", tmp / "replay.jsonl"
-    src.write_bytes(b"".join(v + b"\n" for _, _, v in msgs))
-    report = replay_file(src, registry, out)
-    events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-    return report, [e for e in events if e["type"] == "hazard"], [e for e in events if e["type"] == "incident"]
-
-
-def by_site(events, key):
-    out = defaultdict(list)
-    for e in events:
-        out[e["site_id"]].append(key(e))
-    return dict(out)
-
-
-@pytest.fixture(scope="module")
-def leak_run(stack, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("leak")
-    settings = isolated(stack)
-    registry = load_registry(settings.registry)
-    start_ms = int(time.time() * 1000) - 3_600_000  # an hour ago, so this run has its own InfluxDB window
-    msgs = simulate(registry, start_ms)
-    worker = spawn(settings, tmp / "worker.log", "worker")
-    try:
-        produce(settings, msgs)
-        wait_until(lambda: metric(settings, "safewatch_messages_total") >= len(msgs), 120,
-                   f"the worker to read {len(msgs)} messages (log: {tmp / 'worker.log'})")
-        hazards = read_topic(settings, HAZARDS_TOPIC, until=lambda m: True)
-        incidents = read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True)
-        dead = read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
-    finally:
-        stop(worker)
-    report, r_hazards, r_incidents = replay(registry, msgs, tmp)
-    site, area = demo_leak_target(registry)
-    return SimpleNamespace(settings=settings, registry=registry, msgs=msgs, start_ms=start_ms, hazards=hazards,
-                           incidents=incidents, dead=dead, replay_report=report, r_hazards=r_hazards,
-                           r_incidents=r_incidents, site=site, area=area, tmp=tmp)
-
+from .scenario import TICKS, by_site, isolated, replay, simulate
 
 def test_scripted_leak_gives_gas_and_temperature_hazards_and_one_incident(leak_run):
     gas, temp = leak_sensor_ids(leak_run.registry, leak_run.site, leak_run.area)

@@ -1,0 +1,110 @@
+"""The alert service on the real broker: the scripted leak's incidents become exactly one
+delivered task per routed department, at a real HTTP receiver; a replay sends nothing twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from alerts.routing import load_routing, route
+from rules.models import IncidentEvent
+from safewatch.settings import PROJECT_ROOT
+
+from .conftest import free_ports
+from .pipeline_helpers import spawn, stop, wait_until
+
+
+class Receiver:
+    """A department endpoint: records every POST it gets."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append((self.path.rsplit("/", 1)[-1], self.headers.get("Idempotency-Key"), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def alerts_settings(leak_run, tmp_path, receiver, group: str):
+    routing = tmp_path / "routing.yaml"
+    text = (PROJECT_ROOT / "deploy" / "routing.yaml").read_text()
+    routing.write_text(text.replace("${ALERTS_API}/inbox", f"{receiver.url}/dept"))
+    return leak_run.settings.model_copy(update={
+        "routing": routing, "alerts_db": tmp_path / "tasks.sqlite3", "alerts_group": group,
+        "alerts_port": free_ports()["alerts_port"], "delivery_backoff_s": 0.1, "session_timeout_s": 3.0})
+
+
+def expected_tasks(leak_run, settings) -> set[tuple[str, str]]:
+    routing = load_routing(settings.routing, alerts_api=settings.alerts_api)
+    out = set()
+    for raw in leak_run.incidents:
+        inc = IncidentEvent.model_validate(raw)
+        out |= {(inc.incident_id, d) for d in route(inc, routing)}
+    return out
+
+
+def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run, tmp_path, receiver):
+    settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-{uuid.uuid4().hex[:6]}")
+    want = expected_tasks(leak_run, settings)
+    assert len(want) >= 3, "the leak incident should reach several departments"
+    proc = spawn(settings, tmp_path / "alerts.log", "alerts", "serve")
+    try:
+        wait_until(lambda: len(receiver.received) >= len(want), 90,
+                   f"{len(want)} deliveries (log: {tmp_path / 'alerts.log'})")
+        time.sleep(2)  # anything extra would arrive now
+        got = Counter((b["task"]["incident_id"], dept) for dept, _, b in receiver.received)
+        assert set(got) == want
+        assert max(got.values()) == 1, f"duplicate deliveries: {got}"
+        assert all(key == b["task"]["task_id"] for _, key, b in receiver.received)
+        tasks = httpx.get(f"{settings.alerts_api}/tasks", timeout=5).json()
+        assert {(t["incident_id"], t["department"]) for t in tasks} == want
+        assert {t["status"] for t in tasks} == {"delivered"}
+    finally:
+        stop(proc)
+
+    # A new consumer group re-reads every incident from the start: a replay. Same store, no new task.
+    replay_settings = settings.model_copy(update={"alerts_group": settings.alerts_group + "-replay"})
+    before = len(receiver.received)
+    proc = spawn(replay_settings, tmp_path / "alerts.log", "alerts", "serve")
+    try:
+        wait_until(lambda: _consumed(replay_settings) >= len(leak_run.incidents), 60, "the replay to be read")
+        time.sleep(1)
+        assert len(receiver.received) == before
+    finally:
+        stop(proc)
+
+
+def _consumed(settings) -> float:
+    try:
+        text = httpx.get(f"{settings.alerts_api}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("safewatch_alerts_incidents_total"))
