@@ -38,7 +38,7 @@ from .demo import _stop, worker_metrics
 from .settings import HAZARDS_TOPIC, SECTORS, Settings
 from .stack import ensure_topics, stack_up
 
-console = Console()
+console = Console(width=150)  # the table is the point; do not let a narrow terminal fold it
 SITE_SENSORS = 50
 PROBE = "probe"  # the per-site sensor the latency phase flips across its set point
 
