@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -23,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from .yamlsource import Issue, Loc, dotted, issue_from_pydantic, line_of, read_yaml
 
 from sensors import uscc
 
@@ -273,23 +274,6 @@ class Registry:
 
 # --- loading and error reporting ----------------------------------------------------------
 
-Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One problem in a registry file."""
-
-    source: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}:{self.line}" if self.line else self.source
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
 class RegistryError(ValueError):
     """A registry file that cannot be used; `issues` lists every problem found."""
 
@@ -312,94 +296,21 @@ def load_registry(path: str | Path = DEFAULT_REGISTRY) -> Registry:
 
 def parse_registry(text: str, source: str = "<string>") -> Registry:
     """Check registry YAML given as text; `source` names it in error messages."""
-    data, lines, issues = _read_yaml(text, source)
+    data, lines, issues = read_yaml(text, source, "a mapping with `regions` and `enterprises`")
     if data is None:
         raise RegistryError(issues)
     try:
         parsed = RegistryFile.model_validate(data)
     except ValidationError as exc:
         parsed = None
-        issues += [_issue_from_pydantic(err, lines, source) for err in exc.errors()]
+        issues += [issue_from_pydantic(err, lines, source) for err in exc.errors()]
     # Cross-references are checked on the raw data so they are reported even when some
     # entries failed validation above.
-    issues += [Issue(source, _line_of(loc, lines), _dotted(loc), msg) for loc, msg in _cross_reference(data)]
+    issues += [Issue(source, line_of(loc, lines), dotted(loc), msg) for loc, msg in _cross_reference(data)]
     if issues:
         raise RegistryError(sorted(issues, key=lambda i: (i.line or 0, i.path)))
     assert parsed is not None
     return _flatten(parsed, source)
-
-
-def _read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int], list[Issue]]:
-    """Parse YAML, keeping the line of every key and list item (1-based) for error messages."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        lines: dict[Loc, int] = {}
-        issues: list[Issue] = []
-        if node is not None:
-            _record_lines(node, (), lines, issues, source)
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        return None, {}, [Issue(source, line, "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        return None, lines, [Issue(source, 1, "", "expected a mapping with `regions` and `enterprises`")]
-    return data, lines, issues
-
-
-def _record_lines(node: yaml.Node, path: Loc, lines: dict[Loc, int], issues: list[Issue], source: str) -> None:
-    """Walk the node tree, recording lines; PyYAML silently keeps the last of duplicate keys, we don't."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
-                continue  # merge keys and complex keys: errors fall back to the mapping's line
-            key = key_node.value
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                issues.append(Issue(source, line, _dotted(path + (key,)), "duplicate key"))
-            seen.add(key)
-            lines[path + (key,)] = line
-            _record_lines(value_node, path + (key,), lines, issues, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _record_lines(item, path + (i,), lines, issues, source)
-
-
-def _line_of(loc: Loc, lines: dict[Loc, int]) -> int | None:
-    """The line of the deepest part of `loc` that exists in the file (a missing key: its parent)."""
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return 1 if lines else None
-
-
-def _dotted(loc: Loc) -> str:
-    """`('enterprises', 1, 'sites', 0, 'id')` → `enterprises[1].sites[0].id`."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _issue_from_pydantic(err: Any, lines: dict[Loc, int], source: str) -> Issue:
-    """Turn one pydantic error into an Issue with a plain message."""
-    loc = tuple(err["loc"])
-    if err["type"] == "extra_forbidden":
-        msg = f"unknown key {loc[-1]!r}"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    elif err["type"] == "value_error":
-        msg = str(err["ctx"]["error"])
-    else:
-        msg = err["msg"]
-        if "input" in err and not isinstance(err["input"], dict | list):
-            msg += f", got {err['input']!r}"
-    return Issue(source, _line_of(loc, lines), _dotted(loc), msg)
 
 
 def _cross_reference(data: dict) -> list[tuple[Loc, str]]:
@@ -411,7 +322,7 @@ def _cross_reference(data: dict) -> list[tuple[Loc, str]]:
         value = _int_to_str(value)
         if not isinstance(value, str):
             return
-        where = _dotted(loc)
+        where = dotted(loc)
         if (kind, value) in first:
             problems.append((loc, f"duplicate {kind} id {value!r} (first at {first[kind, value]})"))
         else:
