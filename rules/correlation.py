@@ -1,9 +1,12 @@
 """Link hazards on one site into incidents.
 
-First correlation rule: hazards from two or more distinct sensors of one site opening within
-the window make one incident; a level-2 hazard (high-high, low-low, gas L2) opens an
-incident alone. While an incident is open every new hazard on its site joins it. The
-incident's severity follows its worst hazard; it closes when all its hazards have cleared.
+Hazards from two or more distinct sensors of one site opening within the window make one
+incident; a hazard of orange or red opens one alone (gas L2, high-high, interlock failed).
+While an incident is open every new hazard on its site joins it. The incident's severity is
+its worst hazard's, raised by GB 39496 point counting where the sector's catalogue asks for it
+(tailings: 4 points of one item at blue → yellow, 3 at yellow → orange, 2 at orange → red).
+It closes when all its hazards have cleared. Instrument health (offline sensor, stuck, sensor
+fault) is a maintenance matter, not an incident: those hazards are not correlated.
 State is per site and plain data, so it checkpoints as JSON.
 """
 
@@ -15,6 +18,7 @@ from .models import SEVERITY_RANK, HazardEvent, IncidentEvent, TimelineEntry, st
 
 RULE_PAIR = "correlation.site_window"
 RULE_SEVERE = "correlation.severe_alone"
+NOT_CORRELATED = frozenset({"offline", "stuck", "sensor_fault"})
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Recent:
     severity: str
     kind: str
     cleared: bool = False
+    quantity: str = ""
 
 
 @dataclass
@@ -37,6 +42,7 @@ class OpenIncident:
     hazard_ids: list[str]
     open_hazard_ids: list[str]
     timeline: list[dict]
+    points: dict = field(default_factory=dict)  # open hazard id → [quantity, sensor, severity] for point counting
 
 
 @dataclass
@@ -87,13 +93,56 @@ def _event(inc: OpenIncident, info: SiteInfo, status: str, ts: int) -> IncidentE
 
 
 def _describe(h: HazardEvent) -> str:
-    return f"{h.kind} {h.quantity} {h.sensor_id} {h.value:g} {h.unit} (set point {h.threshold:g})"
+    value = "" if h.value is None else f" {h.value:g} {h.unit}"
+    return f"{h.kind} {h.quantity} {h.sensor_id or h.site_id}{value} (limit {h.threshold:g})"
 
 
-def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, window_ms: int) -> list[IncidentEvent]:
+def counted_severity(points: dict, aggregation) -> str | None:
+    """GB 39496 §5.5.4 point counting over one incident's open hazards, per monitored item."""
+    if aggregation is None or not points:
+        return None
+    best = None
+    items: dict[str, dict[str, str]] = {}
+    for quantity, sensor, severity in points.values():
+        items.setdefault(quantity, {})
+        prev = items[quantity].get(sensor)
+        items[quantity][sensor] = severity if prev is None else _worst(prev, severity)
+    for sensors in items.values():
+        at_least = lambda c: sum(1 for s in sensors.values() if SEVERITY_RANK[s] >= SEVERITY_RANK[c])  # noqa: E731
+        level = None
+        if at_least("orange") >= aggregation.orange:
+            level = "red"
+        elif at_least("yellow") >= aggregation.yellow:
+            level = "orange"
+        elif at_least("blue") >= aggregation.blue:
+            level = "yellow"
+        if level:
+            best = level if best is None else _worst(best, level)
+    return best
+
+
+def _rescore(inc: OpenIncident, aggregation) -> None:
+    counted = counted_severity(inc.points, aggregation)
+    if counted and SEVERITY_RANK[counted] > SEVERITY_RANK[inc.severity]:
+        inc.severity = counted
+        inc.timeline.append({"ts": inc.updated_at, "what": f"raised to {counted} by point counting (GB 39496)",
+                             "hazard_id": None})
+
+
+def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, window_ms: int,
+              aggregation=None) -> list[IncidentEvent]:
     """Feed one hazard event of a site; returns the incident events it causes."""
+    if hazard.kind in NOT_CORRELATED or hazard.event == "suppressed":
+        return []
     inc = state.incident
     ts = hazard.ts
+    if hazard.event == "update":
+        if inc is None or hazard.hazard_id not in inc.hazard_ids:
+            return []
+        inc.timeline.append({"ts": ts, "what": f"{hazard.kind} {hazard.sensor_id} flapping "
+                                               f"({hazard.flap_count} opens)", "hazard_id": hazard.hazard_id})
+        inc.updated_at = ts
+        return [_event(inc, info, "update", ts)]
     if hazard.event == "clear":
         state.recent = [r for r in state.recent if ts - r.start <= window_ms]
         for r in state.recent:
@@ -102,7 +151,9 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
         if inc is None or hazard.hazard_id not in inc.open_hazard_ids:
             return []
         inc.open_hazard_ids.remove(hazard.hazard_id)
-        inc.timeline.append({"ts": ts, "what": f"cleared {hazard.kind} {hazard.sensor_id} (peak {hazard.peak:g})",
+        inc.points.pop(hazard.hazard_id, None)
+        peak = "" if hazard.peak is None else f" (peak {hazard.peak:g})"
+        inc.timeline.append({"ts": ts, "what": f"cleared {hazard.kind} {hazard.sensor_id or hazard.site_id}{peak}",
                              "hazard_id": hazard.hazard_id})
         inc.updated_at = ts
         if inc.open_hazard_ids:
@@ -115,17 +166,20 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
             return []
         inc.hazard_ids.append(hazard.hazard_id)
         inc.open_hazard_ids.append(hazard.hazard_id)
+        inc.points[hazard.hazard_id] = [hazard.quantity, hazard.sensor_id, hazard.severity]
         inc.severity = _worst(inc.severity, hazard.severity)
         inc.timeline.append({"ts": ts, "what": f"linked {_describe(hazard)}", "hazard_id": hazard.hazard_id})
         inc.updated_at = ts
+        _rescore(inc, aggregation)
         return [_event(inc, info, "update", ts)]
 
     if hazard.event != "open":
         return []
     state.recent = [r for r in state.recent if ts - r.start <= window_ms and r.hazard_id != hazard.hazard_id]
-    state.recent.append(Recent(hazard.hazard_id, hazard.sensor_id, hazard.start, hazard.severity, hazard.kind))
+    state.recent.append(Recent(hazard.hazard_id, hazard.sensor_id or hazard.site_id, hazard.start, hazard.severity,
+                               hazard.kind, quantity=hazard.quantity))
     sensors = {r.sensor_id for r in state.recent}
-    if hazard.level >= 2:
+    if SEVERITY_RANK[hazard.severity] >= SEVERITY_RANK["orange"]:
         rule = RULE_SEVERE
     elif len(sensors) >= 2:
         rule = RULE_PAIR
@@ -139,8 +193,10 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
         incident_id=stable_id("INC", info.site_id, ts, hazard.hazard_id), rule_id=rule, opened_at=ts,
         updated_at=ts, severity=severity, hazard_ids=[r.hazard_id for r in linked],
         open_hazard_ids=[r.hazard_id for r in linked if not r.cleared],
-        timeline=[{"ts": r.start, "what": f"{r.kind} {r.sensor_id}", "hazard_id": r.hazard_id} for r in linked])
+        timeline=[{"ts": r.start, "what": f"{r.kind} {r.sensor_id}", "hazard_id": r.hazard_id} for r in linked],
+        points={r.hazard_id: [r.quantity, r.sensor_id, r.severity] for r in linked if not r.cleared})
     inc.timeline[-1]["what"] = _describe(hazard)
+    _rescore(inc, aggregation)
     state.recent = []
     state.incident = inc
     return [_event(inc, info, "open", ts)]

@@ -1,83 +1,99 @@
 """The rule engine: a batch of readings in, hazard and incident events out.
 
-One object holds all rule state in memory (numpy columns per sensor, small dicts for what
-is open). The same engine runs in the Faust worker, in `safewatch replay` and in unit tests.
-State is saved and restored per site (`snapshot_site` / `restore_site`), which is how the
-worker checkpoints it without a table write per reading.
+Per batch, numpy looks at every reading once (previous value and time of its sensor and
+site, fault, near a set point, gap) and picks the few that can change anything; only those
+are walked through the per-sensor rule machines (rules/machines.py). `advance(now)` moves the
+clock without readings: offline sensors and sites, interlock deadlines, flapping settling and
+maintenance ends. The same engine runs in the worker, in `safewatch replay` and in unit tests;
+its state is saved and restored per site.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from sensors.registry import Registry
 
 from .batch import Batch, BatchBuilder
+from .bindings import Bindings, bind
+from .catalog import Catalog
 from .correlation import SiteCorrelation, SiteInfo, correlate
-from .models import HazardEvent, IncidentEvent, stable_id
-from .threshold import HIGH_KINDS, LOW_KINDS, build_setpoints, levels, needs_walk, next_level
+from .machines import SensorState, step_rate, step_stuck, step_threshold
+from .models import HazardEvent, IncidentEvent
+from .publish import MaintenanceWindow, Published, Publisher, Transition
 
-# The mapping from sensor alarm level to the four colours is not fixed by any standard
-# (domain.md §8: n/f); until the rule catalogue sets it per rule, level 1 is yellow and
-# level 2 orange, leaving red for correlated or interlock incidents.
-LEVEL_SEVERITY = {1: "yellow", 2: "orange"}
 NEVER = -(2**62)  # "no reading yet"; far from int64 min so `NEVER - lateness` cannot wrap
-
-
-@dataclass
-class OpenHazard:
-    hazard_id: str
-    sensor: int
-    kind: str
-    level: int
-    threshold: float
-    start: int
-    peak: float
+_SPAN = 1 << 41  # event-time span one batch may cover (~70 years), for the grouped running max
 
 
 @dataclass
 class BatchResult:
-    """What one batch produced, and what it refused."""
+    """What one batch (or one `advance`) produced, and what it refused."""
 
     hazards: list[HazardEvent] = field(default_factory=list)
     incidents: list[IncidentEvent] = field(default_factory=list)
     events: list[HazardEvent | IncidentEvent] = field(default_factory=list)  # both, in causal order
-    late: np.ndarray | None = None  # positions older than the allowed lateness: dead-letter them
+    late: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # positions to dead-letter
     skipped: dict[str, int] = field(default_factory=dict)  # counted, not evaluated
-    sites: list[str] = field(default_factory=list)  # sites whose state may have changed
+    sites: set[str] = field(default_factory=set)  # sites whose state changed
+
+
+def _previous(keys: np.ndarray, ts: np.ndarray, newest: np.ndarray):
+    """For each reading: newest earlier time of its key (sensor or site) and position order by key."""
+    order = np.argsort(keys, kind="stable")
+    k, t = keys[order], ts[order]
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = k[1:] != k[:-1]
+    group = np.cumsum(first) - 1
+    t0 = int(t.min())
+    running = np.maximum.accumulate(group * _SPAN + (t - t0)) - group * _SPAN + t0
+    prev = np.empty(len(k), dtype=np.int64)
+    prev[1:] = running[:-1]
+    prev[first] = NEVER
+    prev = np.maximum(prev, newest[k])
+    out = np.empty_like(prev)
+    out[order] = prev
+    return out, order, first
 
 
 class RuleEngine:
-    """Threshold rules and site correlation over batches of readings."""
+    """All rule kinds of the catalogue (or registry thresholds only) over batches of readings."""
 
-    def __init__(self, registry: Registry, *, correlation_window_s: float = 300.0, lateness_s: float = 60.0):
+    def __init__(self, registry: Registry, catalog: Catalog | None = None, *, correlation_window_s: float = 300.0,
+                 lateness_s: float = 60.0, maintenance: list[MaintenanceWindow] | None = None):
         self.registry = registry
         self.window_ms = int(correlation_window_s * 1000)
         self.lateness_ms = int(lateness_s * 1000)
-        sensors = list(registry.sensors.values())
-        self.sensor_ids = [s.id for s in sensors]
+        self.sensors = list(registry.sensors.values())
+        self.sensor_ids = [s.id for s in self.sensors]
         self.index = {sid: i for i, sid in enumerate(self.sensor_ids)}
-        self.sensors = sensors
-        site_ids = list(registry.sites)
-        self.site_ids = site_ids
-        site_row = {sid: i for i, sid in enumerate(site_ids)}
-        self.sensor_site_names = [s.site_id for s in sensors]
-        self.sensor_site = np.array([site_row[s.site_id] for s in sensors], dtype=np.int64)
-        self.setpoints = build_setpoints(
-            [(s.alarms.high, s.alarms.high_high, s.alarms.low, s.alarms.low_low) for s in sensors],
-            [s.deadband_value for s in sensors])
-        n = len(sensors)
-        self.high_state = np.zeros(n, dtype=np.int8)
-        self.low_state = np.zeros(n, dtype=np.int8)
-        self.last_ts = np.full(n, NEVER, dtype=np.int64)
-        self.open: dict[tuple[int, str], OpenHazard] = {}
-        self.correlation: dict[str, SiteCorrelation] = {}
-        self.site_info = {sid: self._site_info(sid) for sid in site_ids}
+        self.site_ids = list(registry.sites)
+        self.site_row = {sid: i for i, sid in enumerate(self.site_ids)}
+        self.sensor_site_names = [s.site_id for s in self.sensors]
+        self.sensor_site = np.array([self.site_row[s.site_id] for s in self.sensors], dtype=np.int64)
+        self.site_info = {sid: self._site_info(sid) for sid in self.site_ids}
         self.site_rows: dict[str, list[int]] = {}
-        for i, s in enumerate(sensors):
+        for i, s in enumerate(self.sensors):
             self.site_rows.setdefault(s.site_id, []).append(i)
+        n = len(self.sensors)
+        self.last_ts = np.full(n, NEVER, dtype=np.int64)
+        self.last_val = np.full(n, np.nan)
+        self.site_last_ts = np.full(len(self.site_ids), NEVER, dtype=np.int64)
+        self.hot = np.zeros(n, dtype=bool)  # sensor has state that the next reading must see
+        self.offline_flag = np.zeros(n, dtype=bool)
+        self.state: dict[int, SensorState] = {}
+        self.site_offline: dict[str, list[list]] = {}  # site → offline intervals [start, end|None]
+        self.expectations: dict[str, list[dict]] = {}  # site → pending interlock expectations
+        self.correlation: dict[str, SiteCorrelation] = {}
+        self.catalog = catalog
+        flapping = {sector: f.flapping for sector, f in (catalog.sectors.items() if catalog else [])}
+        self.aggregation = {sector: f.aggregation for sector, f in (catalog.sectors.items() if catalog else [])}
+        self.publisher = Publisher(flapping, {sid: s.sector for sid, s in registry.sites.items()},
+                                   list(maintenance or []))
+        self.bindings: Bindings = bind(registry, catalog)
 
     def _site_info(self, site_id: str) -> SiteInfo:
         site = self.registry.sites[site_id]
@@ -89,96 +105,301 @@ class RuleEngine:
         """An empty batch builder bound to this engine's sensors."""
         return BatchBuilder(self.index, self.sensor_site_names)
 
+    def set_rules(self, catalog: Catalog | None) -> None:
+        """Swap the catalogue atomically; state of rules whose identity is unchanged is kept."""
+        old = self.bindings
+        new = bind(self.registry, catalog)
+        for i, st in list(self.state.items()):
+            keep_thr = old.threshold[i] and new.threshold[i] and old.threshold[i].rule_id == new.threshold[i].rule_id
+            if not keep_thr:
+                st.levels.clear()
+            if not (old.rate[i] and new.rate[i] and old.rate[i].rule_id == new.rate[i].rule_id):
+                st.rate = None
+            if not (old.stuck[i] and new.stuck[i] and old.stuck[i].id == new.stuck[i].id):
+                st.stuck_count, st.stuck_active = 0, False
+            self.hot[i] = st.busy()
+        self.catalog = catalog
+        self.bindings = new
+        self.publisher.flapping = {s: f.flapping for s, f in (catalog.sectors.items() if catalog else [])}
+        self.aggregation = {s: f.aggregation for s, f in (catalog.sectors.items() if catalog else [])}
+
+    def set_maintenance(self, windows: list[MaintenanceWindow]) -> None:
+        """Replace the maintenance/calibration windows."""
+        self.publisher.windows = list(windows)
+
     # --- evaluation --------------------------------------------------------------------------
     def process(self, batch: Batch) -> BatchResult:
-        """Evaluate a batch in arrival order; returns hazard and incident events."""
+        """Evaluate a batch in arrival order."""
         result = BatchResult()
         if len(batch) == 0:
-            result.late = np.empty(0, dtype=np.int64)
             return result
-        idx, ts, value = batch.idx, batch.ts, batch.value
-        before = self.last_ts[idx]
-        late = ts < before - self.lateness_ms
-        # At or before the sensor's newest reading: a redelivery after a restart or an
-        # out-of-order point. It is stored but cannot move rule state backwards in time.
-        stale = (ts <= before) & ~late
-        evaluate = batch.good & ~late & ~stale
+        b = self.bindings
+        idx, ts, value, good = batch.idx, batch.ts, batch.value, batch.good
+        newest, order, first = _previous(idx, ts, self.last_ts)
+        site = self.sensor_site[idx]
+        site_newest, _, _ = _previous(site, ts, self.site_last_ts)
+        late = ts < newest - self.lateness_ms
+        stale = (ts <= newest) & ~late
+        fresh = ~late & ~stale
+        fault = fresh & (~good | (value < b.range_lo[idx]) | (value > b.range_hi[idx]))
+        ok = fresh & ~fault
+        prev_val = self._previous_values(idx, value, order, first)
+        same = ok & (value == prev_val) & b.stuck_mask[idx]
+        seen = newest > NEVER
+        gap = fresh & seen & (ts - newest > b.offline_gap_ms[idx])
+        site_gap = fresh & (site_newest > NEVER) & (ts - site_newest > self._site_gap[site])
+        near = ((value[:, None] > b.up_clear[idx]).any(axis=1) | (value[:, None] < b.down_clear[idx]).any(axis=1))
+        # A sensor with anything to look at in this batch has all its readings walked, in order,
+        # so a later reading can clear what an earlier one opened.
+        busy = self.hot | b.rate_mask | self._waiting
+        busy[idx[fault | gap | site_gap | same | (ok & near)]] = True
+        walk = fresh & busy[idx]
         result.late = np.flatnonzero(late)
-        result.skipped = {"out_of_order": int(stale.sum()), "bad_quality": int((~batch.good & ~late).sum())}
+        result.skipped = {"out_of_order": int(stale.sum()), "bad_quality": int((~good & fresh).sum())}
 
-        pos = np.flatnonzero(evaluate)
-        if len(pos):
-            e_idx = idx[pos]
-            cols = levels(self.setpoints, e_idx, value[pos])
-            walk = np.flatnonzero(needs_walk(cols, e_idx, self.high_state, self.low_state))
-            newest: dict[int, int] = {}
-            reordered = 0
-            for w in walk.tolist():
-                i = int(e_idx[w])
-                t = int(ts[pos[w]])
-                if t <= newest.get(i, NEVER):
-                    reordered += 1
-                    continue
-                newest[i] = t
-                v = float(value[pos[w]])
-                self._track(i, t, v, HIGH_KINDS, self.high_state, int(cols.high_open[w]), int(cols.high_hold[w]),
-                            result, max)
-                self._track(i, t, v, LOW_KINDS, self.low_state, int(cols.low_open[w]), int(cols.low_hold[w]),
-                            result, min)
-            result.skipped["out_of_order"] += reordered
+        out: list[Published] = []
+        for p in np.flatnonzero(walk).tolist():
+            out += self._walk(int(idx[p]), int(ts[p]), float(value[p]), bool(fault[p]), bool(same[p]),
+                              bool(gap[p]), bool(site_gap[p]), int(newest[p]), int(site_newest[p]))
 
-        accepted = ~late
-        np.maximum.at(self.last_ts, idx[accepted], ts[accepted])
-        result.sites = [self.site_ids[s] for s in np.unique(self.sensor_site[idx]).tolist()]
-        for h in result.hazards:
+        np.maximum.at(self.last_ts, idx[fresh], ts[fresh])
+        np.maximum.at(self.site_last_ts, site[fresh], ts[fresh])
+        self.last_val[idx[ok]] = value[ok]  # repeated sensors: numpy keeps the last assignment
+        result.sites.update(self.site_ids[s] for s in np.unique(site).tolist())
+        self._finish(out, result)
+        return result
+
+    @property
+    def _site_gap(self) -> np.ndarray:
+        if getattr(self, "_site_gap_cache", None) is None or self._site_gap_cache[0] is not self.bindings:
+            arr = np.array([self.bindings.site_gap_ms.get(s, np.inf) for s in self.site_ids])
+            self._site_gap_cache = (self.bindings, arr)
+        return self._site_gap_cache[1]
+
+    @property
+    def _waiting(self) -> np.ndarray:
+        """Sensors an interlock expectation waits on."""
+        mask = np.zeros(len(self.sensors), dtype=bool)
+        for exps in self.expectations.values():
+            for e in exps:
+                mask[e["responses"]] = True
+        return mask
+
+    def _previous_values(self, idx, value, order, first) -> np.ndarray:
+        v = value[order]
+        prev = np.empty_like(v)
+        prev[1:] = v[:-1]
+        prev[first] = self.last_val[idx[order][first]]
+        out = np.empty_like(prev)
+        out[order] = prev
+        return out
+
+    def _walk(self, i: int, t: int, v: float, fault: bool, same: bool, gap: bool, site_gap: bool,
+              newest: int, site_newest: int) -> list[Published]:
+        b = self.bindings
+        site_id = self.sensor_site_names[i]
+        sid = self.sensor_ids[i]
+        out: list[Published] = []
+        st = self.state.get(i)
+        if st is None:
+            st = self.state[i] = SensorState()
+
+        def emit(kind, event, ts, value, threshold, level, colour, rule_id, peak):
+            self._emit(out, site_id, sid, i, kind, event, ts, value, threshold, level, colour, rule_id, peak)
+
+        if site_gap:
+            self._site_back(site_id, t, site_newest, out)
+        off = b.offline[i]
+        if st.offline_active:
+            st.offline_active = False
+            self.offline_flag[i] = False
+            emit("offline", "clear", t, v, 0.0, 1, off.colour if off else "blue", off.id if off else "", 0.0)
+        elif gap:
+            start, ongoing = self._sensor_deadline(site_id, newest, b.offline_gap_ms[i])
+            if not ongoing and start < t:
+                emit("offline", "open", start, v, 0.0, 1, off.colour, off.id, 0.0)
+                emit("offline", "clear", t, v, 0.0, 1, off.colour, off.id, 0.0)
+        self._check_responses(i, t, v, fault, out)
+
+        if fault:
+            if not st.fault_active and b.fault[i]:
+                st.fault_active = True
+                emit("sensor_fault", "open", t, v, float(self.sensors[i].range[0 if v < b.range_lo[i] else 1]),
+                     1, b.fault[i].colour, b.fault[i].id, v)
+        else:
+            if st.fault_active:
+                st.fault_active = False
+                emit("sensor_fault", "clear", t, v, 0.0, 1, b.fault[i].colour, b.fault[i].id, v)
+            if b.threshold[i]:
+                step_threshold(st, b.threshold[i], t, v, emit)
+            if b.rate[i]:
+                step_rate(st, b.rate[i], t, v, emit)
+            if b.stuck[i]:
+                step_stuck(st, b.stuck[i].samples, b.stuck[i].colour, b.stuck[i].id, t, v, same, emit)
+        self.hot[i] = st.busy()
+        return out
+
+    # --- offline -----------------------------------------------------------------------------
+    def _sensor_deadline(self, site_id: str, last: int, gap_ms: float) -> tuple[int, bool]:
+        """When a silent sensor counts as offline: k periods after its last reading, unless its whole
+        site was offline then (one site hazard, not N); after the site returns, k periods after that."""
+        deadline = last + gap_ms
+        for start, end in self.site_offline.get(site_id, []):
+            if start <= deadline and (end is None or deadline <= end):
+                if end is None:
+                    return int(deadline), True
+                deadline = end + gap_ms
+        return int(deadline), False
+
+    def _emit(self, out: list[Published], site_id: str, subject: str, sensor: int | None, kind: str, event: str,
+              ts: int, value: float, threshold: float, level: int, colour: str, rule_id: str, peak: float) -> None:
+        """Hand a rule transition to the publisher; a sensor hazard may arm or disarm interlocks."""
+        tr = Transition(site_id, subject, sensor, kind, event, ts, value, threshold, level, colour, rule_id, peak)
+        out.extend(self.publisher.transition(tr))
+        if sensor is not None and kind != "interlock_failed":
+            self._arm_interlocks(tr, out)
+
+    def _site_back(self, site_id: str, t: int, site_newest: int, out: list[Published]) -> None:
+        off = self.bindings.site_offline.get(site_id)
+        intervals = self.site_offline.setdefault(site_id, [])
+        if intervals and intervals[-1][1] is None:
+            intervals[-1][1] = t
+        else:
+            start = int(site_newest + self.bindings.site_gap_ms[site_id])
+            intervals.append([start, t])
+            self._emit(out, site_id, site_id, None, "site_offline", "open", start, math.nan, 0.0, 1,
+                       off.site_colour, off.id, 0.0)
+        self._emit(out, site_id, site_id, None, "site_offline", "clear", t, math.nan, 0.0, 1, off.site_colour,
+                   off.id, 0.0)
+        del intervals[:-8]  # only recent outages can still cover a sensor's deadline
+
+    def advance(self, now: int) -> BatchResult:
+        """Move the clock to `now` (event time) with no readings: timers fire."""
+        result = BatchResult()
+        out: list[Published] = []
+        b = self.bindings
+        for site_id, gap_ms in b.site_gap_ms.items():
+            r = self.site_row[site_id]
+            last = int(self.site_last_ts[r])
+            intervals = self.site_offline.setdefault(site_id, [])
+            if last > NEVER and last + gap_ms <= now and not (intervals and intervals[-1][1] is None):
+                off = b.site_offline[site_id]
+                start = int(last + gap_ms)
+                intervals.append([start, None])
+                self._emit(out, site_id, site_id, None, "site_offline", "open", start, math.nan, 0.0, 1,
+                           off.site_colour, off.id, 0.0)
+                result.sites.add(site_id)
+        due = np.flatnonzero((self.last_ts > NEVER) & (self.last_ts + b.offline_gap_ms <= now) & ~self.offline_flag)
+        for i in due.tolist():
+            site_id = self.sensor_site_names[i]
+            start, ongoing = self._sensor_deadline(site_id, int(self.last_ts[i]), b.offline_gap_ms[i])
+            if ongoing or start > now:
+                continue
+            st = self.state.setdefault(i, SensorState())
+            st.offline_active = True
+            self.offline_flag[i] = True
+            self.hot[i] = True
+            off = b.offline[i]
+            self._emit(out, site_id, self.sensor_ids[i], i, "offline", "open", start, float(self.last_val[i]), 0.0, 1,
+                       off.colour, off.id, 0.0)
+            result.sites.add(site_id)
+        for site_id, exps in list(self.expectations.items()):
+            for e in list(exps):
+                if not e["failed"] and e["deadline"] <= now:
+                    self._fail(e, out)
+                    result.sites.add(site_id)
+        out += self.publisher.advance(now)
+        self._finish(out, result)
+        return result
+
+    # --- interlocks --------------------------------------------------------------------------
+    def _arm_interlocks(self, tr: Transition, out: list[Published]) -> None:
+        """A trigger hazard opened: expect the response; a trigger cleared: drop its expectations."""
+        i = tr.sensor
+        exps = self.expectations.setdefault(tr.site_id, [])
+        if tr.event == "clear":
+            for e in [e for e in exps if e["trigger"] == [tr.subject, tr.kind]]:
+                exps.remove(e)
+                if e["failed"]:
+                    self._resolve(e, tr.ts, out)
+            return
+        for bound in self.bindings.interlocks[i]:
+            rule = bound.rule
+            if tr.kind not in rule.trigger.kinds:
+                continue
+            if any(self._satisfies(rule.expect, float(self.last_val[r])) for r in bound.responses
+                   if self.last_ts[r] > NEVER and self.last_ts[r] <= tr.ts):
+                continue  # already in the required state
+            exps.append({"rule": rule.id, "trigger": [tr.subject, tr.kind], "responses": list(bound.responses),
+                         "op": rule.expect.op, "value": rule.expect.value, "colour": rule.colour,
+                         "deadline": tr.ts + int(rule.expect.within_s * 1000), "failed": False})
+
+    @staticmethod
+    def _satisfies(expect, v: float) -> bool:
+        op = expect["op"] if isinstance(expect, dict) else expect.op
+        target = expect["value"] if isinstance(expect, dict) else expect.value
+        return v >= target if op == ">=" else v <= target if op == "<=" else v == target
+
+    def _check_responses(self, i: int, t: int, v: float, fault: bool, out: list[Published]) -> None:
+        exps = self.expectations.get(self.sensor_site_names[i])
+        if not exps:
+            return
+        for e in list(exps):
+            if i not in e["responses"]:
+                continue
+            if t > e["deadline"] and not e["failed"]:
+                self._fail(e, out)
+            if not fault and self._satisfies(e, v):
+                exps.remove(e)
+                if e["failed"]:
+                    self._resolve(e, t, out)
+
+    def _fail(self, e: dict, out: list[Published]) -> None:
+        """Nothing acted by the deadline: `interlock_failed`, at the highest level."""
+        e["failed"] = True
+        r = e["responses"][0]
+        if any(x["failed"] and x["responses"][0] == r and x is not e
+               for x in self.expectations.get(self.sensor_site_names[r], [])):
+            return  # the same response is already reported as failed
+        self._emit(out, self.sensor_site_names[r], self.sensor_ids[r], r, "interlock_failed", "open", e["deadline"],
+                   float(self.last_val[r]), e["value"], 4, e["colour"], e["rule"], float(self.last_val[r]))
+
+    def _resolve(self, e: dict, t: int, out: list[Published]) -> None:
+        """The response came late, or the demand went away: the failure clears."""
+        r = e["responses"][0]
+        site_id = self.sensor_site_names[r]
+        if any(x["failed"] and x["responses"][0] == r for x in self.expectations.get(site_id, [])):
+            return  # another trigger still waits on the same response
+        self._emit(out, site_id, self.sensor_ids[r], r, "interlock_failed", "clear", t, float(self.last_val[r]),
+                   e["value"], 4, e["colour"], e["rule"], float(self.last_val[r]))
+
+    # --- output ------------------------------------------------------------------------------
+    def _finish(self, published: list[Published], result: BatchResult) -> None:
+        for p in published:
+            h = self._event(p)
+            result.hazards.append(h)
             result.events.append(h)
+            result.sites.add(h.site_id)
+            if p.event == "suppressed":
+                continue
             caused = self._correlate(h)
             result.incidents.extend(caused)
             result.events.extend(caused)
-        return result
 
-    def _track(self, i: int, t: int, v: float, kinds: tuple[str, str], state: np.ndarray,
-               open_level: int, hold_level: int, result: BatchResult, worse) -> None:
-        s = int(state[i])
-        n = next_level(s, open_level, hold_level)
-        for level in range(1, max(s, n) + 1):
-            key = (i, kinds[level - 1])
-            hz = self.open.get(key)
-            if level <= n:
-                if hz is not None:
-                    hz.peak = worse(hz.peak, v)
-                elif self._threshold(i, level, kinds) is not None:
-                    hz = self._open(i, t, v, kinds[level - 1], level, kinds)
-                    result.hazards.append(self._event(hz, "open", t, v))
-            elif hz is not None:
-                del self.open[key]
-                result.hazards.append(self._event(hz, "clear", t, v))
-        state[i] = n
-
-    def _threshold(self, i: int, level: int, kinds: tuple[str, str]) -> float | None:
-        alarms = self.sensors[i].alarms
-        return getattr(alarms, kinds[level - 1])
-
-    def _open(self, i: int, t: int, v: float, kind: str, level: int, kinds) -> OpenHazard:
-        sid = self.sensor_ids[i]
-        hz = OpenHazard(hazard_id=stable_id("HZ", sid, kind, t), sensor=i, kind=kind, level=level,
-                        threshold=float(self._threshold(i, level, kinds)), start=t, peak=v)
-        self.open[(i, kind)] = hz
-        return hz
-
-    def _event(self, hz: OpenHazard, event: str, t: int, v: float) -> HazardEvent:
-        s = self.sensors[hz.sensor]
-        info = self.site_info[s.site_id]
+    def _event(self, p: Published) -> HazardEvent:
+        tr = p.tr
+        info = self.site_info[tr.site_id]
+        s = self.sensors[tr.sensor] if tr.sensor is not None else None
         return HazardEvent(
-            hazard_id=hz.hazard_id, event=event, kind=hz.kind, level=hz.level,
-            severity=LEVEL_SEVERITY[hz.level], rule_id=f"threshold.{hz.kind}", site_id=s.site_id,
-            sensor_id=s.id, enterprise_id=info.enterprise_id, region=info.region, sector=info.sector,
-            area=s.area, quantity=s.quantity, unit=s.unit, threshold=hz.threshold, value=v, peak=hz.peak,
-            start=hz.start, end=t if event == "clear" else None, ts=t)
+            hazard_id=p.hazard_id or "", event=p.event, kind=tr.kind, level=tr.level, severity=tr.colour,
+            rule_id=tr.rule_id, site_id=tr.site_id, sensor_id=s.id if s else "", enterprise_id=info.enterprise_id,
+            region=info.region, sector=info.sector, area=s.area if s else "", quantity=s.quantity if s else "site",
+            unit=s.unit if s else "", threshold=tr.threshold, value=_finite(tr.value), peak=_finite(tr.peak),
+            start=p.start, end=p.end, ts=tr.ts, flapping=p.flapping, flap_count=p.flap_count, note=p.note)
 
     def _correlate(self, h: HazardEvent) -> list[IncidentEvent]:
         state = self.correlation.setdefault(h.site_id, SiteCorrelation())
-        return correlate(state, h, self.site_info[h.site_id], self.window_ms)
+        return correlate(state, h, self.site_info[h.site_id], self.window_ms, self.aggregation.get(h.sector))
 
     # --- checkpoints -------------------------------------------------------------------------
     def snapshot_site(self, site_id: str) -> dict:
@@ -186,33 +407,45 @@ class RuleEngine:
         rows = self.site_rows.get(site_id, [])
         corr = self.correlation.get(site_id)
         return {
-            "v": 1,
-            "last_ts": {self.sensor_ids[i]: int(self.last_ts[i]) for i in rows if self.last_ts[i] != NEVER},
-            "open": [{**asdict(hz), "sensor": self.sensor_ids[hz.sensor]}
-                     for i in rows for kind in HIGH_KINDS + LOW_KINDS if (hz := self.open.get((i, kind)))],
+            "v": 2,
+            "last": {self.sensor_ids[i]: [int(self.last_ts[i]), _finite(float(self.last_val[i]))]
+                     for i in rows if self.last_ts[i] != NEVER},
+            "site_last": int(self.site_last_ts[self.site_row[site_id]]),
+            "sensors": {self.sensor_ids[i]: self.state[i].to_dict() for i in rows if i in self.state},
+            "site_offline": self.site_offline.get(site_id, []),
+            "expectations": self.expectations.get(site_id, []),
+            "publisher": self.publisher.snapshot_site(site_id),
             "correlation": corr.to_dict() if corr else None,
         }
 
     def restore_site(self, site_id: str, snap: dict) -> None:
         """Replace one site's rule state with a snapshot; unknown sensors are ignored."""
+        if snap.get("v") != 2:
+            return  # an older checkpoint format: start this site fresh rather than misread it
         for i in self.site_rows.get(site_id, []):
-            self.high_state[i] = self.low_state[i] = 0
-            self.last_ts[i] = NEVER
-            for kind in HIGH_KINDS + LOW_KINDS:
-                self.open.pop((i, kind), None)
-        for sid, t in snap.get("last_ts", {}).items():
+            self.last_ts[i], self.last_val[i] = NEVER, np.nan
+            self.state.pop(i, None)
+            self.hot[i] = self.offline_flag[i] = False
+        for sid, (t, v) in snap.get("last", {}).items():
             if sid in self.index:
-                self.last_ts[self.index[sid]] = t
-        for d in snap.get("open", []):
-            i = self.index.get(d["sensor"])
-            if i is None:
-                continue
-            hz = OpenHazard(**{**d, "sensor": i})
-            self.open[(i, hz.kind)] = hz
-            state = self.high_state if hz.kind in HIGH_KINDS else self.low_state
-            state[i] = max(int(state[i]), hz.level)
+                i = self.index[sid]
+                self.last_ts[i], self.last_val[i] = t, (np.nan if v is None else v)
+        self.site_last_ts[self.site_row[site_id]] = snap.get("site_last", NEVER)
+        for sid, d in snap.get("sensors", {}).items():
+            if sid in self.index:
+                i = self.index[sid]
+                st = self.state[i] = SensorState.from_dict(d)
+                self.hot[i] = st.busy()
+                self.offline_flag[i] = st.offline_active
+        self.site_offline[site_id] = [list(x) for x in snap.get("site_offline", [])]
+        self.expectations[site_id] = list(snap.get("expectations", []))
+        self.publisher.restore_site(site_id, snap.get("publisher", {}))
         corr = snap.get("correlation")
         if corr:
             self.correlation[site_id] = SiteCorrelation.from_dict(corr)
         else:
             self.correlation.pop(site_id, None)
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else x

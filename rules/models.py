@@ -27,13 +27,15 @@ class HazardEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     hazard_id: str
-    event: Literal["open", "update", "clear"]
-    kind: str  # high, high_high, low, low_low (more kinds come with the rule catalogue)
-    level: int  # 1 = first set point (H/L, gas L1), 2 = second (HH/LL, gas L2)
+    event: Literal["open", "update", "clear", "suppressed"]
+    # high, high_high, low, low_low (or catalogue level kinds), rate_rise, rate_fall, offline,
+    # site_offline, stuck, sensor_fault, interlock_failed
+    kind: str
+    level: int  # 1 = mildest level of its direction; interlock_failed is 4
     severity: Severity
     rule_id: str
     site_id: str
-    sensor_id: str
+    sensor_id: str  # empty for a site-level hazard (site_offline)
     enterprise_id: str
     region: str
     sector: str
@@ -41,11 +43,14 @@ class HazardEvent(BaseModel):
     quantity: str
     unit: str
     threshold: float
-    value: float  # the reading that caused this event
-    peak: float  # the worst value while open
+    value: float | None  # the reading that caused this event
+    peak: float | None  # the worst value (or rate) while open
     start: int
     end: int | None = None
     ts: int  # event time of this event
+    flapping: bool = False
+    flap_count: int = 0
+    note: str | None = None  # why it was suppressed, re-published or settled
 
     def to_json(self) -> bytes:
         """JSON bytes for the `hazards` topic."""

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
 
     # --- rules -----------------------------------------------------------------------------
     registry: Path = Field(PROJECT_ROOT / "sensors" / "data" / "registry.yaml")
+    rules_dir: Path = Field(PROJECT_ROOT / "rules" / "catalog", description="the rule catalogue, one YAML per sector")
+    maintenance: Path = Field(PROJECT_ROOT / "deploy" / "maintenance.yaml", description="maintenance windows")
+    rules_reload_s: float = Field(2.0, description="how often the worker looks for changed rule/maintenance files")
+    # Timers (offline, interlock deadlines) run on event time estimated from the newest reading;
+    # this lag lets a partition that is a little behind catch up before silence counts.
+    clock_lag_s: float = 2.0
+    checkpoint_interval_s: float = Field(5.0, description="longest a site's quiet rule state goes uncheckpointed")
     correlation_window_s: float = 300.0
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
 

@@ -41,7 +41,11 @@ UNITS = (
     "mm/h", "mm/24h", "mm/d",  # rainfall, displacement rate
     "m3/h", "L/min", "m/s",  # flow, air velocity
     "A", "kW", "Hz", "count",  # drives, spark counters
+    "bool",  # state signals: 0 / 1 (fan running, valve closed...)
 )
+# A sensor in this unit reports a state, not a measurement: range [0, 1], no set points needed
+# (it is what an interlock rule expects to change, not a value that alarms by itself).
+STATE_UNIT = "bool"
 # The deadband when a sensor does not set one: this fraction of its measuring span.
 DEFAULT_DEADBAND_FRACTION = 0.02
 SET_POINT_ORDER = ("low_low", "low", "high", "high_high")
@@ -80,7 +84,11 @@ class Region(RegistryModel):
 
 
 class Alarms(RegistryModel):
-    """Alarm set points; present ones must be ordered low_low < low < high < high_high."""
+    """Alarm set points; present ones must be ordered low_low < low < high < high_high.
+
+    Empty only for state signals: SensorSpec requires at least one set point on every other
+    sensor. An empty Alarms (rather than None) keeps `sensor.alarms.high` etc. safe to read.
+    """
 
     high: Number | None = None
     high_high: Number | None = None
@@ -90,8 +98,6 @@ class Alarms(RegistryModel):
     @model_validator(mode="after")
     def _ordered(self) -> Alarms:
         present = self.set_points()
-        if not present:
-            raise ValueError("at least one set point (high, high_high, low, low_low) is required")
         names = list(present)
         for a, b in zip(names, names[1:]):
             if not present[a] < present[b]:
@@ -110,7 +116,8 @@ class SensorSpec(RegistryModel):
     quantity: Annotated[str, Field(pattern=_NAME, max_length=64)]
     unit: str
     range: tuple[Number, Number]
-    alarms: Alarms
+    # Validated even when omitted, so a missing `alarms` on a measuring sensor is reported at the key.
+    alarms: Alarms = Field(default_factory=Alarms, validate_default=True)
     deadband: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = None
     period_s: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
     area: Ident
@@ -125,9 +132,11 @@ class SensorSpec(RegistryModel):
 
     @field_validator("range")
     @classmethod
-    def _range_ordered(cls, rng: tuple[float, float]) -> tuple[float, float]:
+    def _range_ordered(cls, rng: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
         if not rng[0] < rng[1]:
             raise ValueError(f"measuring range must have lo < hi, got [{rng[0]:g}, {rng[1]:g}]")
+        if info.data.get("unit") == STATE_UNIT and tuple(rng) != (0, 1):
+            raise ValueError(f"a state signal (unit {STATE_UNIT}) has range [0, 1], got [{rng[0]:g}, {rng[1]:g}]")
         return rng
 
     # Cross-field checks are field validators (not a model validator) so the error points at
@@ -135,6 +144,12 @@ class SensorSpec(RegistryModel):
     @field_validator("alarms")
     @classmethod
     def _alarms_in_range(cls, alarms: Alarms, info: ValidationInfo) -> Alarms:
+        # A measurement nobody can alarm on is the regulators' "point without threshold" defect;
+        # only state signals may go without. Unknown unit (already reported): no second error.
+        unit = info.data.get("unit")
+        if not alarms.set_points() and unit is not None and unit != STATE_UNIT:
+            raise ValueError("at least one set point (high, high_high, low, low_low) is required "
+                             f"(only state signals, unit {STATE_UNIT}, may have none)")
         rng = info.data.get("range")
         if rng:
             for name, value in alarms.set_points().items():
@@ -158,11 +173,18 @@ class SensorSpec(RegistryModel):
             return normal
         if rng and not rng[0] <= normal <= rng[1]:
             raise ValueError(f"normal {normal:g} outside the measuring range [{rng[0]:g}, {rng[1]:g}]")
+        if info.data.get("unit") == STATE_UNIT and normal not in (0, 1):
+            raise ValueError(f"normal {normal:g} of a state signal must be 0 or 1")
         if alarms:
             for name, value in alarms.set_points().items():
                 if (name.startswith("high") and normal >= value) or (name.startswith("low") and normal <= value):
                     raise ValueError(f"normal {normal:g} would be in alarm ({name} {value:g})")
         return normal
+
+    @property
+    def is_state(self) -> bool:
+        """True for a state signal (unit bool): 0 / 1, no noise, no set points of its own."""
+        return self.unit == STATE_UNIT
 
     @computed_field  # type: ignore[prop-decorator]
     @property

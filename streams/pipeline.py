@@ -23,6 +23,7 @@ from rules.engine import RuleEngine
 from safewatch.settings import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, Settings
 from sensors.schema import DecodeError, decode_message, split_frame
 
+from .reload import RuleReloader
 from .influx import InfluxWriter, deadletter_line, hazard_line, incident_line, reading_lines, tags
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def deadletter_record(reason: str, detail: str, m: RawMessage, *, payload: dict 
 class Pipeline:
     """Handles batches for one worker; holds the engine and the output paths."""
 
-    def __init__(self, settings: Settings, engine: RuleEngine, send: Send, writer: InfluxWriter | None):
+    def __init__(self, settings: Settings, engine: RuleEngine, send: Send, writer: InfluxWriter | None,
+                 reloader: RuleReloader | None = None):
         self.settings = settings
         self.engine = engine
         self.send = send
@@ -79,6 +81,9 @@ class Pipeline:
         self.checkpoint_topic = settings.topic(CHECKPOINT_TOPIC)
         self.prefixes = [self._prefix(s) for s in engine.sensors]
         self.totals: Counter = Counter()
+        self.reloader = reloader or RuleReloader(settings)
+        self._newest: tuple[int, float] | None = None
+        self._checkpointed: dict[str, float] = {}
 
     def _prefix(self, sensor) -> str:
         info = self.engine.site_info[sensor.site_id]
@@ -127,6 +132,37 @@ class Pipeline:
             dead.append(("late", {"reason": "late", "detail": detail, "site_id": site, "reading": payload,
                                   "received_at": int(time.time() * 1000)}, site.encode()))
 
+        self._observe_clock(batch)
+        await self._emit(result, batch, dead)
+        MESSAGES.inc(len(messages))
+        READINGS.inc(len(batch))
+        self.totals.update(messages=len(messages), readings=len(batch), deadletters=len(dead))
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def tick(self) -> None:
+        """Timer: pick up changed rule files, then move the engine's clock (offline, deadlines)."""
+        self.reloader.maybe_reload(self.engine)
+        now = self.clock()
+        if now is None:
+            return
+        result = self.engine.advance(now)
+        if result.hazards or result.incidents:
+            await self._emit(result, None, [])
+
+    def clock(self) -> int | None:
+        """Event time now: the newest reading's time plus wall time since, less a safety lag."""
+        if self._newest is None:
+            return None
+        newest_ts, seen_at = self._newest
+        return int(newest_ts + (time.monotonic() - seen_at) * 1000 - self.settings.clock_lag_s * 1000)
+
+    def _observe_clock(self, batch) -> None:
+        if len(batch):
+            top = int(batch.ts.max())
+            if self._newest is None or top > self._newest[0]:
+                self._newest = (top, time.monotonic())
+
+    async def _emit(self, result, batch, dead) -> None:
         # Alerts first: nothing below may delay a duty officer's hazard or incident.
         for h in result.hazards:
             await self.send(self.hazards_topic, h.site_id.encode(), h.to_json())
@@ -145,17 +181,18 @@ class Pipeline:
             if n:
                 SKIPPED.labels(why).inc(n)
 
+        # Sites with hazard activity are checkpointed at once; quiet ones (only rate windows and
+        # last-seen times moving) at most every checkpoint_interval_s.
+        now = time.monotonic()
+        changed = {h.site_id for h in result.hazards}
         for site in result.sites:
-            await self.send(self.checkpoint_topic, site.encode(), orjson.dumps(self.engine.snapshot_site(site)))
+            if site in changed or now - self._checkpointed.get(site, 0.0) >= self.settings.checkpoint_interval_s:
+                await self.send(self.checkpoint_topic, site.encode(), orjson.dumps(self.engine.snapshot_site(site)))
+                self._checkpointed[site] = now
 
         if self.writer is not None:
             await self.writer.write(self._lines(batch, result, reasons))
-
-        MESSAGES.inc(len(messages))
-        READINGS.inc(len(batch))
-        self.totals.update(messages=len(messages), readings=len(batch), hazards=len(result.hazards),
-                           incidents=len(result.incidents), deadletters=sum(reasons.values()))
-        BATCH_SECONDS.observe(time.perf_counter() - started)
+        self.totals.update(hazards=len(result.hazards), incidents=len(result.incidents))
 
     def _salvage(self, m: RawMessage, exc: DecodeError):
         """For a frame with some bad readings: the good ones as a frame, the bad ones with reasons."""
@@ -168,7 +205,7 @@ class Pipeline:
 
     def _lines(self, batch, result, reasons: Counter) -> list[str]:
         lines: list[str] = []
-        if self.settings.influx_write_readings and len(batch):
+        if self.settings.influx_write_readings and batch is not None and len(batch):
             keep = np.ones(len(batch), dtype=bool)
             keep[result.late] = False
             lines = reading_lines(self.prefixes, batch.idx[keep].tolist(), batch.ts[keep].tolist(),

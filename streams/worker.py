@@ -21,6 +21,7 @@ from . import faust_tuning
 from .checkpoint import restore_engine
 from .influx import InfluxWriter
 from .pipeline import Pipeline, RawMessage
+from .reload import RuleReloader
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,24 @@ def build_app(settings: Settings) -> faust.App:
         store="memory://",
     )
     registry = load_registry(settings.registry)
-    engine = RuleEngine(registry, correlation_window_s=settings.correlation_window_s,
-                        lateness_s=settings.lateness_s)
-    state = {"restore": True, "pipeline": None}
+    reloader = RuleReloader(settings)
+    catalog, windows = reloader.initial(registry)
+    engine = RuleEngine(registry, catalog, correlation_window_s=settings.correlation_window_s,
+                        lateness_s=settings.lateness_s, maintenance=windows)
+    state = {"restore": True, "restoring": False, "pipeline": None}
+
+    def pipeline() -> Pipeline:
+        if state["pipeline"] is None:
+            state["pipeline"] = Pipeline(settings, engine, send, InfluxWriter(settings), reloader)
+        return state["pipeline"]
+
+    async def restore_if_needed() -> None:
+        if state["restore"]:
+            state["restore"], state["restoring"] = False, True
+            try:
+                await restore_engine(settings, engine, settings.topic(CHECKPOINT_TOPIC))
+            finally:
+                state["restoring"] = False
 
     async def send(topic: str, key: bytes, value: bytes) -> None:
         await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
@@ -68,20 +84,20 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(telemetry, concurrency=1)
     async def evaluate(stream):
-        if state["pipeline"] is None:
-            writer = InfluxWriter(settings)
-            state["pipeline"] = Pipeline(settings, engine, send, writer)
-        pipeline: Pipeline = state["pipeline"]
         async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
-            if state["restore"]:
-                state["restore"] = False
-                await restore_engine(settings, engine, settings.topic(CHECKPOINT_TOPIC))
-            await pipeline.handle([RawMessage(e.message.topic, e.message.partition, e.message.offset,
-                                              e.message.key, e.message.value) for e in events])
+            await restore_if_needed()
+            await pipeline().handle([RawMessage(e.message.topic, e.message.partition, e.message.offset,
+                                                e.message.key, e.message.value) for e in events])
             # Hazards and checkpoints reach the broker before this batch's offsets can commit.
             await app.producer.flush()
 
-    app.safewatch_engine = engine  # for introspection in tests and the bench
+    @app.timer(interval=1.0)
+    async def clock():
+        # Offline sensors never send the reading that would reveal them: time must.
+        if state["pipeline"] is None or state["restore"] or state["restoring"]:
+            return
+        await pipeline().tick()
+
     return app
 
 

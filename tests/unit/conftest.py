@@ -32,6 +32,7 @@ enterprises:
           - {{id: a-gas1, quantity: combustible_gas, unit: "%LEL", range: [0, 100], alarms: {{high: 25, high_high: 50}}, deadband: 2.5, period_s: 1, area: t1}}
           - {{id: a-temp1, quantity: temperature, unit: "°C", range: [-20, 150], alarms: {{high: 60, high_high: 80}}, deadband: 2, period_s: 1, area: t1}}
           - {{id: a-o2, quantity: oxygen, unit: "%vol", range: [0, 30], alarms: {{low: 19.5, high: 23.5}}, deadband: 0.3, period_s: 1, area: t1}}
+          - {{id: a-fan, quantity: exhaust_fan_running, unit: bool, range: [0, 1], period_s: 1, area: t1}}
       - id: site-b
         name: Tank farm B
         sector: hazchem

@@ -147,6 +147,8 @@ def test_shipped_shape(shipped):
 def test_shipped_healthy_values_are_not_in_alarm_and_alarms_can_clear(shipped):
     for s in shipped.sensors.values():
         assert s.normal is not None, s.id
+        if s.is_state:
+            continue  # no set points: nothing to be in alarm of
         gap = min(abs(v - s.normal) for v in s.alarms.set_points().values())
         assert s.deadband_value < gap / 2, s.id
 
@@ -233,6 +235,45 @@ def test_missing_alarms_key_points_at_the_sensor(tmp_path):
     exc = errors_of(path)
     line = line_of(text, "- id: t-pit01-pin01")
     assert_issue(exc, path, line, "enterprises[1].sites[0].sensors[0].alarms", "required")
+
+
+STATE = """\
+          - id: t-pit01-shutoff01
+            quantity: shutoff_valve_closed
+            unit: bool
+            range: [0, 1]
+            period_s: 1
+            area: mould
+            normal: 0
+"""  # appended to GOOD: a second sensor of the casting pit
+
+
+def test_state_signal_needs_no_set_points(tmp_path):
+    reg = load_registry(write(tmp_path, GOOD + STATE))
+    valve = reg.sensors["t-pit01-shutoff01"]
+    assert valve.is_state and not reg.sensors["t-pit01-pin01"].is_state
+    assert valve.alarms.set_points() == {} and valve.alarms.high is None  # empty, never None
+
+
+def test_missing_alarms_message_names_the_state_signal_exception(tmp_path):
+    text = drop_line(GOOD, "alarms: {low_low: 0.15, low: 0.2}")
+    exc = errors_of(write(tmp_path, text))
+    assert "only state signals, unit bool, may have none" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        ("range: [0, 1]", "range: [0, 2]", "range", r"state signal \(unit bool\) has range \[0, 1\], got \[0, 2\]"),
+        ("normal: 0\n", "normal: 0.7\n", "normal", "normal 0.7 of a state signal must be 0 or 1"),
+    ],
+)
+def test_bad_state_signal(tmp_path, old, new, field, message):
+    text = GOOD + STATE.replace(old, new)
+    path = write(tmp_path, text)
+    exc = errors_of(path)
+    line = line_of(text, new.strip())
+    assert_issue(exc, path, line, f"enterprises[1].sites[0].sensors[1].{field}", message)
 
 
 def test_unordered_set_points(tmp_path):
