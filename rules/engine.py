@@ -273,27 +273,35 @@ class RuleEngine:
                    off.id, 0.0)
         del intervals[:-8]  # only recent outages can still cover a sensor's deadline
 
-    def advance(self, now: int) -> BatchResult:
-        """Move the clock to `now` (event time) with no readings: timers fire."""
+    def advance(self, now: int, site_clock: np.ndarray | None = None) -> BatchResult:
+        """Move the clock to `now` (event time) with no readings: timers fire.
+
+        `site_clock` (event time per site row) lets each site run on its own clock: the worker
+        derives it from when each site's newest reading arrived, so a partition that is behind
+        does not make another partition's sites look silent.
+        """
         result = BatchResult()
         out: list[Published] = []
         b = self.bindings
+        clock = site_clock if site_clock is not None else np.full(len(self.site_ids), now, dtype=np.int64)
         for site_id, gap_ms in b.site_gap_ms.items():
             r = self.site_row[site_id]
             last = int(self.site_last_ts[r])
             intervals = self.site_offline.setdefault(site_id, [])
-            if last > NEVER and last + gap_ms <= now and not (intervals and intervals[-1][1] is None):
+            if last > NEVER and last + gap_ms <= clock[r] and not (intervals and intervals[-1][1] is None):
                 off = b.site_offline[site_id]
                 start = int(last + gap_ms)
                 intervals.append([start, None])
                 self._emit(out, site_id, site_id, None, "site_offline", "open", start, math.nan, 0.0, 1,
                            off.site_colour, off.id, 0.0)
                 result.sites.add(site_id)
-        due = np.flatnonzero((self.last_ts > NEVER) & (self.last_ts + b.offline_gap_ms <= now) & ~self.offline_flag)
+        sensor_clock = clock[self.sensor_site]
+        due = np.flatnonzero((self.last_ts > NEVER) & (self.last_ts + b.offline_gap_ms <= sensor_clock)
+                             & ~self.offline_flag)
         for i in due.tolist():
             site_id = self.sensor_site_names[i]
             start, ongoing = self._sensor_deadline(site_id, int(self.last_ts[i]), b.offline_gap_ms[i])
-            if ongoing or start > now:
+            if ongoing or start > sensor_clock[i]:
                 continue
             st = self.state.setdefault(i, SensorState())
             st.offline_active = True
@@ -305,10 +313,10 @@ class RuleEngine:
             result.sites.add(site_id)
         for site_id, exps in list(self.expectations.items()):
             for e in list(exps):
-                if not e["failed"] and e["deadline"] <= now:
+                if not e["failed"] and e["deadline"] <= clock[self.site_row[site_id]]:
                     self._fail(e, out)
                     result.sites.add(site_id)
-        out += self.publisher.advance(now)
+        out += self.publisher.advance(lambda site_id: int(clock[self.site_row[site_id]]))
         self._finish(out, result)
         return result
 

@@ -105,7 +105,7 @@ class Publisher:
         out = self._reconcile_due(tr.site_id, tr.ts)
         key = tr.key
         if tr.event == "open":
-            self.internal[key] = asdict(tr)
+            self.internal[key] = dict(vars(tr))
         else:
             self.internal.pop(key, None)
         w = self._window(tr.site_id, tr.subject, tr.ts)
@@ -134,7 +134,7 @@ class Publisher:
                     h.flap_count += 1
                 return out
             hid = stable_id("HZ", tr.subject, tr.kind, tr.ts)
-            self.held[key] = Held(hid, tr.ts, asdict(tr))
+            self.held[key] = Held(hid, tr.ts, dict(vars(tr)))
             return out + [Published(tr, "open", hid, tr.ts)]
         if h is None:
             return out
@@ -143,7 +143,7 @@ class Publisher:
             times.popleft()
         if cfg is not None and len(times) >= cfg.max_changes:
             h.pending_clear = tr.ts
-            h.last_clear = asdict(tr)
+            h.last_clear = dict(vars(tr))
             if not h.flapping:
                 h.flapping, h.flap_count = True, len(times)
                 return out + [Published(tr, "update", h.hazard_id, h.start, flapping=True, flap_count=h.flap_count,
@@ -159,10 +159,10 @@ class Publisher:
         return [Published(tr, "clear", h.hazard_id, h.start, end=h.pending_clear, flapping=True,
                           flap_count=h.flap_count, note="settled after flapping")]
 
-    def _reconcile_due(self, site_id: str | None, now: int) -> list[Published]:
+    def _reconcile_due(self, site_id: str, now: int) -> list[Published]:
         out: list[Published] = []
         for w in self.windows:
-            if w.end <= now and w.id not in self.reconciled and (site_id is None or self._touches(w, site_id)):
+            if w.end <= now and w.id not in self.reconciled and self._touches(w, site_id):
                 self.reconciled.add(w.id)
                 out += self._reconcile(w)
         return out
@@ -186,12 +186,15 @@ class Publisher:
                 out += self._publish(key, tr)
         return out
 
-    def advance(self, now: int) -> list[Published]:
-        """Time passed to `now` with no reading: settle quiet flapping hazards, end maintenance windows."""
-        out = self._reconcile_due(None, now)
+    def advance(self, now_of) -> list[Published]:
+        """Time passed with no reading (`now_of(site_id)` is each site's clock): settle quiet flapping
+        hazards, end maintenance windows."""
+        out: list[Published] = []
+        for site_id in sorted({k[0] for k in list(self.internal) + list(self.held)}):
+            out += self._reconcile_due(site_id, now_of(site_id))
         for key, h in list(self.held.items()):
             cfg = self.flapping.get(self.site_sector.get(key[0], ""))
-            if h.pending_clear is not None and cfg and now >= h.pending_clear + int(cfg.window_s * 1000):
+            if h.pending_clear is not None and cfg and now_of(key[0]) >= h.pending_clear + int(cfg.window_s * 1000):
                 out += self._settle(key, h, h.pending_clear + int(cfg.window_s * 1000))
         return out
 

@@ -231,8 +231,15 @@ def bench(
     frame_size: int = typer.Option(50, help="readings per frame"),
     rate: int = typer.Option(20_000, help="readings/s offered in the latency run"),
     latency_seconds: float = typer.Option(15.0, help="length of the latency run"),
+    rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
+    sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
 ) -> None:
     """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
+    if rules:
+        from .rules_bench import run_rules_bench
+
+        run_rules_bench(get_settings(), sensors=sensors, readings=max(readings, 1_000_000))
+        return
     from .bench import run_bench
 
     run_bench(get_settings(), readings=readings, frame_size=frame_size, rate=rate,

@@ -19,7 +19,7 @@ import orjson
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from rules.engine import RuleEngine
+from rules.engine import NEVER, RuleEngine
 from safewatch.settings import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, Settings
 from sensors.schema import DecodeError, decode_message, split_frame
 
@@ -82,7 +82,7 @@ class Pipeline:
         self.prefixes = [self._prefix(s) for s in engine.sensors]
         self.totals: Counter = Counter()
         self.reloader = reloader or RuleReloader(settings)
-        self._newest: tuple[int, float] | None = None
+        self._seen_wall = np.zeros(len(engine.site_ids))  # monotonic time each site's newest reading arrived
         self._checkpointed: dict[str, float] = {}
 
     def _prefix(self, sensor) -> str:
@@ -142,25 +142,29 @@ class Pipeline:
     async def tick(self) -> None:
         """Timer: pick up changed rule files, then move the engine's clock (offline, deadlines)."""
         self.reloader.maybe_reload(self.engine)
-        now = self.clock()
-        if now is None:
+        clocks = self.site_clocks()
+        if clocks is None:
             return
-        result = self.engine.advance(now)
+        result = self.engine.advance(int(clocks.max()), clocks)
         if result.hazards or result.incidents:
             await self._emit(result, None, [])
 
-    def clock(self) -> int | None:
-        """Event time now: the newest reading's time plus wall time since, less a safety lag."""
-        if self._newest is None:
+    def site_clocks(self) -> np.ndarray | None:
+        """Event time now, per site: its newest reading's time plus the wall time since it arrived,
+        less a safety lag. Sites never seen stay at the engine's "never"."""
+        if not self._seen_wall.any():
             return None
-        newest_ts, seen_at = self._newest
-        return int(newest_ts + (time.monotonic() - seen_at) * 1000 - self.settings.clock_lag_s * 1000)
+        elapsed = (time.monotonic() - self._seen_wall) * 1000 - self.settings.clock_lag_s * 1000
+        return np.where(self._seen_wall > 0, self.engine.site_last_ts + elapsed.astype(np.int64),
+                        self.engine.site_last_ts)
+
+    def restored(self) -> None:
+        """After a checkpoint restore: restored sites' clocks run from now."""
+        self._seen_wall[self.engine.site_last_ts > NEVER] = time.monotonic()
 
     def _observe_clock(self, batch) -> None:
         if len(batch):
-            top = int(batch.ts.max())
-            if self._newest is None or top > self._newest[0]:
-                self._newest = (top, time.monotonic())
+            self._seen_wall[np.unique(self.engine.sensor_site[batch.idx])] = time.monotonic()
 
     async def _emit(self, result, batch, dead) -> None:
         # Alerts first: nothing below may delay a duty officer's hazard or incident.

@@ -68,6 +68,7 @@ def build_app(settings: Settings) -> faust.App:
             state["restore"], state["restoring"] = False, True
             try:
                 await restore_engine(settings, engine, settings.topic(CHECKPOINT_TOPIC))
+                pipeline().restored()
             finally:
                 state["restoring"] = False
 
