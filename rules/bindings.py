@@ -171,7 +171,8 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
             s = sensors[r]
             triggers = []
             for rule in (catalog.rules(s.sector) if catalog else []):
-                if isinstance(rule, InterlockRule) and s.quantity in rule.trigger.quantity:
+                if (isinstance(rule, InterlockRule) and s.quantity in rule.trigger.quantity
+                        and rule.match.applies(s.quantity, site.kind)):
                     resp = tuple(row[o] for o in site.sensor_ids if sensors[row[o]].quantity in rule.expect.quantity
                                  and (rule.scope == "site" or sensors[row[o]].area == s.area))
                     if resp:

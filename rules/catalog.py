@@ -247,8 +247,10 @@ def load_catalog(directory: str | Path = CATALOG_DIR) -> Catalog:
         if parsed is None:
             continue
         if path.stem != parsed.sector:
-            issues.append(Issue(source, 1, "sector", f"file {path.name} holds sector {parsed.sector!r}; "
-                                                     f"name it {parsed.sector}.yaml"))
+            # Files open with a comment block, so find the `sector:` line rather than assume line 1.
+            line = next((n for n, text_line in enumerate(text.splitlines(), 1) if text_line.startswith("sector:")), 1)
+            issues.append(Issue(source, line, "sector", f"file {path.name} holds sector {parsed.sector!r}; "
+                                                        f"name it {parsed.sector}.yaml"))
             continue
         sectors[parsed.sector] = parsed
         sources[parsed.sector] = source

@@ -24,7 +24,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rules_app, name="rules")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error per line, even when piped
 
 
 def _logging(level: str) -> None:

@@ -103,6 +103,8 @@ def summary(settings: Settings, since_ms: int) -> dict:
     where = f"time >= {since_ms}ms"
     readings = rows(query(settings, f'SELECT count("value") FROM "reading" WHERE {where}'))
     hazards = rows(query(settings, f'SELECT count("hazard_id") FROM "hazard" WHERE {where} GROUP BY "event"'))
+    kinds = rows(query(settings, f'SELECT count("hazard_id") FROM "hazard" WHERE {where} AND "event" = \'open\' '
+                                 f'GROUP BY "kind"'))
     incidents = rows(query(settings, f'SELECT "incident_id", "severity", "status" FROM "incident" WHERE {where}'))
     dead = rows(query(settings, f'SELECT sum("count") FROM "deadletter" WHERE {where} GROUP BY "reason"'))
     tasks = httpx.get(f"{settings.alerts_api}/tasks", timeout=5).json()
@@ -111,6 +113,7 @@ def summary(settings: Settings, since_ms: int) -> dict:
     return {
         "readings": int(readings[0]["count"]) if readings else 0,
         "hazards": {r["event"]: int(r["count"]) for r in hazards},
+        "kinds": {r["kind"]: int(r["count"]) for r in kinds},
         "incidents": {r["incident_id"]: r for r in incidents},
         "deadletter": {r["reason"]: int(r["sum"]) for r in dead},
         "tasks": tasks,
@@ -126,6 +129,10 @@ def print_summary(settings: Settings, s: dict, produced: Counter) -> None:
     table.add_row("readings stored in InfluxDB", str(s["readings"]))
     table.add_row("hazards opened", str(s["hazards"].get("open", 0)))
     table.add_row("hazards cleared", str(s["hazards"].get("clear", 0)))
+    if s["kinds"]:
+        table.add_row("  opened, by kind", ", ".join(f"{k} {n}" for k, n in sorted(s["kinds"].items())))
+    if s["hazards"].get("suppressed"):
+        table.add_row("  suppressed (maintenance)", str(s["hazards"]["suppressed"]))
     severities = Counter()
     latest: dict[str, str] = {}
     for inc_id, r in s["incidents"].items():

@@ -62,7 +62,6 @@ class Settings(BaseSettings):
     # Timers (offline, interlock deadlines) run on event time estimated from the newest reading;
     # this lag lets a partition that is a little behind catch up before silence counts.
     clock_lag_s: float = 2.0
-    checkpoint_interval_s: float = Field(5.0, description="longest a site's quiet rule state goes uncheckpointed")
     correlation_window_s: float = 300.0
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
 

@@ -1,8 +1,11 @@
 """A deterministic plant simulator: realistic telemetry for every registered sensor, plus scripted faults.
 
 Each sensor reads baseline + slow bounded drift + Gaussian noise and never alarms by itself;
-scenarios add a leak, a silent sensor or a burst of malformed messages. The same seed gives
-the same bytes, and a site's signals do not depend on which other sites are simulated.
+state signals (unit bool) read a clean 0 or 1. Scenarios add a leak, a silent sensor or site,
+a burst of malformed messages, or one misbehaving sensor: a fast ramp, a frozen value, a value
+past its measuring range, a value flapping across its set point, or an interlock trigger whose
+response signal acts (or does not). The same seed gives the same bytes, and a site's signals
+do not depend on which other sites are simulated.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import orjson
 
 from sensors.registry import Registry, Sensor, Site
-from sensors.schema import Frame, FrameReading, Reading, encode
+from sensors.schema import Frame, FrameReading, Quality, Reading, encode
 
 NOISE_FRACTION = 0.0075  # noise sigma as a fraction of the measuring span
 DRIFT_FRACTION = 0.02  # largest drift amplitude as a fraction of the span
@@ -25,6 +28,9 @@ DRIFT_PERIOD_S = (600.0, 3600.0)
 LEAK_RAMP_S = 20.0  # time for the gas to climb from normal to its peak
 LEAK_GAS_OVERSHOOT = 1.2  # gas peaks at 1.2 x its top set point: 60 %LEL for L2 = 50
 LEAK_TEMP_RISE = 15.0  # °C
+TRIGGER_RAMP_S = 20.0  # an interlock trigger climbs to its peak over this long
+RATE_CAP_SIGMAS = 4.0  # a ramp levels off this many noise sigmas inside the healthy band
+OUT_OF_RANGE_FRACTION = 0.1  # out_of_range reads this fraction of the span past the top of the range
 GAS_QUANTITY = "combustible_gas"
 TEMP_QUANTITY = "temperature"
 # Cycled through, one per frame of a site inside a malformed window:
@@ -35,6 +41,11 @@ TEMP_QUANTITY = "temperature"
 MALFORMED_KINDS = ("not_json", "string_value", "nan_string", "missing_field")
 
 
+ScenarioKind = Literal["leak", "silent", "malformed", "rate", "stuck", "out_of_range", "flap", "interlock"]
+# Kinds that script one sensor: `sensor_id` is required.
+SENSOR_KINDS = ("rate", "stuck", "out_of_range", "flap", "interlock")
+
+
 @dataclass
 class Scenario:
     """A scripted fault on one site; times are seconds since the simulation started.
@@ -42,14 +53,28 @@ class Scenario:
     leak: gas and tank temperature of `area` rise past their set points and recover, all
     inside [start_s, start_s + duration_s). silent: `sensor_id` (or every sensor of `area`,
     or of the site) sends nothing in the window. malformed: the site emits bad messages.
+    The kinds below script `sensor_id` alone, in the window:
+    rate: ramps at `slope_per_min` (units per minute, negative falls) and levels off inside
+    its healthy band, so no set point is crossed. stuck: repeats one exact value.
+    out_of_range: reads past the top of its measuring range, with `quality`.
+    flap: `flap_s[0]` s past its first set point, `flap_s[1]` s back at its healthy value, over and over.
+    interlock: climbs (or falls) past its last set point; when `respond`, the response state
+    signal (`response_id`, default every state signal of the sensor's area) leaves its normal
+    state `respond_after_s` after the set point is crossed.
     """
 
-    kind: Literal["leak", "silent", "malformed"]
+    kind: ScenarioKind
     site_id: str
     start_s: float
     duration_s: float
     area: str | None = None
     sensor_id: str | None = None
+    slope_per_min: float | None = None
+    quality: Quality = "good"
+    flap_s: tuple[float, float] = (1.0, 1.0)
+    respond: bool = True
+    respond_after_s: float = 5.0
+    response_id: str | None = None
 
     def active(self, t: float) -> bool:
         """True while `t` is inside the window."""
@@ -189,9 +214,11 @@ def leak_sensor_ids(registry: Registry, site_id: str, area: str) -> tuple[list[s
 
 
 def default_baseline(sensor: Sensor) -> float:
-    """`normal` if given, else a value well inside the non-alarm band."""
+    """`normal` if given, else a value well inside the non-alarm band (0 for a state signal)."""
     if sensor.normal is not None:
         return sensor.normal
+    if sensor.is_state:
+        return 0.0  # the registry's convention: 0 = fan not running, valve not closed / not open
     lo, hi = sensor.range
     a = sensor.alarms
     low = a.low if a.low is not None else a.low_low
@@ -205,6 +232,8 @@ def default_baseline(sensor: Sensor) -> float:
 
 def _channel(sensor: Sensor, rng: np.random.Generator) -> _Channel:
     """Signal parameters sized so noise and drift stay well clear of every set point."""
+    if sensor.is_state:
+        return _state_channel(sensor)
     lo, hi = sensor.range
     span = hi - lo
     base = default_baseline(sensor)
@@ -225,6 +254,16 @@ def _channel(sensor: Sensor, rng: np.random.Generator) -> _Channel:
         band=(band_lo, band_hi),
         decimals=max(1, 4 - math.ceil(math.log10(span))),
     )
+
+
+def _state_channel(sensor: Sensor) -> _Channel:
+    """A state signal: exactly its normal state, no drift, no noise.
+
+    It draws no random numbers, so adding one to a site leaves that site's measured signals as they were.
+    """
+    base = default_baseline(sensor)
+    return _Channel(sensor=sensor, baseline=base, sigma=0.0, drift_amp=0.0, drift_omega=0.0, drift_phase=0.0,
+                    band=(base, base), decimals=0)
 
 
 def _site_state(registry: Registry, site: Site, seed: int) -> _SiteState:
@@ -254,16 +293,114 @@ def _leak_peak(ch: _Channel) -> float:
     return min(s.range[1], ch.baseline + max(LEAK_TEMP_RISE, high - ch.baseline + 3.0))
 
 
-def _value(ch: _Channel, t: float, noise: float, leaks: list[Scenario]) -> float:
-    """One sample: healthy signal, plus any leak."""
-    level = ch.baseline + ch.drift_amp * math.sin(ch.drift_omega * t + ch.drift_phase)
-    v = min(max(level + ch.sigma * noise, ch.band[0]), ch.band[1])
+def _level(ch: _Channel, t: float) -> float:
+    """The healthy signal without noise: baseline plus drift."""
+    return ch.baseline + ch.drift_amp * math.sin(ch.drift_omega * t + ch.drift_phase)
+
+
+def _value(ch: _Channel, t: float, noise: float, scenarios: list[Scenario]) -> float:
+    """One sample: healthy signal, plus any leak, then any scenario scripting this very sensor."""
+    level = _level(ch, t)
+    wobble = ch.sigma * noise
+    v = min(max(level + wobble, ch.band[0]), ch.band[1])
     s = ch.sensor
-    for sc in leaks:
-        if s.area == sc.area and s.quantity in (GAS_QUANTITY, TEMP_QUANTITY):
+    for sc in scenarios:
+        if sc.kind == "leak" and s.area == sc.area and s.quantity in (GAS_QUANTITY, TEMP_QUANTITY):
             # Measured from the drifted level, so the peak is reached whatever the drift; noise stays.
             v += _trapezoid(t, sc.start_s, sc.duration_s, LEAK_RAMP_S) * (_leak_peak(ch) - level)
+        elif sc.kind in SENSOR_KINDS and sc.sensor_id == s.id:
+            if sc.kind == "out_of_range":
+                # Past the measuring range on purpose: the clip below would hide the fault.
+                return round(s.range[1] + OUT_OF_RANGE_FRACTION * (s.range[1] - s.range[0]), ch.decimals)
+            v = _scripted(ch, sc, t, level, wobble, v)
     return round(min(max(v, s.range[0]), s.range[1]), ch.decimals)
+
+
+def _scripted(ch: _Channel, sc: Scenario, t: float, level: float, wobble: float, v: float) -> float:
+    """The value a sensor-scripting scenario gives this sample (`v` is the healthy one)."""
+    if sc.kind == "rate":
+        return _ramp(ch, sc, t, level, wobble)
+    if sc.kind == "stuck":
+        # The noise-free value at the start of the window: the same float every sample.
+        return min(max(_level(ch, sc.start_s), ch.band[0]), ch.band[1])
+    if sc.kind == "flap":
+        above = (t - sc.start_s) % sum(sc.flap_s) < sc.flap_s[0]
+        return _flap_value(ch) + wobble if above else v
+    # interlock trigger: a trapezoid like a leak, measured from the drifted level
+    return v + _trapezoid(t, sc.start_s, sc.duration_s, TRIGGER_RAMP_S) * (_trigger_peak(ch) - level)
+
+
+def _ramp(ch: _Channel, sc: Scenario, t: float, level: float, wobble: float) -> float:
+    """Healthy level + slope × elapsed, levelled off inside the healthy band so no set point is crossed.
+
+    The cap sits a few noise sigmas inside the band: clipped samples would repeat one value and look stuck.
+    """
+    slope = sc.slope_per_min or 0.0
+    ramped = level + slope * (t - sc.start_s) / 60.0
+    if slope > 0:
+        ramped = min(ramped, ch.band[1] - RATE_CAP_SIGMAS * ch.sigma)
+    else:
+        ramped = max(ramped, ch.band[0] + RATE_CAP_SIGMAS * ch.sigma)
+    return min(max(ramped + wobble, ch.band[0]), ch.band[1])
+
+
+def _direction(sensor: Sensor) -> int:
+    """+1 when the sensor alarms high (it has a high set point), else -1: which way scenarios push it."""
+    return 1 if any(k.startswith("high") for k in sensor.alarms.set_points()) else -1
+
+
+def _set_points_one_way(sensor: Sensor) -> list[float]:
+    """The set points in the direction the sensor is pushed, mildest first."""
+    up = _direction(sensor) > 0
+    points = [v for k, v in sensor.alarms.set_points().items() if k.startswith("high" if up else "low")]
+    return sorted(points, reverse=not up)
+
+
+def _flap_value(ch: _Channel) -> float:
+    """A quarter of the way from the first set point to the next one (or to the range end): past the
+    first set point only, so just the first level flaps."""
+    s = ch.sensor
+    points = _set_points_one_way(s)
+    end = s.range[1] if _direction(s) > 0 else s.range[0]
+    nxt = points[1] if len(points) > 1 else end
+    return points[0] + 0.25 * (nxt - points[0])
+
+
+def _trigger_peak(ch: _Channel) -> float:
+    """Halfway from the last set point to the range end: far enough that noise never dips back."""
+    s = ch.sensor
+    end = s.range[1] if _direction(s) > 0 else s.range[0]
+    return (_set_points_one_way(s)[-1] + end) / 2
+
+
+def _crossing_s(ch: _Channel, sc: Scenario) -> float:
+    """When the trigger's noise-free ramp passes its last set point, seconds since the simulation started."""
+    ramp = min(TRIGGER_RAMP_S, sc.duration_s / 3)
+    frac = (_set_points_one_way(ch.sensor)[-1] - ch.baseline) / (_trigger_peak(ch) - ch.baseline)
+    return sc.start_s + frac * ramp
+
+
+def _responses(state: _SiteState, scenarios: list[Scenario], t: float) -> dict[str, float]:
+    """State signals an interlock has already moved out of their normal state: sensor id → value."""
+    out: dict[str, float] = {}
+    for sc in scenarios:
+        if sc.kind != "interlock" or not sc.respond:
+            continue
+        trigger = next(ch for ch in state.channels if ch.sensor.id == sc.sensor_id)
+        if t < _crossing_s(trigger, sc) + sc.respond_after_s:
+            continue
+        for ch in state.channels:
+            if ch.sensor.id == sc.response_id or (
+                sc.response_id is None and ch.sensor.is_state and ch.sensor.area == trigger.sensor.area
+            ):
+                out[ch.sensor.id] = 1.0 - ch.baseline
+    return out
+
+
+def _quality(ch: _Channel, scenarios: list[Scenario]) -> Quality:
+    """`bad` only where an out_of_range scenario asks for it."""
+    return next((sc.quality for sc in scenarios if sc.kind == "out_of_range" and sc.sensor_id == ch.sensor.id),
+                "good")
 
 
 def _silenced(ch: _Channel, scenarios: list[Scenario]) -> bool:
@@ -284,16 +421,18 @@ def _site_messages(state: _SiteState, t: float, ts: int, scenarios: list[Scenari
     for ch in due:
         while ch.next_due <= t + eps:  # a period shorter than the tick still samples once a tick
             ch.next_due += ch.sensor.period_s
-    # Noise is drawn for every due sensor, silent or not, so a scenario never shifts the
-    # random stream of the sensors it does not touch.
-    noise = state.rng.standard_normal(len(due))
-    leaks = [sc for sc in scenarios if sc.kind == "leak"]
+    # Noise is drawn for every due measuring sensor, silent or not, so a scenario never shifts
+    # the random stream of the sensors it does not touch. State signals have no noise.
+    noisy = [ch for ch in due if not ch.sensor.is_state]
+    noise = dict(zip((ch.sensor.id for ch in noisy), state.rng.standard_normal(len(noisy)).tolist()))
+    moved = _responses(state, scenarios, t)
     readings = []
-    for ch, n in zip(due, noise):
-        value = _value(ch, t, float(n), leaks)
+    for ch in due:
+        value = moved.get(ch.sensor.id, _value(ch, t, noise.get(ch.sensor.id, 0.0), scenarios))
         ch.seq += 1  # counts samples: a silent sensor's seq jumps when it comes back
         if not _silenced(ch, scenarios):
-            readings.append(FrameReading(sensor_id=ch.sensor.id, value=value, seq=ch.seq))
+            readings.append(FrameReading(sensor_id=ch.sensor.id, value=value, quality=_quality(ch, scenarios),
+                                         seq=ch.seq))
     site_id = state.site.id
     frame = Frame(site_id=site_id, ts=ts, gateway=f"{site_id}-gw", readings=readings) if readings else None
     bad = next((sc for sc in scenarios if sc.kind == "malformed"), None)

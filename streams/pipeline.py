@@ -83,7 +83,6 @@ class Pipeline:
         self.totals: Counter = Counter()
         self.reloader = reloader or RuleReloader(settings)
         self._seen_wall = np.zeros(len(engine.site_ids))  # monotonic time each site's newest reading arrived
-        self._checkpointed: dict[str, float] = {}
 
     def _prefix(self, sensor) -> str:
         info = self.engine.site_info[sensor.site_id]
@@ -185,14 +184,10 @@ class Pipeline:
             if n:
                 SKIPPED.labels(why).inc(n)
 
-        # Sites with hazard activity are checkpointed at once; quiet ones (only rate windows and
-        # last-seen times moving) at most every checkpoint_interval_s.
-        now = time.monotonic()
-        changed = {h.site_id for h in result.hazards}
+        # Every site the batch touched, every batch: a restart then never sees a gap (or a stale
+        # rate window) that the live worker had already seen past.
         for site in result.sites:
-            if site in changed or now - self._checkpointed.get(site, 0.0) >= self.settings.checkpoint_interval_s:
-                await self.send(self.checkpoint_topic, site.encode(), orjson.dumps(self.engine.snapshot_site(site)))
-                self._checkpointed[site] = now
+            await self.send(self.checkpoint_topic, site.encode(), orjson.dumps(self.engine.snapshot_site(site)))
 
         if self.writer is not None:
             await self.writer.write(self._lines(batch, result, reasons))

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
+from rules.catalog import load_catalog
 from rules.replay import replay_file
 from safewatch.settings import DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
 from safewatch.stack import ensure_topics
@@ -40,9 +41,15 @@ def simulate(registry, start_ms: int, ticks: int = TICKS, seed: int = 7):
 def replay(registry, msgs, tmp):
     src, out = tmp / "input.jsonl", tmp / "replay.jsonl"
     src.write_bytes(b"".join(v + b"\n" for _, _, v in msgs))
-    report = replay_file(src, registry, out)
+    report = replay_file(src, registry, out, catalog=load_catalog())
     events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     return report, [e for e in events if e["type"] == "hazard"], [e for e in events if e["type"] == "incident"]
+
+
+def until(events, last_ts: int, field: str = "ts"):
+    """Events up to the input's last reading: after it, the live worker's clock runs on and every
+    site goes offline, which a replay (whose clock stops with the data) rightly never sees."""
+    return [e for e in events if e[field] <= last_ts]
 
 
 def by_site(events, key):
