@@ -25,10 +25,16 @@ from sensors.schema import Frame, FrameReading, Quality, Reading, encode
 NOISE_FRACTION = 0.0075  # noise sigma as a fraction of the measuring span
 DRIFT_FRACTION = 0.02  # largest drift amplitude as a fraction of the span
 DRIFT_PERIOD_S = (600.0, 3600.0)
+# Sensors sampled this slowly or slower (tailings ponds, slopes: 30-60 s) watch processes that
+# move over days; over the minutes to hours a run covers, a healthy pond or dam holds still. Such
+# a sensor gets no drift and a precise instrument's noise, or its rate rules (0.1 m/h of pond
+# level, mm/d of dam movement) would fire on a healthy signal.
+SLOW_PERIOD_S = 30.0
+SLOW_NOISE_FRACTION = 0.0005
 LEAK_RAMP_S = 20.0  # time for the gas to climb from normal to its peak
 LEAK_GAS_OVERSHOOT = 1.2  # gas peaks at 1.2 x its top set point: 60 %LEL for L2 = 50
 LEAK_TEMP_RISE = 15.0  # °C
-TRIGGER_RAMP_S = 20.0  # an interlock trigger climbs to its peak over this long
+TRIGGER_RAMP_S = 20.0  # an excursion (or interlock trigger) climbs to its peak over this long
 RATE_CAP_SIGMAS = 4.0  # a ramp levels off this many noise sigmas inside the healthy band
 OUT_OF_RANGE_FRACTION = 0.1  # out_of_range reads this fraction of the span past the top of the range
 GAS_QUANTITY = "combustible_gas"
@@ -41,9 +47,10 @@ TEMP_QUANTITY = "temperature"
 MALFORMED_KINDS = ("not_json", "string_value", "nan_string", "missing_field")
 
 
-ScenarioKind = Literal["leak", "silent", "malformed", "rate", "stuck", "out_of_range", "flap", "interlock"]
-# Kinds that script one sensor: `sensor_id` is required.
-SENSOR_KINDS = ("rate", "stuck", "out_of_range", "flap", "interlock")
+ScenarioKind = Literal["leak", "silent", "malformed", "rate", "stuck", "out_of_range", "flap", "excursion",
+                       "interlock"]
+# Kinds that script one measuring sensor: `sensor_id` is required.
+SENSOR_KINDS = ("rate", "stuck", "out_of_range", "flap", "excursion", "interlock")
 
 
 @dataclass
@@ -53,14 +60,16 @@ class Scenario:
     leak: gas and tank temperature of `area` rise past their set points and recover, all
     inside [start_s, start_s + duration_s). silent: `sensor_id` (or every sensor of `area`,
     or of the site) sends nothing in the window. malformed: the site emits bad messages.
-    The kinds below script `sensor_id` alone, in the window:
+    The kinds below script the measuring sensor `sensor_id`, in the window:
     rate: ramps at `slope_per_min` (units per minute, negative falls) and levels off inside
     its healthy band, so no set point is crossed. stuck: repeats one exact value.
     out_of_range: reads past the top of its measuring range, with `quality`.
     flap: `flap_s[0]` s past its first set point, `flap_s[1]` s back at its healthy value, over and over.
-    interlock: climbs (or falls) past its last set point; when `respond`, the response state
-    signal (`response_id`, default every state signal of the sensor's area) leaves its normal
-    state `respond_after_s` after the set point is crossed.
+    excursion: climbs (falls, for a sensor with only low set points) past its last set point
+    over TRIGGER_RAMP_S, holds, and comes back, all inside the window.
+    interlock: an excursion; when `respond`, the response state signals (`response_id`, else
+    every state signal of `area`, else of the sensor's own area) leave their normal state
+    `respond_after_s` after the last set point is crossed, until the window ends.
     """
 
     kind: ScenarioKind
@@ -244,11 +253,13 @@ def _channel(sensor: Sensor, rng: np.random.Generator) -> _Channel:
     # drift + 6 sigma stays under 0.9 x margin; the band clip makes "never" certain.
     band_lo = max([lo] + [v + 0.05 * (base - v) for v in lows])
     band_hi = min([hi] + [v - 0.05 * (v - base) for v in highs])
+    slow = sensor.period_s >= SLOW_PERIOD_S
     return _Channel(
         sensor=sensor,
         baseline=base,
-        sigma=min(NOISE_FRACTION * span, 0.1 * margin),
-        drift_amp=min(DRIFT_FRACTION * span, 0.3 * margin),
+        sigma=SLOW_NOISE_FRACTION * span if slow else min(NOISE_FRACTION * span, 0.1 * margin),
+        drift_amp=0.0 if slow else min(DRIFT_FRACTION * span, 0.3 * margin),
+        # drawn even when unused, so every later channel of the site keeps its random numbers
         drift_omega=2 * math.pi / rng.uniform(*DRIFT_PERIOD_S),
         drift_phase=rng.uniform(0, 2 * math.pi),
         band=(band_lo, band_hi),
@@ -326,7 +337,7 @@ def _scripted(ch: _Channel, sc: Scenario, t: float, level: float, wobble: float,
     if sc.kind == "flap":
         above = (t - sc.start_s) % sum(sc.flap_s) < sc.flap_s[0]
         return _flap_value(ch) + wobble if above else v
-    # interlock trigger: a trapezoid like a leak, measured from the drifted level
+    # excursion or interlock trigger: a trapezoid like a leak, measured from the drifted level
     return v + _trapezoid(t, sc.start_s, sc.duration_s, TRIGGER_RAMP_S) * (_trigger_peak(ch) - level)
 
 
@@ -389,12 +400,18 @@ def _responses(state: _SiteState, scenarios: list[Scenario], t: float) -> dict[s
         trigger = next(ch for ch in state.channels if ch.sensor.id == sc.sensor_id)
         if t < _crossing_s(trigger, sc) + sc.respond_after_s:
             continue
-        for ch in state.channels:
-            if ch.sensor.id == sc.response_id or (
-                sc.response_id is None and ch.sensor.is_state and ch.sensor.area == trigger.sensor.area
-            ):
-                out[ch.sensor.id] = 1.0 - ch.baseline
+        for sid in _response_ids(sc, [ch.sensor for ch in state.channels]):
+            ch = next(c for c in state.channels if c.sensor.id == sid)
+            out[sid] = 1.0 - ch.baseline
     return out
+
+
+def _response_ids(sc: Scenario, sensors: list[Sensor]) -> list[str]:
+    """The state signals an interlock scenario moves: `response_id`, else those of `area`, else of the trigger's area."""
+    if sc.response_id is not None:
+        return [sc.response_id]
+    area = sc.area or next(s.area for s in sensors if s.id == sc.sensor_id)
+    return [s.id for s in sensors if s.is_state and s.area == area]
 
 
 def _quality(ch: _Channel, scenarios: list[Scenario]) -> Quality:
@@ -502,3 +519,22 @@ def _check_scenario(sc: Scenario, registry: Registry, site_ids: list[str]) -> No
         gas, _ = leak_sensor_ids(registry, sc.site_id, sc.area)
         if not gas:
             raise ValueError(f"leak scenario: area {sc.area!r} of {sc.site_id} has no {GAS_QUANTITY} sensor")
+    if sc.kind in SENSOR_KINDS:
+        _check_sensor_scenario(sc, site_sensors)
+
+
+def _check_sensor_scenario(sc: Scenario, site_sensors: dict[str, Sensor]) -> None:
+    """The checks of the kinds that script one measuring sensor."""
+    if sc.sensor_id is None:
+        raise ValueError(f"{sc.kind} scenario on {sc.site_id}: sensor_id is required")
+    if site_sensors[sc.sensor_id].is_state:
+        raise ValueError(f"{sc.kind} scenario: {sc.sensor_id} is a state signal; script a measuring sensor")
+    if sc.kind == "rate" and not sc.slope_per_min:
+        raise ValueError(f"rate scenario on {sc.sensor_id}: slope_per_min is required and not 0")
+    if sc.kind == "flap" and min(sc.flap_s) <= 0:
+        raise ValueError(f"flap scenario on {sc.sensor_id}: both flap_s durations must be > 0")
+    if sc.kind == "interlock":
+        if sc.response_id is not None and not (sc.response_id in site_sensors and site_sensors[sc.response_id].is_state):
+            raise ValueError(f"interlock scenario: response {sc.response_id!r} is not a state signal of {sc.site_id}")
+        if not _response_ids(sc, list(site_sensors.values())):
+            raise ValueError(f"interlock scenario on {sc.sensor_id}: no state signal to respond in its area")

@@ -43,9 +43,11 @@ def hazard_line(h: HazardEvent) -> str:
     """One hazard open/clear event as a point."""
     head = tags("hazard", site_id=h.site_id, sensor_id=h.sensor_id, sector=h.sector, region=h.region,
                 enterprise_id=h.enterprise_id, kind=h.kind, event=h.event, severity=h.severity)
+    optional = "".join(f",{name}={v!r}" for name, v in (("value", h.value), ("peak", h.peak)) if v is not None)
     end = f",end={h.end}i" if h.end is not None else ""
-    return (f"{head} hazard_id={escape_str(h.hazard_id)},level={h.level}i,value={h.value!r},peak={h.peak!r},"
-            f"threshold={h.threshold!r},start={h.start}i{end},rule_id={escape_str(h.rule_id)} {h.ts}")
+    flap = f",flap_count={h.flap_count}i" if h.flapping else ""
+    return (f"{head} hazard_id={escape_str(h.hazard_id)},level={h.level}i{optional},threshold={h.threshold!r},"
+            f"start={h.start}i{end}{flap},rule_id={escape_str(h.rule_id)} {h.ts}")
 
 
 def incident_line(inc: IncidentEvent) -> str:

@@ -14,8 +14,8 @@ from sensors.simulator import demo_leak_target, leak_sensor_ids
 from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_until
 from .scenario import isolated
 
-APPLIED = 'safewatch_rule_reloads_total{what="rules",outcome="applied"}'
-REFUSED = 'safewatch_rule_reloads_total{what="rules",outcome="refused"}'
+APPLIED = 'safewatch_rule_reloads_total{outcome="applied",what="rules"}'
+REFUSED = 'safewatch_rule_reloads_total{outcome="refused",what="rules"}'
 
 
 def frames(site, sensor, start_ms, seconds, value):
