@@ -151,7 +151,7 @@ class RuleEngine:
         near = ((value[:, None] > b.up_clear[idx]).any(axis=1) | (value[:, None] < b.down_clear[idx]).any(axis=1))
         # A sensor with anything to look at in this batch has all its readings walked, in order,
         # so a later reading can clear what an earlier one opened.
-        busy = self.hot | b.rate_mask | self._waiting
+        busy = self.hot | b.rate_mask | b.response_mask
         busy[idx[fault | gap | site_gap | same | (ok & near)]] = True
         walk = fresh & busy[idx]
         result.late = np.flatnonzero(late)
@@ -175,15 +175,6 @@ class RuleEngine:
             arr = np.array([self.bindings.site_gap_ms.get(s, np.inf) for s in self.site_ids])
             self._site_gap_cache = (self.bindings, arr)
         return self._site_gap_cache[1]
-
-    @property
-    def _waiting(self) -> np.ndarray:
-        """Sensors an interlock expectation waits on."""
-        mask = np.zeros(len(self.sensors), dtype=bool)
-        for exps in self.expectations.values():
-            for e in exps:
-                mask[e["responses"]] = True
-        return mask
 
     def _previous_values(self, idx, value, order, first) -> np.ndarray:
         v = value[order]
@@ -209,6 +200,8 @@ class RuleEngine:
 
         if site_gap:
             self._site_back(site_id, t, site_newest, out)
+        if self.expectations.get(site_id):
+            self._expire(site_id, t, out)
         off = b.offline[i]
         if st.offline_active:
             st.offline_active = False
@@ -236,6 +229,9 @@ class RuleEngine:
                 step_rate(st, b.rate[i], t, v, emit)
             if b.stuck[i]:
                 step_stuck(st, b.stuck[i].samples, b.stuck[i].colour, b.stuck[i].id, t, v, same, emit)
+        if b.response_mask[i] and not fault:
+            # An interlock armed later in this batch must see this value (the columns update after the walk).
+            self.last_ts[i], self.last_val[i] = max(t, int(self.last_ts[i])), v
         self.hot[i] = st.busy()
         return out
 
@@ -327,6 +323,8 @@ class RuleEngine:
         exps = self.expectations.setdefault(tr.site_id, [])
         if tr.event == "clear":
             for e in [e for e in exps if e["trigger"] == [tr.subject, tr.kind]]:
+                if not e["failed"] and tr.ts > e["deadline"]:
+                    self._fail(e, out)  # the deadline passed inside this batch, before any timer ran
                 exps.remove(e)
                 if e["failed"]:
                     self._resolve(e, tr.ts, out)
@@ -361,6 +359,13 @@ class RuleEngine:
                 exps.remove(e)
                 if e["failed"]:
                     self._resolve(e, t, out)
+
+    def _expire(self, site_id: str, t: int, out: list[Published]) -> None:
+        """A reading at `t` shows the site's clock passed these deadlines: fail them now, in order,
+        as a timer between frames would have, so the result does not depend on batch size."""
+        for e in self.expectations[site_id]:
+            if not e["failed"] and e["deadline"] < t:
+                self._fail(e, out)
 
     def _fail(self, e: dict, out: list[Published]) -> None:
         """Nothing acted by the deadline: `interlock_failed`, at the highest level."""

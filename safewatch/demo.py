@@ -40,7 +40,8 @@ async def run_simulation(settings: Settings, *, duration_s: float, rate: float =
     registry = load_registry(settings.registry)
     start_ms = int(time.time() * 1000)
     # The leak opens and clears inside the run, so the summary shows a whole incident.
-    scen = default_demo_scenarios(registry, start_s=min(10.0, duration_s * 0.15), leak_s=duration_s * 0.5,
+    # (gas alarms stay open 30 s after the value is back: the catalogue's off-delay)
+    scen = default_demo_scenarios(registry, start_s=duration_s * 0.1, leak_s=duration_s * 0.3,
                                   silent_s=duration_s * 0.4, malformed_s=min(8.0, duration_s * 0.1)) if scenarios else []
     sim = PlantSimulator(registry, seed=seed, start_ms=start_ms, tick_s=1.0, scenarios=scen)
     counts: Counter = Counter()

@@ -1,11 +1,12 @@
 """A deterministic plant simulator: realistic telemetry for every registered sensor, plus scripted faults.
 
-Each sensor reads baseline + slow bounded drift + Gaussian noise and never alarms by itself;
-state signals (unit bool) read a clean 0 or 1. Scenarios add a leak, a silent sensor or site,
-a burst of malformed messages, or one misbehaving sensor: a fast ramp, a frozen value, a value
-past its measuring range, a value flapping across its set point, or an interlock trigger whose
-response signal acts (or does not). The same seed gives the same bytes, and a site's signals
-do not depend on which other sites are simulated.
+Each sensor reads baseline + slow bounded drift + Gaussian noise (slowly sampled ones: noise
+only) and never alarms by itself; state signals (unit bool) read a clean 0 or 1. Scenarios add
+a leak, a silent sensor or site, a burst of malformed messages, or one misbehaving sensor: a
+fast ramp, a frozen value, a value past its measuring range, a value flapping across its set
+point, an excursion past its set points, or an interlock trigger whose response signal acts
+(or does not). The same seed gives the same bytes, and a site's signals do not depend on which
+other sites are simulated.
 """
 
 from __future__ import annotations
@@ -407,7 +408,7 @@ def _responses(state: _SiteState, scenarios: list[Scenario], t: float) -> dict[s
 
 
 def _response_ids(sc: Scenario, sensors: list[Sensor]) -> list[str]:
-    """The state signals an interlock scenario moves: `response_id`, else those of `area`, else of the trigger's area."""
+    """The state signals an interlock moves: `response_id`, else those of `area`, else of the trigger's area."""
     if sc.response_id is not None:
         return [sc.response_id]
     area = sc.area or next(s.area for s in sensors if s.id == sc.sensor_id)
@@ -534,7 +535,8 @@ def _check_sensor_scenario(sc: Scenario, site_sensors: dict[str, Sensor]) -> Non
     if sc.kind == "flap" and min(sc.flap_s) <= 0:
         raise ValueError(f"flap scenario on {sc.sensor_id}: both flap_s durations must be > 0")
     if sc.kind == "interlock":
-        if sc.response_id is not None and not (sc.response_id in site_sensors and site_sensors[sc.response_id].is_state):
+        response = site_sensors.get(sc.response_id) if sc.response_id is not None else None
+        if sc.response_id is not None and not (response and response.is_state):
             raise ValueError(f"interlock scenario: response {sc.response_id!r} is not a state signal of {sc.site_id}")
         if not _response_ids(sc, list(site_sensors.values())):
             raise ValueError(f"interlock scenario on {sc.sensor_id}: no state signal to respond in its area")

@@ -235,3 +235,163 @@ def test_bad_scenarios_are_refused(reg, scenario, message):
 def test_unknown_site_filter(reg):
     with pytest.raises(ValueError, match="unknown site"):
         PlantSimulator(reg, start_ms=START_MS, sites=["nope"])
+
+
+# --- state signals and the sensor-scripting scenario kinds ---------------------------------------
+
+
+def qualities(messages):
+    """sensor_id → [(tick, quality)] from the frames."""
+    out = {}
+    for i, _, _, raw in messages:
+        for r in decode_message(raw).readings:
+            out.setdefault(r.sensor_id, []).append((i, r.quality))
+    return out
+
+
+def scripted(reg, site, scenario, n_ticks, seed=0):
+    """Readings of one site with and without the scenario."""
+    plain = readings(run(PlantSimulator(reg, seed=seed, start_ms=START_MS, sites=[site]), n_ticks))
+    sim = PlantSimulator(reg, seed=seed, start_ms=START_MS, sites=[site], scenarios=[scenario])
+    return plain, readings(run(sim, n_ticks))
+
+
+def window(values, sc):
+    return [v for i, v in values if sc.start_s <= i < sc.start_s + sc.duration_s]
+
+
+def outside(values, sc):
+    return [(i, v) for i, v in values if not sc.start_s <= i < sc.start_s + sc.duration_s]
+
+
+def test_state_signals_read_their_normal_state_exactly(reg):
+    got = readings(run(PlantSimulator(reg, seed=5, start_ms=START_MS), 60))
+    states = [s for s in reg.sensors.values() if s.is_state]
+    assert states
+    for s in states:
+        assert {v for _, v in got[s.id]} == {float(s.normal or 0)}, s.id
+
+
+def test_rate_ramps_at_its_slope_and_levels_off_under_the_set_point(reg):
+    sid = "hz-wz-tank01-t201-temp01"  # 5 s sampling, normal 21, high 35
+    sc = Scenario("rate", "hz-wz-tank01", 30, 150, sensor_id=sid, slope_per_min=5.0)
+    plain, got = scripted(reg, "hz-wz-tank01", sc, 240)
+    ramp = [(i, v) for i, v in got[sid] if 30 <= i < 90]  # before it levels off
+    slope = np.polyfit([i for i, _ in ramp], [v for _, v in ramp], 1)[0] * 60
+    assert slope == pytest.approx(5.0, abs=1.0)
+    assert max(window(got[sid], sc)) < reg.sensors[sid].alarms.high
+    assert max(window(got[sid], sc)) > 28  # it did climb most of the way
+    assert outside(got[sid], sc) == outside(plain[sid], sc)
+
+
+def test_a_falling_rate_levels_off_over_the_low_set_point(reg):
+    sid = "ca-jy-pit02-mould-pin01"  # low 0.2 MPa
+    sc = Scenario("rate", "ca-jy-pit02", 10, 40, sensor_id=sid, slope_per_min=-1.2)
+    _, got = scripted(reg, "ca-jy-pit02", sc, 60)
+    values = window(got[sid], sc)
+    assert min(values) > reg.sensors[sid].alarms.low and values[-1] < 0.26
+
+
+def test_stuck_repeats_one_exact_value_only_in_its_window(reg):
+    sid = "hz-lh-unit01-r201-press01"
+    sc = Scenario("stuck", "hz-lh-unit01", 20, 40, sensor_id=sid)
+    plain, got = scripted(reg, "hz-lh-unit01", sc, 80)
+    assert len(set(window(got[sid], sc))) == 1 and len(window(got[sid], sc)) == 20
+    assert outside(got[sid], sc) == outside(plain[sid], sc)
+
+
+def test_out_of_range_reads_past_the_range_with_its_quality(reg):
+    sid = "mn-jn-ug01-l150-temp01"  # range 0-50 °C, 10 s sampling
+    sc = Scenario("out_of_range", "mn-jn-ug01", 20, 30, sensor_id=sid, quality="bad")
+    sim = PlantSimulator(reg, seed=0, start_ms=START_MS, sites=["mn-jn-ug01"], scenarios=[sc])
+    messages = run(sim, 60)
+    got, q = readings(messages), qualities(messages)
+    assert window(got[sid], sc) == [55.0, 55.0, 55.0]
+    assert {x for i, x in q[sid] if 20 <= i < 50} == {"bad"} and {x for i, x in q[sid] if i >= 50} == {"good"}
+    assert all(v <= 50 for _, v in outside(got[sid], sc))
+
+
+def test_flap_alternates_across_the_first_set_point_only(reg):
+    sid = "st-jj-eaf01-roof-dflow01"  # high 6, high_high 12, 1 s sampling
+    sc = Scenario("flap", "st-jj-eaf01", 10, 40, sensor_id=sid, flap_s=(4.0, 6.0))
+    plain, got = scripted(reg, "st-jj-eaf01", sc, 60)
+    a = reg.sensors[sid].alarms
+    for i, v in got[sid]:
+        if 10 <= i < 50 and (i - 10) % 10 < 4:
+            assert a.high < v < a.high_high, (i, v)
+        else:
+            assert v == dict(plain[sid])[i], i  # the healthy value, well under the clear threshold
+
+
+def test_excursion_passes_the_last_set_point_and_comes_back(reg):
+    sid = "mn-jn-tailings01-dam-phreatic01"  # low-only: falls under low_low 6.0
+    sc = Scenario("excursion", "mn-jn-tailings01", 60, 200, sensor_id=sid)
+    plain, got = scripted(reg, "mn-jn-tailings01", sc, 300)
+    values = window(got[sid], sc)
+    assert min(values) < reg.sensors[sid].alarms.low_low
+    assert outside(got[sid], sc) == outside(plain[sid], sc)
+
+
+def test_interlock_response_acts_after_the_crossing(reg):
+    trigger, valve = "hz-wz-tank01-t202-level01", "hz-wz-tank01-t202-inlet-esv01"
+    sc = Scenario("interlock", "hz-wz-tank01", 20, 60, sensor_id=trigger, respond_after_s=8)
+    _, got = scripted(reg, "hz-wz-tank01", sc, 100)
+    hh = reg.sensors[trigger].alarms.high_high
+    crossed = min(i for i, v in got[trigger] if v >= hh)
+    closed = [i for i, v in got[valve] if v == 1.0]
+    assert closed and crossed < closed[0] <= crossed + 8 + 2  # 2 s valve sampling
+    assert max(closed) < 80 and {v for _, v in got[valve]} == {0.0, 1.0}
+    # the other tank's valve does not move
+    assert {v for _, v in got["hz-wz-tank01-t201-inlet-esv01"]} == {0.0}
+
+
+def test_interlock_without_response_leaves_the_valve_alone(reg):
+    sc = Scenario("interlock", "hz-wz-tank01", 20, 60, sensor_id="hz-wz-tank01-t202-level01", respond=False)
+    _, got = scripted(reg, "hz-wz-tank01", sc, 100)
+    assert {v for _, v in got["hz-wz-tank01-t202-inlet-esv01"]} == {0.0}
+
+
+def test_interlock_responses_by_id_and_by_area(reg):
+    only_shutoff = Scenario("interlock", "ca-jy-pit02", 10, 40, sensor_id="ca-jy-pit02-mould-fin01",
+                            response_id="ca-jy-pit02-mould-shutoff01")
+    _, got = scripted(reg, "ca-jy-pit02", only_shutoff, 60)
+    assert 1.0 in {v for _, v in got["ca-jy-pit02-mould-shutoff01"]}
+    assert {v for _, v in got["ca-jy-pit02-mould-discharge01"]} == {0.0}
+    # the launder is in another area than the valves: `area` names where the responses are
+    launder = Scenario("interlock", "ca-jy-pit01", 10, 40, sensor_id="ca-jy-pit01-launder-lvl01", area="mould")
+    _, got = scripted(reg, "ca-jy-pit01", launder, 60)
+    assert all(1.0 in {v for _, v in got[f"ca-jy-pit01-mould-{s}01"]} for s in ("shutoff", "discharge"))
+
+
+def test_whole_site_silence_sends_no_frame(reg):
+    sc = Scenario("silent", "du-yx-dc02", 20, 30)
+    sim = PlantSimulator(reg, seed=0, start_ms=START_MS, sites=["du-yx-dc01", "du-yx-dc02"], scenarios=[sc])
+    keys = [(i, key) for i, _, key, _ in run(sim, 80)]
+    assert not [i for i, key in keys if key == "du-yx-dc02" and 20 <= i < 50]
+    assert [i for i, key in keys if key == "du-yx-dc01" and 20 <= i < 50]
+    assert [i for i, key in keys if key == "du-yx-dc02" and i >= 50]
+
+
+def test_slow_sensors_hold_still(reg):
+    """A tailings pond sampled every 30 s: no drift and little noise over an hour (its rate rule is 0.1 m/h)."""
+    got = readings(run(PlantSimulator(reg, seed=2, start_ms=START_MS, sites=["mn-jn-tailings01"]), 3600))
+    t, v = zip(*got["mn-jn-tailings01-pond-level01"])
+    assert abs(np.polyfit(np.array(t) / 3600, v, 1)[0]) < 0.02  # m/h
+    assert 0 < np.std(v) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("scenario", "message"),
+    [
+        (Scenario("stuck", "hz-zjg-tank01", 0, 10), "sensor_id is required"),
+        (Scenario("rate", "hz-zjg-tank01", 0, 10, sensor_id="hz-zjg-tank01-t101-temp01"), "slope_per_min"),
+        (Scenario("flap", "hz-zjg-tank01", 0, 10, sensor_id="hz-zjg-tank01-t101-gas01", flap_s=(0, 1)), "flap_s"),
+        (Scenario("stuck", "hz-zjg-tank01", 0, 10, sensor_id="hz-zjg-tank01-t101-inlet-esv01"), "state signal"),
+        (Scenario("interlock", "hz-zjg-jetty01", 0, 10, sensor_id="hz-zjg-jetty01-b1-gas01"), "no state signal"),
+        (Scenario("interlock", "hz-zjg-tank01", 0, 10, sensor_id="hz-zjg-tank01-t101-level01",
+                  response_id="hz-zjg-tank01-t101-gas01"), "not a state signal"),
+    ],
+)
+def test_bad_sensor_scenarios_are_refused(reg, scenario, message):
+    with pytest.raises(ValueError, match=message):
+        PlantSimulator(reg, start_ms=START_MS, scenarios=[scenario])
