@@ -1,0 +1,101 @@
+"""Every sector's scenario file through the running worker on the real broker: the same hazards as replay.
+
+tests/unit/test_sector_scenarios.py checks the files through `safewatch replay` against their
+hand-written expectations; here the same bytes go to `telemetry.<sector>` keyed by site, one
+worker evaluates all six sectors at once, and its hazard topic must hold exactly the replay's
+transitions (up to each site's last reading: after it the live clock runs on and sites go
+offline, which a replay whose clock stops with the data never sees).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from rules.catalog import load_catalog
+from rules.replay import replay_file
+from safewatch.settings import DEADLETTER_TOPIC, HAZARDS_TOPIC
+from sensors.registry import load_registry
+from sensors.schema import DecodeError, decode_message
+
+from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_until
+from .scenario import isolated
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
+SECTORS = ("hazchem", "mine", "dust", "ammonia", "steel", "casting")
+SITE = re.compile(rb'"site_id":"([^"]+)"')  # malformed lines are cut short, but their site id survives
+
+
+def messages(sector: str) -> list[tuple[str, str, bytes]]:
+    """The file's lines as (topic, key, value), keyed by site as a gateway would send them."""
+    out = []
+    for line in (SCENARIOS / f"{sector}.jsonl").read_bytes().splitlines():
+        m = SITE.search(line)
+        assert m, f"{sector}.jsonl: a line without a site id"
+        out.append((f"telemetry.{sector}", m.group(1).decode(), line))
+    return out
+
+
+def transitions(hazards: list[dict], last_ts: dict[str, int]) -> set[tuple]:
+    return {(h["hazard_id"], h["sensor_id"] or h["site_id"], h["kind"], h["event"], h["start"], h["flapping"])
+            for h in hazards if h["ts"] <= last_ts.get(h["site_id"], -1)}
+
+
+@pytest.fixture(scope="module")
+def sector_run(stack, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sectors")
+    settings = isolated(stack)
+    registry, catalog = load_registry(settings.registry), load_catalog()
+    sent = [m for sector in SECTORS for m in messages(sector)]
+    worker = spawn(settings, tmp / "worker.log", "worker", "--loglevel", "warning")
+    try:
+        produce(settings, sent)
+        wait_until(lambda: metric(settings, "safewatch_messages_total") >= len(sent), 180,
+                   f"the worker to read {len(sent)} messages (log: {tmp / 'worker.log'})")
+        live = read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=3.0)
+        dead = read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
+    finally:
+        stop(worker)
+    replayed, refused = {}, Counter()
+    for sector in SECTORS:
+        out = tmp / f"{sector}.out.jsonl"
+        refused += replay_file(SCENARIOS / f"{sector}.jsonl", registry, out, catalog=catalog).refused
+        replayed[sector] = [e for e in map(orjson.loads, out.read_bytes().splitlines()) if e["type"] == "hazard"]
+    return live, replayed, dead, refused
+
+
+def last_reading(sector: str) -> dict[str, int]:
+    """Per site, the event time of its last well-formed message in the file."""
+    last: dict[str, int] = defaultdict(lambda: -1)
+    for line in (SCENARIOS / f"{sector}.jsonl").read_bytes().splitlines():
+        try:
+            msg = decode_message(line)
+        except DecodeError:
+            continue
+        last[msg.site_id] = max(last[msg.site_id], msg.ts)
+    return dict(last)
+
+
+@pytest.mark.parametrize("sector", SECTORS)
+def test_worker_opens_the_same_hazards_as_replay(sector_run, sector):
+    live, replayed, _, _ = sector_run
+    last = last_reading(sector)
+    mine = [h for h in live if h["sector"] == sector]
+    want = transitions(replayed[sector], last)
+    assert want, f"the {sector} replay opened nothing"
+    got = transitions(mine, last)
+    assert (want - got, got - want) == (set(), set())
+    designed = yaml.safe_load((SCENARIOS / f"{sector}.expected.yaml").read_text(encoding="utf-8"))["expected"]
+    opened = {(t[1], t[2]) for t in got if t[3] == "open"}
+    assert {(e["subject"], e["kind"]) for e in designed} <= opened
+
+
+def test_worker_dead_letters_what_replay_refuses(sector_run):
+    _, _, dead, refused = sector_run
+    assert sum(refused.values()) >= 1
+    assert Counter(d["reason"] for d in dead) == refused
