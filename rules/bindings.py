@@ -77,7 +77,8 @@ class Bindings:
     offline_gap_ms: np.ndarray  # k × period, +inf where no offline rule
     rate_mask: np.ndarray
     stuck_mask: np.ndarray
-    response_mask: np.ndarray  # sensors some interlock waits on: always walked, so a response is never missed
+    response_mask: np.ndarray  # sensors some interlock waits on
+    trigger_mask: np.ndarray  # sensors whose hazards arm an interlock
     site_gap_ms: dict[str, float] = field(default_factory=dict)
     site_offline: dict[str, OfflineRule] = field(default_factory=dict)
     rule_ids: frozenset[str] = frozenset()
@@ -131,7 +132,7 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
     b = Bindings(threshold=[None] * n, rate=[None] * n, stuck=[None] * n, fault=[None] * n, offline=[None] * n,
                  interlocks=[()] * n, up_clear=up_clear, down_clear=down_clear, range_lo=range_lo,
                  range_hi=range_hi, offline_gap_ms=gap, rate_mask=np.zeros(n, bool), stuck_mask=np.zeros(n, bool),
-                 response_mask=np.zeros(n, bool))
+                 response_mask=np.zeros(n, bool), trigger_mask=np.zeros(n, bool))
     ids: set[str] = set()
     for i, s in enumerate(sensors):
         site = registry.sites[s.site_id]
@@ -180,6 +181,7 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
                     if resp:
                         triggers.append(BoundInterlock(rule, resp))
                         b.response_mask[list(resp)] = True
+                        b.trigger_mask[r] = True
             b.interlocks[r] = tuple(triggers)
     b.rule_ids = frozenset(ids)
     return b

@@ -151,8 +151,14 @@ class RuleEngine:
         near = ((value[:, None] > b.up_clear[idx]).any(axis=1) | (value[:, None] < b.down_clear[idx]).any(axis=1))
         # A sensor with anything to look at in this batch has all its readings walked, in order,
         # so a later reading can clear what an earlier one opened.
-        busy = self.hot | b.rate_mask | b.response_mask
+        busy = self.hot | b.rate_mask
         busy[idx[fault | gap | site_gap | same | (ok & near)]] = True
+        # Where an interlock waits, or may arm in this batch, its response signals are walked too,
+        # in order with the trigger: the outcome must not depend on where batches are cut.
+        interlock_sites = np.zeros(len(self.site_ids), dtype=bool)
+        interlock_sites[self.sensor_site[busy & b.trigger_mask]] = True
+        interlock_sites[[self.site_row[s] for s, exps in self.expectations.items() if exps]] = True
+        busy |= b.response_mask & interlock_sites[self.sensor_site]
         walk = fresh & busy[idx]
         result.late = np.flatnonzero(late)
         result.skipped = {"out_of_order": int(stale.sum()), "bad_quality": int((~good & fresh).sum())}

@@ -34,8 +34,11 @@ def tags(measurement: str, **kv: str) -> str:
 
 def reading_lines(prefixes: list[str], idx: list[int], ts: list[int], values: list[float],
                   good: list[bool]) -> list[str]:
-    """Lines for a batch of readings; `prefixes[i]` is sensor i's precomputed measurement+tags."""
-    return [f"{prefixes[i]} value={v!r},good={'t' if g else 'f'} {t}"
+    """Lines for a batch of readings; `prefixes[i]` is sensor i's precomputed measurement+tags.
+
+    A bad-quality reading gets the tag `quality=bad` (its own, rare series) rather than every
+    point carrying a quality field: a second field per point cost InfluxDB ~40 % of its write rate."""
+    return [f"{prefixes[i]} value={v!r} {t}" if g else f"{prefixes[i]},quality=bad value={v!r} {t}"
             for i, t, v, g in zip(idx, ts, values, good)]
 
 
@@ -86,10 +89,18 @@ class InfluxWriter:
         self.points_failed = 0
 
     async def write(self, lines: list[str]) -> None:
-        """Write lines in chunks of `influx_batch_points`, each retried before giving up."""
+        """Write lines in chunks of `influx_batch_points`, a few at once, each retried before giving up."""
         step = self.settings.influx_batch_points
-        for start in range(0, len(lines), step):
-            await self._write_chunk(lines[start:start + step])
+        chunks = [lines[start:start + step] for start in range(0, len(lines), step)]
+        # InfluxDB parses concurrent writes on several cores; one at a time leaves them idle
+        # while the worker waits (measured: the reading write halved throughput when serial).
+        gate = asyncio.Semaphore(self.settings.influx_write_concurrency)
+
+        async def one(chunk: list[str]) -> None:
+            async with gate:
+                await self._write_chunk(chunk)
+
+        await asyncio.gather(*(one(c) for c in chunks))
 
     async def _write_chunk(self, chunk: list[str]) -> None:
         body = "\n".join(chunk).encode()

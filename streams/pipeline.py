@@ -7,6 +7,7 @@ batch is acknowledged (offsets may commit) only after all of it is done.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -38,6 +39,11 @@ BATCH_SECONDS = Histogram("safewatch_batch_seconds", "Time to handle one batch",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 Send = Callable[[str, bytes, bytes], Awaitable[None]]
+Flush = Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -70,10 +76,11 @@ class Pipeline:
     """Handles batches for one worker; holds the engine and the output paths."""
 
     def __init__(self, settings: Settings, engine: RuleEngine, send: Send, writer: InfluxWriter | None,
-                 reloader: RuleReloader | None = None):
+                 reloader: RuleReloader | None = None, flush: Flush | None = None):
         self.settings = settings
         self.engine = engine
         self.send = send
+        self.flush = flush or _nothing
         self.writer = writer
         self.hazards_topic = settings.topic(HAZARDS_TOPIC)
         self.incidents_topic = settings.topic(INCIDENTS_TOPIC)
@@ -132,7 +139,13 @@ class Pipeline:
                                   "received_at": int(time.time() * 1000)}, site.encode()))
 
         self._observe_clock(batch)
-        await self._emit(result, batch, dead)
+        # Readings go to InfluxDB while hazards and checkpoints go to the broker; both are
+        # through before we return and the caller acknowledges the batch.
+        stored = asyncio.ensure_future(self._store_readings(batch, result.late))
+        try:
+            await self._emit(result, dead)
+        finally:
+            await asyncio.gather(stored, self.flush())
         MESSAGES.inc(len(messages))
         READINGS.inc(len(batch))
         self.totals.update(messages=len(messages), readings=len(batch), deadletters=len(dead))
@@ -146,7 +159,7 @@ class Pipeline:
             return
         result = self.engine.advance(int(clocks.max()), clocks)
         if result.hazards or result.incidents:
-            await self._emit(result, None, [])
+            await self._emit(result, [])
 
     def site_clocks(self) -> np.ndarray | None:
         """Event time now, per site: its newest reading's time plus the wall time since it arrived,
@@ -165,7 +178,16 @@ class Pipeline:
         if len(batch):
             self._seen_wall[np.unique(self.engine.sensor_site[batch.idx])] = time.monotonic()
 
-    async def _emit(self, result, batch, dead) -> None:
+    async def _store_readings(self, batch, late: np.ndarray) -> None:
+        """Write the batch's readings, all but the late (dead-lettered) ones."""
+        if self.writer is None or not self.settings.influx_write_readings or not len(batch):
+            return
+        keep = np.ones(len(batch), dtype=bool)
+        keep[late] = False
+        await self.writer.write(reading_lines(self.prefixes, batch.idx[keep].tolist(), batch.ts[keep].tolist(),
+                                              batch.value[keep].tolist(), batch.good[keep].tolist()))
+
+    async def _emit(self, result, dead) -> None:
         # Alerts first: nothing below may delay a duty officer's hazard or incident.
         for h in result.hazards:
             await self.send(self.hazards_topic, h.site_id.encode(), h.to_json())
@@ -190,7 +212,7 @@ class Pipeline:
             await self.send(self.checkpoint_topic, site.encode(), orjson.dumps(self.engine.snapshot_site(site)))
 
         if self.writer is not None:
-            await self.writer.write(self._lines(batch, result, reasons))
+            await self.writer.write(self._lines(result, reasons))
         self.totals.update(hazards=len(result.hazards), incidents=len(result.incidents))
 
     def _salvage(self, m: RawMessage, exc: DecodeError):
@@ -202,13 +224,9 @@ class Pipeline:
             return None, []
         return split_frame(obj)
 
-    def _lines(self, batch, result, reasons: Counter) -> list[str]:
+    def _lines(self, result, reasons: Counter) -> list[str]:
+        """Hazard, incident and dead-letter points of a batch (readings: `_store_readings`)."""
         lines: list[str] = []
-        if self.settings.influx_write_readings and batch is not None and len(batch):
-            keep = np.ones(len(batch), dtype=bool)
-            keep[result.late] = False
-            lines = reading_lines(self.prefixes, batch.idx[keep].tolist(), batch.ts[keep].tolist(),
-                                  batch.value[keep].tolist(), batch.good[keep].tolist())
         lines.extend(hazard_line(h) for h in result.hazards)
         lines.extend(incident_line(i) for i in result.incidents)
         now = int(time.time() * 1000)

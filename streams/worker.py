@@ -60,7 +60,8 @@ def build_app(settings: Settings) -> faust.App:
 
     def pipeline() -> Pipeline:
         if state["pipeline"] is None:
-            state["pipeline"] = Pipeline(settings, engine, send, InfluxWriter(settings), reloader)
+            state["pipeline"] = Pipeline(settings, engine, send, InfluxWriter(settings), reloader,
+                                         flush=lambda: app.producer.flush())
         return state["pipeline"]
 
     async def restore_if_needed() -> None:
@@ -89,8 +90,6 @@ def build_app(settings: Settings) -> faust.App:
             await restore_if_needed()
             await pipeline().handle([RawMessage(e.message.topic, e.message.partition, e.message.offset,
                                                 e.message.key, e.message.value) for e in events])
-            # Hazards and checkpoints reach the broker before this batch's offsets can commit.
-            await app.producer.flush()
 
     @app.timer(interval=1.0)
     async def clock():
