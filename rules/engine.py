@@ -359,8 +359,7 @@ class RuleEngine:
         for e in list(exps):
             if i not in e["responses"]:
                 continue
-            if t > e["deadline"] and not e["failed"]:
-                self._fail(e, out)
+            # (a deadline before `t` was already failed by `_expire`, earlier in this walk step)
             if not fault and self._satisfies(e, v):
                 exps.remove(e)
                 if e["failed"]:

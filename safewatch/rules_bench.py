@@ -80,8 +80,9 @@ def _batches(registry: Registry, readings: int, batch_size: int, seed: int, hot_
     ts = np.repeat(t0 + np.arange(ticks, dtype=np.int64) * 1000, n)
     idx = np.tile(idx_all, ticks)
     # The same batch size whatever the registry size, so per-reading costs compare fairly.
+    good = np.ones(len(idx), dtype=bool)
     return [Batch(idx=idx[s:s + batch_size], ts=ts[s:s + batch_size], value=values[s:s + batch_size],
-                  good=np.ones(len(idx[s:s + batch_size]), dtype=bool)) for s in range(0, len(idx), batch_size)]
+                  good=good[s:s + batch_size]) for s in range(0, len(idx), batch_size)]
 
 
 def time_engine(label: str, engine: RuleEngine, batches: list[Batch]) -> Run:

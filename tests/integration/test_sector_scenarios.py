@@ -19,7 +19,7 @@ import yaml
 
 from rules.catalog import load_catalog
 from rules.replay import replay_file
-from safewatch.settings import DEADLETTER_TOPIC, HAZARDS_TOPIC
+from safewatch.settings import DEADLETTER_TOPIC, HAZARDS_TOPIC, SECTORS
 from sensors.registry import load_registry
 from sensors.schema import DecodeError, decode_message
 
@@ -27,7 +27,6 @@ from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_unt
 from .scenario import isolated
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
-SECTORS = ("hazchem", "mine", "dust", "ammonia", "steel", "casting")
 SITE = re.compile(rb'"site_id":"([^"]+)"')  # malformed lines are cut short, but their site id survives
 
 

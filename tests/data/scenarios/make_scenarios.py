@@ -1,6 +1,6 @@
 """Write the per-sector scenario files `<sector>.jsonl`: simulator frames, one message per line.
 
-Run from anywhere: `/tmp/venv/bin/python tests/data/scenarios/make_scenarios.py`. Deterministic:
+Run from anywhere: `.venv/bin/python tests/data/scenarios/make_scenarios.py`. Deterministic:
 seed SEED, start START_MS (epoch ms), one tick a second, TICKS[sector] ticks, only that sector's
 sites. Lines are `PlantSimulator.tick()` message bytes, so a malformed message stays as it was.
 The hazards each file must open are written by hand in `<sector>.expected.yaml` beside it,
