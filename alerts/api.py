@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from alerts import inbox
 from alerts.store import AlreadyAcknowledged, AuditEntry, Delivery, Task, TaskStatus, TaskStore, now_ms
-from safewatch.settings import Settings
+from config.settings import Settings
 
 
 class AckRequest(BaseModel):

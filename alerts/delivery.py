@@ -15,7 +15,7 @@ import orjson
 from alerts import metrics
 from alerts.routing import Routing
 from alerts.store import Task, TaskStore
-from safewatch.settings import Settings
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0

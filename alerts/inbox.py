@@ -67,7 +67,9 @@ def receive(store: TaskStore, department: str, key: str | None, body: Any, now: 
         )
         if cursor.rowcount == 1:
             return True
-        db.execute("UPDATE inbox SET repeats = repeats + 1 WHERE department = ? AND idempotency_key = ?", (department, key))
+        db.execute(
+            "UPDATE inbox SET repeats = repeats + 1 WHERE department = ? AND idempotency_key = ?", (department, key)
+        )
     return False
 
 

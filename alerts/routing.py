@@ -1,7 +1,7 @@
 """Which departments an incident goes to: the routing file, its validation and `route()`.
 
 The file is configuration, not code: the chain of departments and the acknowledge deadlines
-are set by each province's operating rules (domain.md §10 found no national numbers).
+are set by each province's operating rules (docs/standards.md §10 found no national numbers).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from config.topics import SECTORS
 from rules.models import SEVERITY_RANK, IncidentEvent, Severity
-from safewatch.settings import SECTORS
+from sensors.yamlsource import Issue, dotted, issue_from_pydantic, line_of, read_yaml
 
 # Department ids appear in URLs (/inbox/{department}) and in the task id, so keep them plain.
 DepartmentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -98,23 +98,18 @@ def load_routing(path: Path | str, *, alerts_api: str) -> Routing:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RoutingError(f"{path}: cannot read routing file: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RoutingError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-    if data is None:
-        raise RoutingError(f"{path}: routing file is empty")
+    data, lines, issues = read_yaml(text, str(path), expected="a mapping with departments and routes")
+    if issues:
+        raise RoutingError("\n".join(map(str, issues)))
     try:
         routing = Routing.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(path, root, err["loc"], err["msg"]) for err in exc.errors()]
-        raise RoutingError("\n".join(lines)) from None
+        raise RoutingError("\n".join(str(issue_from_pydantic(e, lines, str(path))) for e in exc.errors())) from None
     problems = _cross_check(routing, alerts_api)
     if problems:
-        raise RoutingError("\n".join(_describe(path, root, loc, msg) for loc, msg in problems))
+        raise RoutingError(
+            "\n".join(str(Issue(str(path), line_of(loc, lines), dotted(loc), msg)) for loc, msg in problems)
+        )
     return routing
 
 
@@ -133,34 +128,7 @@ def _cross_check(routing: Routing, alerts_api: str) -> list[tuple[tuple, str]]:
     for i, r in enumerate(routing.routes):
         for j, dept_id in enumerate(r.departments):
             if dept_id not in routing.departments:
-                problems.append((("routes", i, "departments", j), f"department {dept_id!r} is not defined under departments"))
+                problems.append(
+                    (("routes", i, "departments", j), f"department {dept_id!r} is not defined under departments")
+                )
     return problems
-
-
-def _describe(path: Path, root: yaml.Node | None, loc: tuple, msg: str) -> str:
-    """One error line: `file:line: field.path: message`."""
-    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "[key]").lstrip(".")
-    line = _line_of(root, loc)
-    where = f"{path}:{line}" if line else str(path)
-    return f"{where}: {field or '(top level)'}: {msg}"
-
-
-def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
-    """1-based line of the deepest YAML node that `loc` reaches (a missing field: its parent)."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for i, part in enumerate(loc):
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            wants_key = loc[i + 1 : i + 2] == ("[key]",)  # pydantic's mark for a bad dict key
-            for key, value in node.value:
-                if key.value == str(part):
-                    child = key if wants_key else value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
-            break
-        node, line = child, child.start_mark.line + 1
-    return line

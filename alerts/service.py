@@ -26,8 +26,9 @@ from alerts.api import create_app
 from alerts.delivery import deliver
 from alerts.routing import Routing, load_routing, route
 from alerts.store import Task, TaskStore
+from config.settings import Settings
+from config.topics import INCIDENTS_TOPIC
 from rules.models import IncidentEvent
-from safewatch.settings import INCIDENTS_TOPIC, Settings
 
 log = logging.getLogger(__name__)
 MAX_CONCURRENT_DELIVERIES = 32
@@ -53,8 +54,10 @@ def store_incident(raw: bytes | None, *, routing: Routing, store: TaskStore) -> 
     departments = route(incident, routing)
     if not departments:
         metrics.UNROUTED.inc()
-        log.warning("incident %s (%s, region %s) matched no route", incident.incident_id, incident.sector, incident.region)
-    # A closed incident still gets its tasks: it happened, and it must be reported (domain.md §10).
+        log.warning(
+            "incident %s (%s, region %s) matched no route", incident.incident_id, incident.sector, incident.region
+        )
+    # A closed incident still gets its tasks: it happened, and it must be reported (docs/standards.md §10).
     new = store.record_incident(incident, departments, routing.ack_minutes_for(incident.severity))
     metrics.INCIDENTS.inc()
     for task in new:
@@ -99,7 +102,11 @@ class Deliveries:
         async with self.limit:
             try:
                 await deliver(
-                    task, routing=self.routing, client=self.client, store=self.store, settings=self.settings,
+                    task,
+                    routing=self.routing,
+                    client=self.client,
+                    store=self.store,
+                    settings=self.settings,
                     attempts=attempts,
                 )
             except Exception:
@@ -167,8 +174,11 @@ async def serve(settings: Settings) -> None:
     deliveries = Deliveries(routing=routing, store=store, client=client, settings=settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, store), host=settings.alerts_host, port=settings.alerts_port,
-            access_log=False, log_config=None,
+            create_app(settings, store),
+            host=settings.alerts_host,
+            port=settings.alerts_port,
+            access_log=False,
+            log_config=None,
         )
     )
     stop = asyncio.Event()
@@ -180,15 +190,22 @@ async def serve(settings: Settings) -> None:
         await _until_listening(server, api)
         log.info(
             "alert service: API on %s, %d departments, %d routes, tasks in %s",
-            settings.alerts_api, len(routing.departments), len(routing.routes), store.path,
+            settings.alerts_api,
+            len(routing.departments),
+            len(routing.routes),
+            store.path,
         )
         jobs.append(asyncio.create_task(consume_forever(settings, routing, store, deliveries), name="alerts-consumer"))
-        jobs.append(asyncio.create_task(redeliver_forever(deliveries, store, settings.alerts_redeliver_s), name="alerts-sweep"))
+        jobs.append(
+            asyncio.create_task(redeliver_forever(deliveries, store, settings.alerts_redeliver_s), name="alerts-sweep")
+        )
         jobs.append(asyncio.create_task(stop.wait(), name="alerts-stop"))
         done, _ = await asyncio.wait([api, *jobs], return_when=asyncio.FIRST_COMPLETED)
         for job in done:
-            if not job.cancelled() and job.exception() is not None:
-                raise job.exception()
+            if not job.cancelled():
+                exc = job.exception()
+                if exc is not None:
+                    raise exc
     finally:
         # Consumer and deliveries first, while the API (maybe their demo inbox) still answers;
         # undelivered tasks stay in the store for the next start.
@@ -252,7 +269,7 @@ async def _until_listening(server: uvicorn.Server, api: asyncio.Task) -> None:
         await asyncio.sleep(0.02)
 
 
-def _handle_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
+def _handle_signals(on_signal: Callable[[], object]) -> Callable[[], None]:
     """Call `on_signal` on SIGTERM/SIGINT (main thread only); returns a function restoring the old handlers.
 
     uvicorn installs its own handlers while it runs and re-raises the signal after its graceful

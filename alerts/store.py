@@ -186,7 +186,9 @@ class TaskStore:
         with self.transaction() as db:
             _save_incident(db, incident, now)
             created = [
-                task for task, is_new in (_create_task(db, incident, d, ack_minutes, now) for d in departments) if is_new
+                task
+                for task, is_new in (_create_task(db, incident, d, ack_minutes, now) for d in departments)
+                if is_new
             ]
         return created
 
@@ -245,19 +247,22 @@ class TaskStore:
         """Every delivery attempt of a task, in order."""
         with self.reading() as db:
             rows = db.execute("SELECT * FROM deliveries WHERE task_id = ? ORDER BY id", (task_id,)).fetchall()
-        return [Delivery(**{k: r[k] for k in r.keys() if k != "id"}) for r in rows]
+        # sqlite3.Row iterates its values, not its keys
+        return [Delivery(**{k: r[k] for k in r.keys() if k != "id"}) for r in rows]  # noqa: SIM118
 
     def audit(self, task_id: str) -> list[AuditEntry]:
         """Every state change of a task, in order."""
         with self.reading() as db:
             rows = db.execute("SELECT * FROM audit WHERE task_id = ? ORDER BY id", (task_id,)).fetchall()
-        return [AuditEntry(**{k: r[k] for k in r.keys() if k != "id"}) for r in rows]
+        return [AuditEntry(**{k: r[k] for k in r.keys() if k != "id"}) for r in rows]  # noqa: SIM118
 
     def stats(self, now: int | None = None) -> dict[str, Any]:
         """Task counts per department and status, per status, and how many are overdue."""
         now = now_ms() if now is None else now
         with self.reading() as db:
-            rows = db.execute("SELECT department, status, COUNT(*) AS n FROM tasks GROUP BY department, status").fetchall()
+            rows = db.execute(
+                "SELECT department, status, COUNT(*) AS n FROM tasks GROUP BY department, status"
+            ).fetchall()
             overdue = db.execute(
                 "SELECT COUNT(*) FROM tasks WHERE status != 'acknowledged' AND ack_deadline < ?", (now,)
             ).fetchone()[0]
@@ -285,7 +290,8 @@ class TaskStore:
         with self.transaction() as db:
             attempt = db.execute("SELECT COUNT(*) FROM deliveries WHERE task_id = ?", (task_id,)).fetchone()[0] + 1
             db.execute(
-                "INSERT INTO deliveries (task_id, attempt, at, url, http_status, error, ok) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO deliveries (task_id, attempt, at, url, http_status, error, ok)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (task_id, attempt, now, url, http_status, error, int(ok)),
             )
         return attempt
@@ -319,7 +325,14 @@ class TaskStore:
         return _task(row)
 
     def _move(
-        self, task_id: str, sources: tuple[str, ...], target: str, event: str, actor: str, detail: str | None, now: int | None
+        self,
+        task_id: str,
+        sources: tuple[str, ...],
+        target: str,
+        event: str,
+        actor: str,
+        detail: str | None,
+        now: int | None,
     ) -> bool:
         now = now_ms() if now is None else now
         with self.transaction() as db:
@@ -339,7 +352,14 @@ def _save_incident(db: sqlite3.Connection, incident: IncidentEvent, now: int) ->
         " ON CONFLICT (incident_id) DO UPDATE SET severity = excluded.severity, status = excluded.status,"
         " updated_at = excluded.updated_at, received_at = excluded.received_at, incident_json = excluded.incident_json"
         " WHERE excluded.updated_at >= incidents.updated_at",
-        (incident.incident_id, incident.severity, incident.status, incident.updated_at, now, incident.to_json().decode()),
+        (
+            incident.incident_id,
+            incident.severity,
+            incident.status,
+            incident.updated_at,
+            now,
+            incident.to_json().decode(),
+        ),
     )
 
 
@@ -388,5 +408,5 @@ def _audit(
 
 
 def _task(row: sqlite3.Row) -> Task:
-    fields = {k: row[k] for k in row.keys() if k != "incident_json"}
+    fields = {k: row[k] for k in row.keys() if k != "incident_json"}  # noqa: SIM118 (sqlite3.Row iterates values)
     return Task(**fields, incident=orjson.loads(row["incident_json"]))

@@ -12,9 +12,7 @@ import numpy as np
 
 from sensors.registry import Registry, Sensor
 
-from .catalog import (Catalog, FaultRule, InterlockRule, OfflineRule, RateRule, StuckRule, ThresholdRule,
-                      resolve)
-from .models import SEVERITY_RANK
+from .catalog import Catalog, FaultRule, InterlockRule, OfflineRule, RateRule, StuckRule, ThresholdRule, resolve
 
 MAX_LEVELS = 4  # per direction
 DEFAULT_COLOURS = {"high": "yellow", "high_high": "orange", "low": "yellow", "low_low": "orange"}
@@ -45,7 +43,6 @@ class BoundRate:
     rule_id: str
     kind: str  # rate_rise / rate_fall
     sign: int
-    limit_per_ms: float
     limit: float
     per_s: float
     window_ms: int
@@ -81,7 +78,6 @@ class Bindings:
     trigger_mask: np.ndarray  # sensors whose hazards arm an interlock
     site_gap_ms: dict[str, float] = field(default_factory=dict)
     site_offline: dict[str, OfflineRule] = field(default_factory=dict)
-    rule_ids: frozenset[str] = frozenset()
 
 
 def _levels_from_rule(rule: ThresholdRule, s: Sensor) -> tuple[BoundLevel, ...]:
@@ -129,11 +125,23 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
     range_lo = np.full(n, -np.inf)
     range_hi = np.full(n, np.inf)
     gap = np.full(n, np.inf)
-    b = Bindings(threshold=[None] * n, rate=[None] * n, stuck=[None] * n, fault=[None] * n, offline=[None] * n,
-                 interlocks=[()] * n, up_clear=up_clear, down_clear=down_clear, range_lo=range_lo,
-                 range_hi=range_hi, offline_gap_ms=gap, rate_mask=np.zeros(n, bool), stuck_mask=np.zeros(n, bool),
-                 response_mask=np.zeros(n, bool), trigger_mask=np.zeros(n, bool))
-    ids: set[str] = set()
+    b = Bindings(
+        threshold=[None] * n,
+        rate=[None] * n,
+        stuck=[None] * n,
+        fault=[None] * n,
+        offline=[None] * n,
+        interlocks=[()] * n,
+        up_clear=up_clear,
+        down_clear=down_clear,
+        range_lo=range_lo,
+        range_hi=range_hi,
+        offline_gap_ms=gap,
+        rate_mask=np.zeros(n, bool),
+        stuck_mask=np.zeros(n, bool),
+        response_mask=np.zeros(n, bool),
+        trigger_mask=np.zeros(n, bool),
+    )
     for i, s in enumerate(sensors):
         site = registry.sites[s.site_id]
         rules = [r for r in (catalog.rules(s.sector) if catalog else []) if r.match.applies(s.quantity, site.kind)]
@@ -141,29 +149,37 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
         levels = _levels_from_rule(thr, s) if thr else _levels_from_registry(s)
         if levels:
             rid = thr.id if thr else f"{s.sector}.registry.threshold"
-            b.threshold[i] = BoundThreshold(rid, levels, int((thr.on_delay_s if thr else 0) * 1000),
-                                            int((thr.off_delay_s if thr else 0) * 1000))
-            ids.add(rid)
+            b.threshold[i] = BoundThreshold(
+                rid, levels, int((thr.on_delay_s if thr else 0) * 1000), int((thr.off_delay_s if thr else 0) * 1000)
+            )
             ups = [lv.clear for lv in levels if lv.up]
             downs = [lv.clear for lv in levels if not lv.up]
-            up_clear[i, :len(ups)] = ups
-            down_clear[i, :len(downs)] = downs
+            up_clear[i, : len(ups)] = ups
+            down_clear[i, : len(downs)] = downs
         rate = next((r for r in rules if isinstance(r, RateRule)), None)
         if rate:
             sign = 1 if rate.direction == "rise" else -1
-            b.rate[i] = BoundRate(rate.id, f"rate_{rate.direction}", sign, rate.limit / (rate.per_s * 1000),
-                                  rate.limit, rate.per_s, int(rate.window_s * 1000), rate.min_samples,
-                                  int(rate.off_delay_s * 1000), rate.colour)
+            b.rate[i] = BoundRate(
+                rate.id,
+                f"rate_{rate.direction}",
+                sign,
+                rate.limit,
+                rate.per_s,
+                int(rate.window_s * 1000),
+                rate.min_samples,
+                int(rate.off_delay_s * 1000),
+                rate.colour,
+            )
             b.rate_mask[i] = True
-        for kind, target in ((StuckRule, b.stuck), (FaultRule, b.fault), (OfflineRule, b.offline)):
-            target[i] = next((r for r in rules if isinstance(r, kind)), None)
-        if b.stuck[i]:
+        b.stuck[i] = stuck = next((r for r in rules if isinstance(r, StuckRule)), None)
+        b.fault[i] = fault = next((r for r in rules if isinstance(r, FaultRule)), None)
+        b.offline[i] = offline = next((r for r in rules if isinstance(r, OfflineRule)), None)
+        if stuck:
             b.stuck_mask[i] = True
-        if b.fault[i]:
+        if fault:
             range_lo[i], range_hi[i] = s.range
-        if b.offline[i]:
-            gap[i] = b.offline[i].periods * s.period_s * 1000
-        ids.update(r.id for r in rules)
+        if offline:
+            gap[i] = offline.periods * s.period_s * 1000
     for site_id, site in registry.sites.items():
         rows = [row[sid] for sid in site.sensor_ids]
         off = next((b.offline[r] for r in rows if b.offline[r]), None)
@@ -173,20 +189,21 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
         for r in rows:
             s = sensors[r]
             triggers = []
-            for rule in (catalog.rules(s.sector) if catalog else []):
-                if (isinstance(rule, InterlockRule) and s.quantity in rule.trigger.quantity
-                        and rule.match.applies(s.quantity, site.kind)):
-                    resp = tuple(row[o] for o in site.sensor_ids if sensors[row[o]].quantity in rule.expect.quantity
-                                 and (rule.scope == "site" or sensors[row[o]].area == s.area))
+            for rule in catalog.rules(s.sector) if catalog else []:
+                if (
+                    isinstance(rule, InterlockRule)
+                    and s.quantity in rule.trigger.quantity
+                    and rule.match.applies(s.quantity, site.kind)
+                ):
+                    resp = tuple(
+                        row[o]
+                        for o in site.sensor_ids
+                        if sensors[row[o]].quantity in rule.expect.quantity
+                        and (rule.scope == "site" or sensors[row[o]].area == s.area)
+                    )
                     if resp:
                         triggers.append(BoundInterlock(rule, resp))
                         b.response_mask[list(resp)] = True
                         b.trigger_mask[r] = True
             b.interlocks[r] = tuple(triggers)
-    b.rule_ids = frozenset(ids)
     return b
-
-
-def worst(a: str, b: str) -> str:
-    """The more severe of two colours."""
-    return a if SEVERITY_RANK[a] >= SEVERITY_RANK[b] else b

@@ -3,7 +3,7 @@
 A rule says which sensors it applies to (`match`: quantities, optionally site kinds), what it
 detects, where its numbers come from (`standard`) and which colour each level has. A set
 point may be a number from a standard or a reference to the sensor's own registry entry
-(`registry.high`, `0.8 * registry.high_high`) where domain.md says the value is design data.
+(`registry.high`, `0.8 * registry.high_high`) where docs/standards.md says the value is design data.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from config.topics import Sector
 from sensors.yamlsource import Issue, issue_from_pydantic, read_yaml
 
 from .models import Severity
 
 CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
-SECTORS = ("hazchem", "mine", "dust", "ammonia", "steel", "casting")
 REF = re.compile(r"^\s*(?:(?P<factor>\d+(?:\.\d+)?)\s*\*\s*)?registry\.(?P<name>high|high_high|low|low_low)\s*$")
 RULE_ID = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
 
@@ -34,14 +34,16 @@ class Text(Strict):
     en: str = Field(min_length=1)
 
 
-SetPoint = Union[float, str]  # a number, or `registry.<name>` optionally scaled: `1.1 * registry.low_low`
+SetPoint = float | str  # a number, or `registry.<name>` optionally scaled: `1.1 * registry.low_low`
 
 
 def check_setpoint(value: SetPoint) -> SetPoint:
     """Numbers pass; strings must be a registry reference."""
     if isinstance(value, str) and not REF.match(value):
-        raise ValueError(f"{value!r} is neither a number nor `registry.<high|high_high|low|low_low>` "
-                         "(optionally `<factor> * registry.<name>`)")
+        raise ValueError(
+            f"{value!r} is neither a number nor `registry.<high|high_high|low|low_low>` "
+            "(optionally `<factor> * registry.<name>`)"
+        )
     return value
 
 
@@ -76,7 +78,7 @@ class Level(Strict):
     _above = field_validator("above", "below", "clear")(lambda cls, v: v if v is None else check_setpoint(v))
 
     @model_validator(mode="after")
-    def _one_direction(self) -> "Level":
+    def _one_direction(self) -> Level:
         if (self.above is None) == (self.below is None):
             raise ValueError("a level needs exactly one of `above` or `below`")
         return self
@@ -89,7 +91,7 @@ class ThresholdRule(RuleBase):
     off_delay_s: float = Field(0.0, ge=0)  # the value must stay clear this long before it clears
 
     @model_validator(mode="after")
-    def _levels_per_direction(self) -> "ThresholdRule":
+    def _levels_per_direction(self) -> ThresholdRule:
         for direction in ("above", "below"):
             n = sum(1 for lv in self.levels if getattr(lv, direction) is not None)
             if n > 4:
@@ -151,8 +153,9 @@ class InterlockRule(RuleBase):
     colour: Severity = "red"
 
 
-Rule = Annotated[Union[ThresholdRule, RateRule, OfflineRule, StuckRule, FaultRule, InterlockRule],
-                 Field(discriminator="kind")]
+Rule = Annotated[
+    ThresholdRule | RateRule | OfflineRule | StuckRule | FaultRule | InterlockRule, Field(discriminator="kind")
+]
 
 
 class Flapping(Strict):
@@ -169,7 +172,7 @@ class Aggregation(Strict):
 
 
 class CatalogFile(Strict):
-    sector: Literal["hazchem", "mine", "dust", "ammonia", "steel", "casting"]
+    sector: Sector
     flapping: Flapping
     aggregation: Aggregation | None = None
     rules: list[Rule] = Field(min_length=1)
@@ -216,14 +219,20 @@ def parse_catalog_file(text: str, source: str) -> tuple[CatalogFile | None, list
     try:
         parsed = CatalogFile.model_validate(data)
     except ValidationError as exc:
-        return None, issues + [issue_from_pydantic(_untagged(e), lines, source) for e in exc.errors()]
+        return None, issues + [issue_from_pydantic(_untagged(dict(e)), lines, source) for e in exc.errors()]
     ids = [r.id for r in parsed.rules]
     for i, rid in enumerate(ids):
         if rid in ids[:i]:
             issues.append(Issue(source, lines.get(("rules", i, "id")), f"rules[{i}].id", f"duplicate rule id {rid!r}"))
         elif not rid.startswith(parsed.sector + "."):
-            issues.append(Issue(source, lines.get(("rules", i, "id")), f"rules[{i}].id",
-                                f"rule id {rid!r} must start with the sector id {parsed.sector!r}"))
+            issues.append(
+                Issue(
+                    source,
+                    lines.get(("rules", i, "id")),
+                    f"rules[{i}].id",
+                    f"rule id {rid!r} must start with the sector id {parsed.sector!r}",
+                )
+            )
     return (parsed if not issues else None), issues
 
 
@@ -249,8 +258,14 @@ def load_catalog(directory: str | Path = CATALOG_DIR) -> Catalog:
         if path.stem != parsed.sector:
             # Files open with a comment block, so find the `sector:` line rather than assume line 1.
             line = next((n for n, text_line in enumerate(text.splitlines(), 1) if text_line.startswith("sector:")), 1)
-            issues.append(Issue(source, line, "sector", f"file {path.name} holds sector {parsed.sector!r}; "
-                                                        f"name it {parsed.sector}.yaml"))
+            issues.append(
+                Issue(
+                    source,
+                    line,
+                    "sector",
+                    f"file {path.name} holds sector {parsed.sector!r}; name it {parsed.sector}.yaml",
+                )
+            )
             continue
         sectors[parsed.sector] = parsed
         sources[parsed.sector] = source
@@ -264,6 +279,8 @@ def resolve(value: SetPoint | None, alarms) -> float | None:
     if value is None or isinstance(value, (int, float)):
         return None if value is None else float(value)
     m = REF.match(value)
+    if m is None:  # the schema only lets references through; be explicit anyway
+        raise ValueError(f"not a set point reference: {value!r}")
     base = getattr(alarms, m["name"])
     if base is None:
         return None

@@ -5,8 +5,8 @@ incident; a hazard of orange or red opens one alone (gas L2, high-high, interloc
 While an incident is open every new hazard on its site joins it. The incident's severity is
 its worst hazard's, raised by GB 39496 point counting where the sector's catalogue asks for it
 (tailings: 4 points of one item at blue → yellow, 3 at yellow → orange, 2 at orange → red).
-It closes when all its hazards have cleared. Instrument health (offline sensor, stuck, sensor
-fault) is a maintenance matter, not an incident: those hazards are not correlated.
+It closes when all its hazards have cleared. Instrument health (offline sensor or site, stuck,
+sensor fault) is a maintenance matter, not an incident: those hazards are not correlated.
 State is per site and plain data, so it checkpoints as JSON.
 """
 
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .models import SEVERITY_RANK, HazardEvent, IncidentEvent, TimelineEntry, stable_id
+from .models import SEVERITY_RANK, HazardEvent, IncidentEvent, TimelineEntry, stable_id, worst
 
 RULE_PAIR = "correlation.site_window"
 RULE_SEVERE = "correlation.severe_alone"
-NOT_CORRELATED = frozenset({"offline", "stuck", "sensor_fault"})
+NOT_CORRELATED = frozenset({"offline", "site_offline", "stuck", "sensor_fault"})
 
 
 @dataclass
@@ -57,11 +57,10 @@ class SiteCorrelation:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SiteCorrelation":
+    def from_dict(cls, d: dict) -> SiteCorrelation:
         """Inverse of to_dict."""
         inc = d.get("incident")
-        return cls(recent=[Recent(**r) for r in d.get("recent", [])],
-                   incident=OpenIncident(**inc) if inc else None)
+        return cls(recent=[Recent(**r) for r in d.get("recent", [])], incident=OpenIncident(**inc) if inc else None)
 
 
 @dataclass(frozen=True)
@@ -76,20 +75,27 @@ class SiteInfo:
     sector: str
 
 
-def _worst(a: str, b: str) -> str:
-    return a if SEVERITY_RANK[a] >= SEVERITY_RANK[b] else b
-
-
 def _event(inc: OpenIncident, info: SiteInfo, status: str, ts: int) -> IncidentEvent:
     kinds = ", ".join(e["what"] for e in inc.timeline[:1])
     return IncidentEvent(
-        incident_id=inc.incident_id, status=status, severity=inc.severity, rule_id=inc.rule_id,
-        title=f"{info.site_name}: {kinds}", site_id=info.site_id, site_name=info.site_name,
-        enterprise_id=info.enterprise_id, enterprise_name=info.enterprise_name, region=info.region,
-        sector=info.sector, opened_at=inc.opened_at, updated_at=ts,
-        closed_at=ts if status == "closed" else None, hazard_ids=list(inc.hazard_ids),
+        incident_id=inc.incident_id,
+        status=status,
+        severity=inc.severity,
+        rule_id=inc.rule_id,
+        title=f"{info.site_name}: {kinds}",
+        site_id=info.site_id,
+        site_name=info.site_name,
+        enterprise_id=info.enterprise_id,
+        enterprise_name=info.enterprise_name,
+        region=info.region,
+        sector=info.sector,
+        opened_at=inc.opened_at,
+        updated_at=ts,
+        closed_at=ts if status == "closed" else None,
+        hazard_ids=list(inc.hazard_ids),
         open_hazard_ids=list(inc.open_hazard_ids),
-        timeline=[TimelineEntry(**e) for e in inc.timeline])
+        timeline=[TimelineEntry(**e) for e in inc.timeline],
+    )
 
 
 def _describe(h: HazardEvent) -> str:
@@ -106,9 +112,12 @@ def counted_severity(points: dict, aggregation) -> str | None:
     for quantity, sensor, severity in points.values():
         items.setdefault(quantity, {})
         prev = items[quantity].get(sensor)
-        items[quantity][sensor] = severity if prev is None else _worst(prev, severity)
+        items[quantity][sensor] = severity if prev is None else worst(prev, severity)
     for sensors in items.values():
-        at_least = lambda c: sum(1 for s in sensors.values() if SEVERITY_RANK[s] >= SEVERITY_RANK[c])  # noqa: E731
+
+        def at_least(c: str, sensors: dict[str, str] = sensors) -> int:
+            return sum(1 for s in sensors.values() if SEVERITY_RANK[s] >= SEVERITY_RANK[c])
+
         level = None
         if at_least("orange") >= aggregation.orange:
             level = "red"
@@ -117,7 +126,7 @@ def counted_severity(points: dict, aggregation) -> str | None:
         elif at_least("blue") >= aggregation.blue:
             level = "yellow"
         if level:
-            best = level if best is None else _worst(best, level)
+            best = level if best is None else worst(best, level)
     return best
 
 
@@ -125,12 +134,14 @@ def _rescore(inc: OpenIncident, aggregation) -> None:
     counted = counted_severity(inc.points, aggregation)
     if counted and SEVERITY_RANK[counted] > SEVERITY_RANK[inc.severity]:
         inc.severity = counted
-        inc.timeline.append({"ts": inc.updated_at, "what": f"raised to {counted} by point counting (GB 39496)",
-                             "hazard_id": None})
+        inc.timeline.append(
+            {"ts": inc.updated_at, "what": f"raised to {counted} by point counting (GB 39496)", "hazard_id": None}
+        )
 
 
-def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, window_ms: int,
-              aggregation=None) -> list[IncidentEvent]:
+def correlate(
+    state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, window_ms: int, aggregation=None
+) -> list[IncidentEvent]:
     """Feed one hazard event of a site; returns the incident events it causes."""
     if hazard.kind in NOT_CORRELATED or hazard.event == "suppressed":
         return []
@@ -139,8 +150,13 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
     if hazard.event == "update":
         if inc is None or hazard.hazard_id not in inc.hazard_ids:
             return []
-        inc.timeline.append({"ts": ts, "what": f"{hazard.kind} {hazard.sensor_id} flapping "
-                                               f"({hazard.flap_count} opens)", "hazard_id": hazard.hazard_id})
+        inc.timeline.append(
+            {
+                "ts": ts,
+                "what": f"{hazard.kind} {hazard.sensor_id} flapping ({hazard.flap_count} opens)",
+                "hazard_id": hazard.hazard_id,
+            }
+        )
         inc.updated_at = ts
         return [_event(inc, info, "update", ts)]
     if hazard.event == "clear":
@@ -153,8 +169,13 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
         inc.open_hazard_ids.remove(hazard.hazard_id)
         inc.points.pop(hazard.hazard_id, None)
         peak = "" if hazard.peak is None else f" (peak {hazard.peak:g})"
-        inc.timeline.append({"ts": ts, "what": f"cleared {hazard.kind} {hazard.sensor_id or hazard.site_id}{peak}",
-                             "hazard_id": hazard.hazard_id})
+        inc.timeline.append(
+            {
+                "ts": ts,
+                "what": f"cleared {hazard.kind} {hazard.sensor_id or hazard.site_id}{peak}",
+                "hazard_id": hazard.hazard_id,
+            }
+        )
         inc.updated_at = ts
         if inc.open_hazard_ids:
             return [_event(inc, info, "update", ts)]
@@ -167,7 +188,7 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
         inc.hazard_ids.append(hazard.hazard_id)
         inc.open_hazard_ids.append(hazard.hazard_id)
         inc.points[hazard.hazard_id] = [hazard.quantity, hazard.sensor_id, hazard.severity]
-        inc.severity = _worst(inc.severity, hazard.severity)
+        inc.severity = worst(inc.severity, hazard.severity)
         inc.timeline.append({"ts": ts, "what": f"linked {_describe(hazard)}", "hazard_id": hazard.hazard_id})
         inc.updated_at = ts
         _rescore(inc, aggregation)
@@ -176,8 +197,16 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
     if hazard.event != "open":
         return []
     state.recent = [r for r in state.recent if ts - r.start <= window_ms and r.hazard_id != hazard.hazard_id]
-    state.recent.append(Recent(hazard.hazard_id, hazard.sensor_id or hazard.site_id, hazard.start, hazard.severity,
-                               hazard.kind, quantity=hazard.quantity))
+    state.recent.append(
+        Recent(
+            hazard.hazard_id,
+            hazard.sensor_id or hazard.site_id,
+            hazard.start,
+            hazard.severity,
+            hazard.kind,
+            quantity=hazard.quantity,
+        )
+    )
     sensors = {r.sensor_id for r in state.recent}
     if SEVERITY_RANK[hazard.severity] >= SEVERITY_RANK["orange"]:
         rule = RULE_SEVERE
@@ -188,13 +217,18 @@ def correlate(state: SiteCorrelation, hazard: HazardEvent, info: SiteInfo, windo
     linked = state.recent
     severity = linked[0].severity
     for r in linked[1:]:
-        severity = _worst(severity, r.severity)
+        severity = worst(severity, r.severity)
     inc = OpenIncident(
-        incident_id=stable_id("INC", info.site_id, ts, hazard.hazard_id), rule_id=rule, opened_at=ts,
-        updated_at=ts, severity=severity, hazard_ids=[r.hazard_id for r in linked],
+        incident_id=stable_id("INC", info.site_id, ts, hazard.hazard_id),
+        rule_id=rule,
+        opened_at=ts,
+        updated_at=ts,
+        severity=severity,
+        hazard_ids=[r.hazard_id for r in linked],
         open_hazard_ids=[r.hazard_id for r in linked if not r.cleared],
         timeline=[{"ts": r.start, "what": f"{r.kind} {r.sensor_id}", "hazard_id": r.hazard_id} for r in linked],
-        points={r.hazard_id: [r.quantity, r.sensor_id, r.severity] for r in linked if not r.cleared})
+        points={r.hazard_id: [r.quantity, r.sensor_id, r.severity] for r in linked if not r.cleared},
+    )
     inc.timeline[-1]["what"] = _describe(hazard)
     _rescore(inc, aggregation)
     state.recent = []

@@ -11,7 +11,7 @@ its state is saved and restored per site.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,39 @@ from .publish import MaintenanceWindow, Published, Publisher, Transition
 
 NEVER = -(2**62)  # "no reading yet"; far from int64 min so `NEVER - lateness` cannot wrap
 _SPAN = 1 << 41  # event-time span one batch may cover (~70 years), for the grouped running max
+
+
+@dataclass
+class Expectation:
+    """An interlock waiting on its response: a trigger hazard opened at a site and these sensors
+    must reach `op value` by `deadline` (event time), or `interlock_failed` opens."""
+
+    rule: str
+    trigger: tuple[str, str]  # (sensor id, hazard kind) that armed it
+    responses: list[int]  # sensor rows that may act; the first one is reported
+    op: str
+    value: float
+    colour: str
+    deadline: int
+    failed: bool = False
+
+    def satisfied_by(self, v: float) -> bool:
+        """Does a response reading `v` meet the expectation?"""
+        return satisfies(self.op, self.value, v)
+
+    def to_dict(self) -> dict:
+        """Plain data for a checkpoint."""
+        return {**asdict(self), "trigger": list(self.trigger)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Expectation:
+        """Back from a checkpoint."""
+        return cls(**{**d, "trigger": tuple(d["trigger"])})
+
+
+def satisfies(op: str, target: float, v: float) -> bool:
+    """`v op target` for the interlock operators of the catalogue."""
+    return v >= target if op == ">=" else v <= target if op == "<=" else v == target
 
 
 @dataclass
@@ -62,8 +95,15 @@ def _previous(keys: np.ndarray, ts: np.ndarray, newest: np.ndarray):
 class RuleEngine:
     """All rule kinds of the catalogue (or registry thresholds only) over batches of readings."""
 
-    def __init__(self, registry: Registry, catalog: Catalog | None = None, *, correlation_window_s: float = 300.0,
-                 lateness_s: float = 60.0, maintenance: list[MaintenanceWindow] | None = None):
+    def __init__(
+        self,
+        registry: Registry,
+        catalog: Catalog | None = None,
+        *,
+        correlation_window_s: float = 300.0,
+        lateness_s: float = 60.0,
+        maintenance: list[MaintenanceWindow] | None = None,
+    ):
         self.registry = registry
         self.window_ms = int(correlation_window_s * 1000)
         self.lateness_ms = int(lateness_s * 1000)
@@ -86,20 +126,28 @@ class RuleEngine:
         self.offline_flag = np.zeros(n, dtype=bool)
         self.state: dict[int, SensorState] = {}
         self.site_offline: dict[str, list[list]] = {}  # site → offline intervals [start, end|None]
-        self.expectations: dict[str, list[dict]] = {}  # site → pending interlock expectations
+        self.expectations: dict[str, list[Expectation]] = {}  # site → pending interlock expectations
         self.correlation: dict[str, SiteCorrelation] = {}
         self.catalog = catalog
         flapping = {sector: f.flapping for sector, f in (catalog.sectors.items() if catalog else [])}
         self.aggregation = {sector: f.aggregation for sector, f in (catalog.sectors.items() if catalog else [])}
-        self.publisher = Publisher(flapping, {sid: s.sector for sid, s in registry.sites.items()},
-                                   list(maintenance or []))
+        self.publisher = Publisher(
+            flapping, {sid: s.sector for sid, s in registry.sites.items()}, list(maintenance or [])
+        )
         self.bindings: Bindings = bind(registry, catalog)
+        self._site_gap_cache: tuple[Bindings, np.ndarray] | None = None
 
     def _site_info(self, site_id: str) -> SiteInfo:
         site = self.registry.sites[site_id]
         ent = self.registry.enterprises[site.enterprise_id]
-        return SiteInfo(site_id=site_id, site_name=site.name, enterprise_id=ent.id,
-                        enterprise_name=ent.name, region=site.region, sector=site.sector)
+        return SiteInfo(
+            site_id=site_id,
+            site_name=site.name,
+            enterprise_id=ent.id,
+            enterprise_name=ent.name,
+            region=site.region,
+            sector=site.sector,
+        )
 
     def new_batch(self) -> BatchBuilder:
         """An empty batch builder bound to this engine's sensors."""
@@ -110,12 +158,11 @@ class RuleEngine:
         old = self.bindings
         new = bind(self.registry, catalog)
         for i, st in list(self.state.items()):
-            keep_thr = old.threshold[i] and new.threshold[i] and old.threshold[i].rule_id == new.threshold[i].rule_id
-            if not keep_thr:
+            if _rule_id(old.threshold[i]) is None or _rule_id(old.threshold[i]) != _rule_id(new.threshold[i]):
                 st.levels.clear()
-            if not (old.rate[i] and new.rate[i] and old.rate[i].rule_id == new.rate[i].rule_id):
+            if _rule_id(old.rate[i]) is None or _rule_id(old.rate[i]) != _rule_id(new.rate[i]):
                 st.rate = None
-            if not (old.stuck[i] and new.stuck[i] and old.stuck[i].id == new.stuck[i].id):
+            if _rule_id(old.stuck[i]) is None or _rule_id(old.stuck[i]) != _rule_id(new.stuck[i]):
                 st.stuck_count, st.stuck_active = 0, False
             self.hot[i] = st.busy()
         self.catalog = catalog
@@ -148,7 +195,15 @@ class RuleEngine:
         seen = newest > NEVER
         gap = fresh & seen & (ts - newest > b.offline_gap_ms[idx])
         site_gap = fresh & (site_newest > NEVER) & (ts - site_newest > self._site_gap[site])
-        near = ((value[:, None] > b.up_clear[idx]).any(axis=1) | (value[:, None] < b.down_clear[idx]).any(axis=1))
+        # A site marked offline by the timer comes back with its first reading, gap or not
+        # (a clock that ran ahead of a lagging partition must not leave it open).
+        if self._offline_sites:
+            marked = np.zeros(len(self.site_ids), dtype=bool)
+            marked[[self.site_row[s] for s in self._offline_sites]] = True
+            candidates = np.flatnonzero(fresh & marked[site])
+            _, first = np.unique(site[candidates], return_index=True)
+            site_gap[candidates[first]] = True
+        near = (value[:, None] > b.up_clear[idx]).any(axis=1) | (value[:, None] < b.down_clear[idx]).any(axis=1)
         # A sensor with anything to look at in this batch has all its readings walked, in order,
         # so a later reading can clear what an earlier one opened.
         busy = self.hot | b.rate_mask
@@ -165,8 +220,17 @@ class RuleEngine:
 
         out: list[Published] = []
         for p in np.flatnonzero(walk).tolist():
-            out += self._walk(int(idx[p]), int(ts[p]), float(value[p]), bool(fault[p]), bool(same[p]),
-                              bool(gap[p]), bool(site_gap[p]), int(newest[p]), int(site_newest[p]))
+            out += self._walk(
+                int(idx[p]),
+                int(ts[p]),
+                float(value[p]),
+                bool(fault[p]),
+                bool(same[p]),
+                bool(gap[p]),
+                bool(site_gap[p]),
+                int(newest[p]),
+                int(site_newest[p]),
+            )
 
         np.maximum.at(self.last_ts, idx[fresh], ts[fresh])
         np.maximum.at(self.site_last_ts, site[fresh], ts[fresh])
@@ -176,11 +240,17 @@ class RuleEngine:
         return result
 
     @property
+    def _offline_sites(self) -> list[str]:
+        """Sites with an open `site_offline`."""
+        return [s for s, iv in self.site_offline.items() if iv and iv[-1][1] is None]
+
+    @property
     def _site_gap(self) -> np.ndarray:
-        if getattr(self, "_site_gap_cache", None) is None or self._site_gap_cache[0] is not self.bindings:
+        cached = self._site_gap_cache
+        if cached is None or cached[0] is not self.bindings:
             arr = np.array([self.bindings.site_gap_ms.get(s, np.inf) for s in self.site_ids])
-            self._site_gap_cache = (self.bindings, arr)
-        return self._site_gap_cache[1]
+            cached = self._site_gap_cache = (self.bindings, arr)
+        return cached[1]
 
     def _previous_values(self, idx, value, order, first) -> np.ndarray:
         v = value[order]
@@ -191,8 +261,18 @@ class RuleEngine:
         out[order] = prev
         return out
 
-    def _walk(self, i: int, t: int, v: float, fault: bool, same: bool, gap: bool, site_gap: bool,
-              newest: int, site_newest: int) -> list[Published]:
+    def _walk(
+        self,
+        i: int,
+        t: int,
+        v: float,
+        fault: bool,
+        same: bool,
+        gap: bool,
+        site_gap: bool,
+        newest: int,
+        site_newest: int,
+    ) -> list[Published]:
         b = self.bindings
         site_id = self.sensor_site_names[i]
         sid = self.sensor_ids[i]
@@ -201,40 +281,41 @@ class RuleEngine:
         if st is None:
             st = self.state[i] = SensorState()
 
-        def emit(kind, event, ts, value, threshold, level, colour, rule_id, peak):
-            self._emit(out, site_id, sid, i, kind, event, ts, value, threshold, level, colour, rule_id, peak)
+        def emit(kind: str, event: str, **what) -> None:
+            self._emit(out, site_id, sid, i, kind, event, **what)
 
         if site_gap:
             self._site_back(site_id, t, site_newest, out)
         if self.expectations.get(site_id):
             self._expire(site_id, t, out)
-        off = b.offline[i]
+        off, flt = b.offline[i], b.fault[i]
         if st.offline_active:
             st.offline_active = False
             self.offline_flag[i] = False
-            emit("offline", "clear", t, v, 0.0, 1, off.colour if off else "blue", off.id if off else "", 0.0)
-        elif gap:
+            emit("offline", "clear", ts=t, value=v, colour=off.colour if off else "blue", rule_id=off.id if off else "")
+        elif gap and off is not None:
             start, ongoing = self._sensor_deadline(site_id, newest, b.offline_gap_ms[i])
             if not ongoing and start < t:
-                emit("offline", "open", start, v, 0.0, 1, off.colour, off.id, 0.0)
-                emit("offline", "clear", t, v, 0.0, 1, off.colour, off.id, 0.0)
+                emit("offline", "open", ts=start, value=v, colour=off.colour, rule_id=off.id)
+                emit("offline", "clear", ts=t, value=v, colour=off.colour, rule_id=off.id)
         self._check_responses(i, t, v, fault, out)
 
         if fault:
-            if not st.fault_active and b.fault[i]:
+            if not st.fault_active and flt is not None:
                 st.fault_active = True
-                emit("sensor_fault", "open", t, v, float(self.sensors[i].range[0 if v < b.range_lo[i] else 1]),
-                     1, b.fault[i].colour, b.fault[i].id, v)
+                limit = float(self.sensors[i].range[0 if v < b.range_lo[i] else 1])
+                emit("sensor_fault", "open", ts=t, value=v, threshold=limit, colour=flt.colour, rule_id=flt.id, peak=v)
         else:
-            if st.fault_active:
+            if st.fault_active and flt is not None:
                 st.fault_active = False
-                emit("sensor_fault", "clear", t, v, 0.0, 1, b.fault[i].colour, b.fault[i].id, v)
-            if b.threshold[i]:
-                step_threshold(st, b.threshold[i], t, v, emit)
-            if b.rate[i]:
-                step_rate(st, b.rate[i], t, v, emit)
-            if b.stuck[i]:
-                step_stuck(st, b.stuck[i].samples, b.stuck[i].colour, b.stuck[i].id, t, v, same, emit)
+                emit("sensor_fault", "clear", ts=t, value=v, colour=flt.colour, rule_id=flt.id, peak=v)
+            thr, rate, stuck = b.threshold[i], b.rate[i], b.stuck[i]
+            if thr is not None:
+                step_threshold(st, thr, t, v, emit)
+            if rate is not None:
+                step_rate(st, rate, t, v, emit)
+            if stuck is not None:
+                step_stuck(st, stuck.samples, stuck.colour, stuck.id, t, v, same, emit)
         if b.response_mask[i] and not fault:
             # An interlock armed later in this batch must see this value (the columns update after the walk).
             self.last_ts[i], self.last_val[i] = max(t, int(self.last_ts[i])), v
@@ -253,26 +334,75 @@ class RuleEngine:
                 deadline = end + gap_ms
         return int(deadline), False
 
-    def _emit(self, out: list[Published], site_id: str, subject: str, sensor: int | None, kind: str, event: str,
-              ts: int, value: float, threshold: float, level: int, colour: str, rule_id: str, peak: float) -> None:
-        """Hand a rule transition to the publisher; a sensor hazard may arm or disarm interlocks."""
-        tr = Transition(site_id, subject, sensor, kind, event, ts, value, threshold, level, colour, rule_id, peak)
+    def _emit(
+        self,
+        out: list[Published],
+        site_id: str,
+        subject: str,
+        sensor: int | None,
+        kind: str,
+        event: str,
+        *,
+        ts: int,
+        value: float,
+        colour: str,
+        rule_id: str,
+        threshold: float = 0.0,
+        level: int = 1,
+        peak: float = 0.0,
+    ) -> None:
+        """Hand a rule transition to the publisher; a sensor hazard may arm or disarm interlocks.
+        Instrument hazards (offline, fault) leave threshold, level and peak at their defaults."""
+        tr = Transition(
+            site_id=site_id,
+            subject=subject,
+            sensor=sensor,
+            kind=kind,
+            event=event,
+            ts=ts,
+            value=value,
+            threshold=threshold,
+            level=level,
+            colour=colour,
+            rule_id=rule_id,
+            peak=peak,
+        )
         out.extend(self.publisher.transition(tr))
         if sensor is not None and kind != "interlock_failed":
             self._arm_interlocks(tr, out)
 
     def _site_back(self, site_id: str, t: int, site_newest: int, out: list[Published]) -> None:
-        off = self.bindings.site_offline.get(site_id)
+        off = self.bindings.site_offline[site_id]  # a site gap is only seen where a site rule exists
         intervals = self.site_offline.setdefault(site_id, [])
         if intervals and intervals[-1][1] is None:
             intervals[-1][1] = t
         else:
             start = int(site_newest + self.bindings.site_gap_ms[site_id])
             intervals.append([start, t])
-            self._emit(out, site_id, site_id, None, "site_offline", "open", start, math.nan, 0.0, 1,
-                       off.site_colour, off.id, 0.0)
-        self._emit(out, site_id, site_id, None, "site_offline", "clear", t, math.nan, 0.0, 1, off.site_colour,
-                   off.id, 0.0)
+            self._emit(
+                out,
+                site_id,
+                site_id,
+                None,
+                "site_offline",
+                "open",
+                ts=start,
+                value=math.nan,
+                colour=off.site_colour,
+                rule_id=off.id,
+            )
+        self._emit(
+            out,
+            site_id,
+            site_id,
+            None,
+            "site_offline",
+            "clear",
+            ts=t,
+            value=math.nan,
+            colour=off.site_colour,
+            rule_id=off.id,
+        )
         del intervals[:-8]  # only recent outages can still cover a sensor's deadline
 
     def advance(self, now: int, site_clock: np.ndarray | None = None) -> BatchResult:
@@ -294,28 +424,51 @@ class RuleEngine:
                 off = b.site_offline[site_id]
                 start = int(last + gap_ms)
                 intervals.append([start, None])
-                self._emit(out, site_id, site_id, None, "site_offline", "open", start, math.nan, 0.0, 1,
-                           off.site_colour, off.id, 0.0)
+                self._emit(
+                    out,
+                    site_id,
+                    site_id,
+                    None,
+                    "site_offline",
+                    "open",
+                    ts=start,
+                    value=math.nan,
+                    colour=off.site_colour,
+                    rule_id=off.id,
+                )
                 result.sites.add(site_id)
         sensor_clock = clock[self.sensor_site]
-        due = np.flatnonzero((self.last_ts > NEVER) & (self.last_ts + b.offline_gap_ms <= sensor_clock)
-                             & ~self.offline_flag)
+        due = np.flatnonzero(
+            (self.last_ts > NEVER) & (self.last_ts + b.offline_gap_ms <= sensor_clock) & ~self.offline_flag
+        )
         for i in due.tolist():
             site_id = self.sensor_site_names[i]
             start, ongoing = self._sensor_deadline(site_id, int(self.last_ts[i]), b.offline_gap_ms[i])
             if ongoing or start > sensor_clock[i]:
                 continue
+            sensor_rule = b.offline[i]
+            if sensor_rule is None:  # due only where an offline rule set a finite gap
+                continue
             st = self.state.setdefault(i, SensorState())
             st.offline_active = True
             self.offline_flag[i] = True
             self.hot[i] = True
-            off = b.offline[i]
-            self._emit(out, site_id, self.sensor_ids[i], i, "offline", "open", start, float(self.last_val[i]), 0.0, 1,
-                       off.colour, off.id, 0.0)
+            self._emit(
+                out,
+                site_id,
+                self.sensor_ids[i],
+                i,
+                "offline",
+                "open",
+                ts=start,
+                value=float(self.last_val[i]),
+                colour=sensor_rule.colour,
+                rule_id=sensor_rule.id,
+            )
             result.sites.add(site_id)
         for site_id, exps in list(self.expectations.items()):
             for e in list(exps):
-                if not e["failed"] and e["deadline"] <= clock[self.site_row[site_id]]:
+                if not e.failed and e.deadline <= clock[self.site_row[site_id]]:
                     self._fail(e, out)
                     result.sites.add(site_id)
         out += self.publisher.advance(lambda site_id: int(clock[self.site_row[site_id]]))
@@ -328,68 +481,103 @@ class RuleEngine:
         i = tr.sensor
         exps = self.expectations.setdefault(tr.site_id, [])
         if tr.event == "clear":
-            for e in [e for e in exps if e["trigger"] == [tr.subject, tr.kind]]:
-                if not e["failed"] and tr.ts > e["deadline"]:
+            for e in [e for e in exps if e.trigger == (tr.subject, tr.kind)]:
+                if not e.failed and tr.ts > e.deadline:
                     self._fail(e, out)  # the deadline passed inside this batch, before any timer ran
                 exps.remove(e)
-                if e["failed"]:
+                if e.failed:
                     self._resolve(e, tr.ts, out)
+            return
+        if i is None:
             return
         for bound in self.bindings.interlocks[i]:
             rule = bound.rule
             if tr.kind not in rule.trigger.kinds:
                 continue
-            if any(self._satisfies(rule.expect, float(self.last_val[r])) for r in bound.responses
-                   if self.last_ts[r] > NEVER and self.last_ts[r] <= tr.ts):
+            if any(
+                satisfies(rule.expect.op, rule.expect.value, float(self.last_val[r]))
+                for r in bound.responses
+                if self.last_ts[r] > NEVER and self.last_ts[r] <= tr.ts
+            ):
                 continue  # already in the required state
-            exps.append({"rule": rule.id, "trigger": [tr.subject, tr.kind], "responses": list(bound.responses),
-                         "op": rule.expect.op, "value": rule.expect.value, "colour": rule.colour,
-                         "deadline": tr.ts + int(rule.expect.within_s * 1000), "failed": False})
-
-    @staticmethod
-    def _satisfies(expect, v: float) -> bool:
-        op = expect["op"] if isinstance(expect, dict) else expect.op
-        target = expect["value"] if isinstance(expect, dict) else expect.value
-        return v >= target if op == ">=" else v <= target if op == "<=" else v == target
+            exps.append(
+                Expectation(
+                    rule=rule.id,
+                    trigger=(tr.subject, tr.kind),
+                    responses=list(bound.responses),
+                    op=rule.expect.op,
+                    value=rule.expect.value,
+                    colour=rule.colour,
+                    deadline=tr.ts + int(rule.expect.within_s * 1000),
+                )
+            )
 
     def _check_responses(self, i: int, t: int, v: float, fault: bool, out: list[Published]) -> None:
         exps = self.expectations.get(self.sensor_site_names[i])
         if not exps:
             return
         for e in list(exps):
-            if i not in e["responses"]:
+            if i not in e.responses:
                 continue
             # (a deadline before `t` was already failed by `_expire`, earlier in this walk step)
-            if not fault and self._satisfies(e, v):
+            if not fault and e.satisfied_by(v):
                 exps.remove(e)
-                if e["failed"]:
+                if e.failed:
                     self._resolve(e, t, out)
 
     def _expire(self, site_id: str, t: int, out: list[Published]) -> None:
         """A reading at `t` shows the site's clock passed these deadlines: fail them now, in order,
         as a timer between frames would have, so the result does not depend on batch size."""
         for e in self.expectations[site_id]:
-            if not e["failed"] and e["deadline"] < t:
+            if not e.failed and e.deadline < t:
                 self._fail(e, out)
 
-    def _fail(self, e: dict, out: list[Published]) -> None:
+    def _fail(self, e: Expectation, out: list[Published]) -> None:
         """Nothing acted by the deadline: `interlock_failed`, at the highest level."""
-        e["failed"] = True
-        r = e["responses"][0]
-        if any(x["failed"] and x["responses"][0] == r and x is not e
-               for x in self.expectations.get(self.sensor_site_names[r], [])):
+        e.failed = True
+        r = e.responses[0]
+        if any(
+            x.failed and x.responses[0] == r and x is not e
+            for x in self.expectations.get(self.sensor_site_names[r], [])
+        ):
             return  # the same response is already reported as failed
-        self._emit(out, self.sensor_site_names[r], self.sensor_ids[r], r, "interlock_failed", "open", e["deadline"],
-                   float(self.last_val[r]), e["value"], 4, e["colour"], e["rule"], float(self.last_val[r]))
+        self._emit(
+            out,
+            self.sensor_site_names[r],
+            self.sensor_ids[r],
+            r,
+            "interlock_failed",
+            "open",
+            ts=e.deadline,
+            value=float(self.last_val[r]),
+            threshold=e.value,
+            level=4,
+            colour=e.colour,
+            rule_id=e.rule,
+            peak=float(self.last_val[r]),
+        )
 
-    def _resolve(self, e: dict, t: int, out: list[Published]) -> None:
+    def _resolve(self, e: Expectation, t: int, out: list[Published]) -> None:
         """The response came late, or the demand went away: the failure clears."""
-        r = e["responses"][0]
+        r = e.responses[0]
         site_id = self.sensor_site_names[r]
-        if any(x["failed"] and x["responses"][0] == r for x in self.expectations.get(site_id, [])):
+        if any(x.failed and x.responses[0] == r for x in self.expectations.get(site_id, [])):
             return  # another trigger still waits on the same response
-        self._emit(out, site_id, self.sensor_ids[r], r, "interlock_failed", "clear", t, float(self.last_val[r]),
-                   e["value"], 4, e["colour"], e["rule"], float(self.last_val[r]))
+        self._emit(
+            out,
+            site_id,
+            self.sensor_ids[r],
+            r,
+            "interlock_failed",
+            "clear",
+            ts=t,
+            value=float(self.last_val[r]),
+            threshold=e.value,
+            level=4,
+            colour=e.colour,
+            rule_id=e.rule,
+            peak=float(self.last_val[r]),
+        )
 
     # --- output ------------------------------------------------------------------------------
     def _finish(self, published: list[Published], result: BatchResult) -> None:
@@ -409,11 +597,30 @@ class RuleEngine:
         info = self.site_info[tr.site_id]
         s = self.sensors[tr.sensor] if tr.sensor is not None else None
         return HazardEvent(
-            hazard_id=p.hazard_id or "", event=p.event, kind=tr.kind, level=tr.level, severity=tr.colour,
-            rule_id=tr.rule_id, site_id=tr.site_id, sensor_id=s.id if s else "", enterprise_id=info.enterprise_id,
-            region=info.region, sector=info.sector, area=s.area if s else "", quantity=s.quantity if s else "site",
-            unit=s.unit if s else "", threshold=tr.threshold, value=_finite(tr.value), peak=_finite(tr.peak),
-            start=p.start, end=p.end, ts=tr.ts, flapping=p.flapping, flap_count=p.flap_count, note=p.note)
+            hazard_id=p.hazard_id or "",
+            event=p.event,
+            kind=tr.kind,
+            level=tr.level,
+            severity=tr.colour,
+            rule_id=tr.rule_id,
+            site_id=tr.site_id,
+            sensor_id=s.id if s else "",
+            enterprise_id=info.enterprise_id,
+            region=info.region,
+            sector=info.sector,
+            area=s.area if s else "",
+            quantity=s.quantity if s else "site",
+            unit=s.unit if s else "",
+            threshold=tr.threshold,
+            value=_finite(tr.value),
+            peak=_finite(tr.peak),
+            start=p.start,
+            end=p.end,
+            ts=tr.ts,
+            flapping=p.flapping,
+            flap_count=p.flap_count,
+            note=p.note,
+        )
 
     def _correlate(self, h: HazardEvent) -> list[IncidentEvent]:
         state = self.correlation.setdefault(h.site_id, SiteCorrelation())
@@ -426,12 +633,15 @@ class RuleEngine:
         corr = self.correlation.get(site_id)
         return {
             "v": 2,
-            "last": {self.sensor_ids[i]: [int(self.last_ts[i]), _finite(float(self.last_val[i]))]
-                     for i in rows if self.last_ts[i] != NEVER},
+            "last": {
+                self.sensor_ids[i]: [int(self.last_ts[i]), _finite(float(self.last_val[i]))]
+                for i in rows
+                if self.last_ts[i] != NEVER
+            },
             "site_last": int(self.site_last_ts[self.site_row[site_id]]),
             "sensors": {self.sensor_ids[i]: self.state[i].to_dict() for i in rows if i in self.state},
             "site_offline": self.site_offline.get(site_id, []),
-            "expectations": self.expectations.get(site_id, []),
+            "expectations": [e.to_dict() for e in self.expectations.get(site_id, [])],
             "publisher": self.publisher.snapshot_site(site_id),
             "correlation": corr.to_dict() if corr else None,
         }
@@ -456,13 +666,18 @@ class RuleEngine:
                 self.hot[i] = st.busy()
                 self.offline_flag[i] = st.offline_active
         self.site_offline[site_id] = [list(x) for x in snap.get("site_offline", [])]
-        self.expectations[site_id] = list(snap.get("expectations", []))
+        self.expectations[site_id] = [Expectation.from_dict(d) for d in snap.get("expectations", [])]
         self.publisher.restore_site(site_id, snap.get("publisher", {}))
         corr = snap.get("correlation")
         if corr:
             self.correlation[site_id] = SiteCorrelation.from_dict(corr)
         else:
             self.correlation.pop(site_id, None)
+
+
+def _rule_id(bound: object) -> str | None:
+    """The id of a bound rule (threshold, rate: `rule_id`; catalogue rules: `id`), None for no rule."""
+    return None if bound is None else getattr(bound, "rule_id", None) or getattr(bound, "id", None)
 
 
 def _finite(x: float) -> float | None:

@@ -1,6 +1,6 @@
 """Per-sensor rule state machines, stepped one reading at a time (only for readings that matter).
 
-Each step calls `emit(kind, event, ts, value, threshold, level, colour, rule_id, peak)` for
+Each step calls `emit(kind, event, ts=, value=, colour=, rule_id=, threshold=, level=, peak=)` for
 every hazard that opens or clears. Times are event-time milliseconds.
 """
 
@@ -44,27 +44,44 @@ class SensorState:
 
     def busy(self) -> bool:
         """True when the next reading must be walked even if it looks normal."""
-        return (self.stuck_count > 0 or self.stuck_active or self.fault_active or self.offline_active
-                or any(lv.active or lv.pending_on is not None for lv in self.levels.values()))
+        return (
+            self.stuck_count > 0
+            or self.stuck_active
+            or self.fault_active
+            or self.offline_active
+            or any(lv.active or lv.pending_on is not None for lv in self.levels.values())
+        )
 
     def to_dict(self) -> dict:
         """Plain data for the checkpoint."""
-        d = {"levels": {k: [lv.active, lv.peak, lv.pending_on, lv.pending_off] for k, lv in self.levels.items()
-                        if lv.active or lv.pending_on is not None},
-             "stuck": [self.stuck_count, self.stuck_active], "fault": self.fault_active,
-             "offline": self.offline_active}
+        d = {
+            "levels": {
+                k: [lv.active, lv.peak, lv.pending_on, lv.pending_off]
+                for k, lv in self.levels.items()
+                if lv.active or lv.pending_on is not None
+            },
+            "stuck": [self.stuck_count, self.stuck_active],
+            "fault": self.fault_active,
+            "offline": self.offline_active,
+        }
         if self.rate is not None:
             r = self.rate
             d["rate"] = {"samples": list(r.samples), "active": r.active, "peak": r.peak, "pending_off": r.pending_off}
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SensorState":
+    def from_dict(cls, d: dict) -> SensorState:
         """Inverse of to_dict (rate sums are recomputed from the samples)."""
-        st = cls(levels={k: LevelState(a, math.nan if p is None else p, on, off)
-                         for k, (a, p, on, off) in d.get("levels", {}).items()},
-                 stuck_count=d.get("stuck", [0, False])[0], stuck_active=d.get("stuck", [0, False])[1],
-                 fault_active=d.get("fault", False), offline_active=d.get("offline", False))
+        st = cls(
+            levels={
+                k: LevelState(a, math.nan if p is None else p, on, off)
+                for k, (a, p, on, off) in d.get("levels", {}).items()
+            },
+            stuck_count=d.get("stuck", [0, False])[0],
+            stuck_active=d.get("stuck", [0, False])[1],
+            fault_active=d.get("fault", False),
+            offline_active=d.get("offline", False),
+        )
         if "rate" in d:
             r = d["rate"]
             st.rate = RateState(active=r["active"], peak=r["peak"], pending_off=r["pending_off"])
@@ -89,13 +106,33 @@ def step_threshold(st: SensorState, b: BoundThreshold, t: int, v: float, emit) -
                     s.pending_off = t
                 if t - s.pending_off >= b.off_delay_ms:
                     s.active, s.pending_off = False, None
-                    emit(lv.kind, "clear", t, v, lv.open, lv.level, lv.colour, b.rule_id, s.peak)
+                    emit(
+                        lv.kind,
+                        "clear",
+                        ts=t,
+                        value=v,
+                        threshold=lv.open,
+                        level=lv.level,
+                        colour=lv.colour,
+                        rule_id=b.rule_id,
+                        peak=s.peak,
+                    )
         elif past_open:
             if s.pending_on is None:
                 s.pending_on = t
             if t - s.pending_on >= b.on_delay_ms:
                 s.active, s.pending_on, s.peak = True, None, v
-                emit(lv.kind, "open", t, v, lv.open, lv.level, lv.colour, b.rule_id, v)
+                emit(
+                    lv.kind,
+                    "open",
+                    ts=t,
+                    value=v,
+                    threshold=lv.open,
+                    level=lv.level,
+                    colour=lv.colour,
+                    rule_id=b.rule_id,
+                    peak=v,
+                )
         else:
             s.pending_on = None
 
@@ -155,22 +192,51 @@ def step_rate(st: SensorState, b: BoundRate, t: int, v: float, emit) -> None:
                 r.pending_off = t
             if t - r.pending_off >= b.off_delay_ms:
                 r.active, r.pending_off = False, None
-                emit(b.kind, "clear", t, v, b.limit, 1, b.colour, b.rule_id, b.sign * r.peak)
-    elif fast:
+                emit(
+                    b.kind,
+                    "clear",
+                    ts=t,
+                    value=v,
+                    threshold=b.limit,
+                    level=1,
+                    colour=b.colour,
+                    rule_id=b.rule_id,
+                    peak=b.sign * r.peak,
+                )
+    elif fast and rate is not None:
         r.active, r.peak = True, b.sign * rate
-        emit(b.kind, "open", t, v, b.limit, 1, b.colour, b.rule_id, rate)
+        emit(b.kind, "open", ts=t, value=v, threshold=b.limit, level=1, colour=b.colour, rule_id=b.rule_id, peak=rate)
 
 
-def step_stuck(st: SensorState, samples: int, colour: str, rule_id: str, t: int, v: float, same: bool,
-               emit) -> None:
+def step_stuck(st: SensorState, samples: int, colour: str, rule_id: str, t: int, v: float, same: bool, emit) -> None:
     """`samples` identical consecutive values open `stuck`; the first change clears it."""
     if same:
         st.stuck_count += 1
         if st.stuck_count >= samples - 1 and not st.stuck_active:
             st.stuck_active = True
-            emit("stuck", "open", t, v, float(samples), 1, colour, rule_id, v)
+            emit(
+                "stuck",
+                "open",
+                ts=t,
+                value=v,
+                threshold=float(samples),
+                level=1,
+                colour=colour,
+                rule_id=rule_id,
+                peak=v,
+            )
     else:
         st.stuck_count = 0
         if st.stuck_active:
             st.stuck_active = False
-            emit("stuck", "clear", t, v, float(samples), 1, colour, rule_id, v)
+            emit(
+                "stuck",
+                "clear",
+                ts=t,
+                value=v,
+                threshold=float(samples),
+                level=1,
+                colour=colour,
+                rule_id=rule_id,
+                peak=v,
+            )

@@ -26,7 +26,7 @@ class WindowSpec(BaseModel):
     why: str = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "WindowSpec":
+    def _ordered(self) -> WindowSpec:
         if self.end <= self.start:
             raise ValueError("end must be after start")
         return self
@@ -64,8 +64,14 @@ def load_maintenance(path: str | Path, known_targets: set[str] | None = None) ->
         raise MaintenanceError(issues + [issue_from_pydantic(e, lines, source) for e in exc.errors()]) from None
     for n, w in enumerate(parsed.windows):
         if known_targets is not None and w.target not in known_targets:
-            issues.append(Issue(source, lines.get(("windows", n, "target")), f"windows[{n}].target",
-                                f"{w.target!r} is neither a sensor nor a site of the registry"))
+            issues.append(
+                Issue(
+                    source,
+                    lines.get(("windows", n, "target")),
+                    f"windows[{n}].target",
+                    f"{w.target!r} is neither a sensor nor a site of the registry",
+                )
+            )
     if issues:
         raise MaintenanceError(issues)
     return [MaintenanceWindow(w.id, w.target, _ms(w.start), _ms(w.end), w.who, w.why) for w in parsed.windows]

@@ -16,6 +16,11 @@ Severity = Literal["red", "orange", "yellow", "blue"]
 SEVERITY_RANK: dict[str, int] = {"blue": 1, "yellow": 2, "orange": 3, "red": 4}
 
 
+def worst(a: str, b: str) -> str:
+    """The more severe of two colours."""
+    return a if SEVERITY_RANK[a] >= SEVERITY_RANK[b] else b
+
+
 def stable_id(prefix: str, *parts: object) -> str:
     """A short id derived from its parts: the same inputs give the same id on every run."""
     digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).hexdigest()

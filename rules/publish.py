@@ -20,7 +20,7 @@ from .models import stable_id
 Key = tuple[str, str, str]  # (site_id, subject: sensor or site id, kind)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Transition:
     """A rule machine's report: this hazard became true (`open`) or false (`clear`) at `ts`."""
 
@@ -111,8 +111,11 @@ class Publisher:
         w = self._window(tr.site_id, tr.subject, tr.ts)
         if w is not None:
             self.suppressed[w.id] += 1
-            return out + [Published(tr, "suppressed", "", tr.ts,
-                                    note=f"{tr.event} suppressed: maintenance {w.id} by {w.who} ({w.why})")]
+            return out + [
+                Published(
+                    tr, "suppressed", "", tr.ts, note=f"{tr.event} suppressed: maintenance {w.id} by {w.who} ({w.why})"
+                )
+            ]
         return out + self._publish(key, tr)
 
     def _publish(self, key: Key, tr: Transition) -> list[Published]:
@@ -146,18 +149,39 @@ class Publisher:
             h.last_clear = dict(vars(tr))
             if not h.flapping:
                 h.flapping, h.flap_count = True, len(times)
-                return out + [Published(tr, "update", h.hazard_id, h.start, flapping=True, flap_count=h.flap_count,
-                                        note=f"flapping: opened {len(times)} times in {cfg.window_s:g} s")]
+                return out + [
+                    Published(
+                        tr,
+                        "update",
+                        h.hazard_id,
+                        h.start,
+                        flapping=True,
+                        flap_count=h.flap_count,
+                        note=f"flapping: opened {len(times)} times in {cfg.window_s:g} s",
+                    )
+                ]
             return out
         del self.held[key]
-        return out + [Published(tr, "clear", h.hazard_id, h.start, end=tr.ts, flapping=h.flapping,
-                                flap_count=h.flap_count)]
+        return out + [
+            Published(tr, "clear", h.hazard_id, h.start, end=tr.ts, flapping=h.flapping, flap_count=h.flap_count)
+        ]
 
     def _settle(self, key: Key, h: Held, at: int) -> list[Published]:
         del self.held[key]
+        assert h.last_clear is not None  # settling is only scheduled after an internal clear
         tr = Transition(**{**h.last_clear, "ts": at})
-        return [Published(tr, "clear", h.hazard_id, h.start, end=h.pending_clear, flapping=True,
-                          flap_count=h.flap_count, note="settled after flapping")]
+        return [
+            Published(
+                tr,
+                "clear",
+                h.hazard_id,
+                h.start,
+                end=h.pending_clear,
+                flapping=True,
+                flap_count=h.flap_count,
+                note="settled after flapping",
+            )
+        ]
 
     def _reconcile_due(self, site_id: str, now: int) -> list[Published]:
         out: list[Published] = []
@@ -168,8 +192,9 @@ class Publisher:
         return out
 
     def _touches(self, w: MaintenanceWindow, site_id: str) -> bool:
-        return w.target == site_id or any(k[0] == site_id and k[1] == w.target
-                                          for k in list(self.internal) + list(self.held))
+        return w.target == site_id or any(
+            k[0] == site_id and k[1] == w.target for k in list(self.internal) + list(self.held)
+        )
 
     def _reconcile(self, w: MaintenanceWindow) -> list[Published]:
         """Window over: publish what is true now, as if the rules had just been evaluated."""

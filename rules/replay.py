@@ -51,8 +51,9 @@ def read_messages(path: Path, report: ReplayReport) -> list[Frame | Reading]:
     return messages
 
 
-def replay_messages(messages: Iterable[Frame | Reading], engine: RuleEngine, report: ReplayReport,
-                    batch_size: int = 1000) -> Iterator[dict]:
+def replay_messages(
+    messages: Iterable[Frame | Reading], engine: RuleEngine, report: ReplayReport, batch_size: int = 1000
+) -> Iterator[dict]:
     """Feed messages through the engine in batches; yields hazard and incident events as dicts."""
     chunk: list[Frame | Reading] = []
 
@@ -87,13 +88,22 @@ def replay_messages(messages: Iterable[Frame | Reading], engine: RuleEngine, rep
         yield from flush()
 
 
-def replay_file(src: Path, registry: Registry, out: Path, *, catalog: Catalog | None = None,
-                maintenance: list[MaintenanceWindow] | None = None, correlation_window_s: float = 300.0,
-                lateness_s: float = 60.0, batch_size: int = 1000) -> ReplayReport:
+def replay_file(
+    src: Path,
+    registry: Registry,
+    out: Path,
+    *,
+    catalog: Catalog | None = None,
+    maintenance: list[MaintenanceWindow] | None = None,
+    correlation_window_s: float = 300.0,
+    lateness_s: float = 60.0,
+    batch_size: int = 1000,
+) -> ReplayReport:
     """Replay `src` through a fresh engine and write the events to `out` as JSON lines."""
     report = ReplayReport()
-    engine = RuleEngine(registry, catalog, correlation_window_s=correlation_window_s, lateness_s=lateness_s,
-                        maintenance=maintenance)
+    engine = RuleEngine(
+        registry, catalog, correlation_window_s=correlation_window_s, lateness_s=lateness_s, maintenance=maintenance
+    )
     messages = read_messages(src, report)
     with open(out, "wb") as fh:
         for event in replay_messages(messages, engine, report, batch_size=batch_size):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,12 +29,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from config.settings import Settings
+from config.topics import HAZARDS_TOPIC, SECTORS, telemetry_topic
 from sensors.producer import TelemetryProducer
 from sensors.uscc import check_char
 from streams.worker import topic_specs
 
-from .demo import _stop, worker_metrics
-from .settings import HAZARDS_TOPIC, SECTORS, Settings
+from .processes import spawn_safewatch, stop_process, worker_metrics
 from .stack import ensure_topics, stack_up
 
 console = Console(width=150)  # the table is the point; do not let a narrow terminal fold it
@@ -56,21 +56,33 @@ class Row:
 
 def bench_registry(path: Path, sites: int) -> list[tuple[str, str, list[str]]]:
     """Write a synthetic registry of `sites` × 50 gas sensors; returns (sector, site, sensor ids)."""
-    lines = ['regions:', '  - {code: "320500", name: 苏州市}', 'enterprises:']
+    lines = ["regions:", '  - {code: "320500", name: 苏州市}', "enterprises:"]
     layout = []
     for e in range(max(1, sites // 10)):
         body = f"91320500MA{e:07d}"[:17]
-        lines += [f"  - id: {body}{check_char(body)}", f"    name: Bench enterprise {e}", '    region: "320500"',
-                  "    supervision_class: C", "    sites:"]
+        lines += [
+            f"  - id: {body}{check_char(body)}",
+            f"    name: Bench enterprise {e}",
+            '    region: "320500"',
+            "    supervision_class: C",
+            "    sites:",
+        ]
         for s in range(e * 10, min(sites, e * 10 + 10)):
             sector = SECTORS[s % len(SECTORS)]
             site = f"bench-{s:04d}"
-            lines += [f"      - id: {site}", f"        name: Bench site {s}", f"        sector: {sector}",
-                      "        kind: bench", "        sensors:"]
+            lines += [
+                f"      - id: {site}",
+                f"        name: Bench site {s}",
+                f"        sector: {sector}",
+                "        kind: bench",
+                "        sensors:",
+            ]
             ids = [f"{site}-{PROBE}"] + [f"{site}-g{k:02d}" for k in range(1, SITE_SENSORS)]
             for sid in ids:
-                lines.append(f"          - {{id: {sid}, quantity: combustible_gas, unit: \"%LEL\", range: [0, 100], "
-                             f"alarms: {{high: 25, high_high: 50}}, period_s: 1, area: a{s % 5}, normal: 3}}")
+                lines.append(
+                    f'          - {{id: {sid}, quantity: combustible_gas, unit: "%LEL", range: [0, 100], '
+                    f"alarms: {{high: 25, high_high: 50}}, period_s: 1, area: a{s % 5}, normal: 3}}"
+                )
             layout.append((sector, site, ids))
     path.write_text("\n".join(lines) + "\n")
     return layout
@@ -88,11 +100,14 @@ def frames(layout, n_messages: int, frame_size: int, *, t0_ms: int, rng) -> list
         sector, site, ids = layout[m % len(layout)]
         k = m // len(layout)
         tick, part = divmod(k, per_tick)
-        chosen = ids[part * frame_size:(part + 1) * frame_size]
+        chosen = ids[part * frame_size : (part + 1) * frame_size]
         values = (3.0 + rng.normal(0, 0.5, len(chosen))).round(3).tolist()
         if frame_size > 1:
-            body = {"site_id": site, "ts": t0_ms + tick * 1000,
-                    "readings": [{"sensor_id": s, "value": v} for s, v in zip(chosen, values)]}
+            body = {
+                "site_id": site,
+                "ts": t0_ms + tick * 1000,
+                "readings": [{"sensor_id": s, "value": v} for s, v in zip(chosen, values, strict=False)],
+            }
         else:
             body = {"site_id": site, "sensor_id": chosen[0], "ts": t0_ms + tick * 1000, "value": values[0]}
         out.append((f"telemetry.{sector}", site, orjson.dumps(body)))
@@ -111,9 +126,14 @@ async def produce_all(settings: Settings, prefix: str, messages) -> float:
 
 async def consume_all(settings: Settings, topics: list[str], expected: int) -> float:
     """Read `expected` messages back with getmany; returns messages/s."""
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_wait_ms,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.fetch_wait_ms,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         got, start = 0, None
@@ -132,11 +152,25 @@ async def consume_all(settings: Settings, topics: list[str], expected: int) -> f
         await consumer.stop()
 
 
-async def latency_run(settings: Settings, prefix: str, layout, *, rate_readings: int, seconds: float,
-                      frame_size: int, out_topic: str, raw: bool) -> list[float]:
+async def latency_run(
+    settings: Settings,
+    prefix: str,
+    layout,
+    *,
+    rate_readings: int,
+    seconds: float,
+    frame_size: int,
+    out_topic: str,
+    raw: bool,
+) -> list[float]:
     """Frames at a fixed rate; latency per frame in ms (raw: the frames themselves are read back)."""
-    consumer = AIOKafkaConsumer(out_topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="latest",
-                                enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_wait_ms)
+    consumer = AIOKafkaConsumer(
+        out_topic,
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.fetch_wait_ms,
+    )
     await consumer.start()
     await consumer.seek_to_end()
     latencies: list[float] = []
@@ -156,7 +190,7 @@ async def latency_run(settings: Settings, prefix: str, layout, *, rate_readings:
 
     reader = asyncio.create_task(collect())
     try:
-        flip = {}
+        flip: dict[str, bool] = {}
         async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
             t_start = time.perf_counter()
             for m in range(n_total):
@@ -164,8 +198,11 @@ async def latency_run(settings: Settings, prefix: str, layout, *, rate_readings:
                 # each site's probe alternates 60 / 1 %LEL: every frame opens or clears a hazard
                 hot = flip[site] = not flip.get(site, False)
                 values = [60.0 if hot else 1.0] + [3.0] * (frame_size - 1)
-                body = {"site_id": site, "ts": int(time.time() * 1000),
-                        "readings": [{"sensor_id": s, "value": v} for s, v in zip(ids[:frame_size], values)]}
+                body = {
+                    "site_id": site,
+                    "ts": int(time.time() * 1000),
+                    "readings": [{"sensor_id": s, "value": v} for s, v in zip(ids[:frame_size], values, strict=False)],
+                }
                 await producer.send(prefix + f"telemetry.{sector}", site, orjson.dumps(body))
                 delay = t_start + (m + 1) / rate_msgs - time.perf_counter()
                 if delay > 0:
@@ -180,20 +217,26 @@ async def latency_run(settings: Settings, prefix: str, layout, *, rate_readings:
 
 def start_worker(settings: Settings, prefix: str, registry: Path, log: Path) -> subprocess.Popen:
     """A `safewatch worker` on the bench topics, its own group and metrics port."""
-    env = {**os.environ, "SAFEWATCH_TOPIC_PREFIX": prefix, "SAFEWATCH_REGISTRY": str(registry),
-           "SAFEWATCH_WORKER_ID": f"{prefix}worker", "SAFEWATCH_BROKER_URL": settings.bootstrap,
-           "SAFEWATCH_INFLUX_URL": settings.influx, "SAFEWATCH_WORKER_WEB_PORT": str(settings.worker_web_port),
-           "SAFEWATCH_FETCH_WAIT_MS": str(settings.fetch_wait_ms)}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "safewatch", "worker"], env=env, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **os.environ,
+        "SAFEWATCH_TOPIC_PREFIX": prefix,
+        "SAFEWATCH_REGISTRY": str(registry),
+        "SAFEWATCH_WORKER_ID": f"{prefix}worker",
+        "SAFEWATCH_BROKER_URL": settings.bootstrap,
+        "SAFEWATCH_INFLUX_URL": settings.influx,
+        "SAFEWATCH_WORKER_WEB_PORT": str(settings.worker_web_port),
+        "SAFEWATCH_FETCH_WAIT_MS": str(settings.fetch_wait_ms),
+    }
+    return spawn_safewatch(["worker"], log, env)
 
 
 def drain_rate(settings: Settings, proc: subprocess.Popen, total_readings: int, timeout: float = 300) -> float:
     """Readings/s while the worker drains preloaded topics, from its Prometheus counter."""
     deadline = time.monotonic() + timeout
-    first_t = first_n = None
-    last_t, last_n = None, 0
+    first_t: float | None = None
+    first_n: float | None = None
+    last_t: float | None = None
+    last_n: float = 0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited with {proc.returncode}")
@@ -207,7 +250,7 @@ def drain_rate(settings: Settings, proc: subprocess.Popen, total_readings: int, 
             break
         # Each scrape costs the worker (and this process) CPU on the same 2 cores: poll gently.
         time.sleep(0.25)
-    if first_t is None or last_t is None or last_t <= first_t:
+    if first_t is None or first_n is None or last_t is None or last_t <= first_t:
         return 0.0
     return (last_n - first_n) / (last_t - first_t)
 
@@ -232,16 +275,32 @@ def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("raw broker: produce + consume", total=4)
         raw_prefix = f"bench-{run_id}-raw."
-        ensure_topics(settings, {raw_prefix + f"telemetry.{s}": {} for s in SECTORS})
+        ensure_topics(settings, {telemetry_topic(s, raw_prefix): {} for s in SECTORS})
         msgs = frames(layout, n_frames, frame_size, t0_ms=t0, rng=rng)
         p_rate = asyncio.run(produce_all(settings, raw_prefix, msgs))
-        c_rate = asyncio.run(consume_all(settings, [raw_prefix + f"telemetry.{s}" for s in SECTORS], len(msgs)))
+        c_rate = asyncio.run(consume_all(settings, [telemetry_topic(s, raw_prefix) for s in SECTORS], len(msgs)))
         rows.append(Row("raw aiokafka produce (frames)", p_rate, p_rate * frame_size))
         rows.append(Row("raw aiokafka consume, getmany (frames)", c_rate, c_rate * frame_size))
-        lat_raw = asyncio.run(latency_run(settings, raw_prefix, layout, rate_readings=rate, seconds=latency_seconds,
-                                          frame_size=frame_size, out_topic=raw_prefix + "telemetry.hazchem", raw=True))
-        rows.append(Row(f"raw produce→consume latency @ {rate:,} readings/s", p50_ms=pct(lat_raw, 50),
-                        p99_ms=pct(lat_raw, 99), note=f"{len(lat_raw)} samples"))
+        lat_raw = asyncio.run(
+            latency_run(
+                settings,
+                raw_prefix,
+                layout,
+                rate_readings=rate,
+                seconds=latency_seconds,
+                frame_size=frame_size,
+                out_topic=raw_prefix + "telemetry.hazchem",
+                raw=True,
+            )
+        )
+        rows.append(
+            Row(
+                f"raw produce→consume latency @ {rate:,} readings/s",
+                p50_ms=pct(lat_raw, 50),
+                p99_ms=pct(lat_raw, 99),
+                note=f"{len(lat_raw)} samples",
+            )
+        )
         progress.advance(task)
 
         progress.update(task, description=f"pipeline: {n_frames:,} frames of {frame_size}")
@@ -254,12 +313,28 @@ def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, 
             rows.append(Row(f"pipeline, frames of {frame_size} (rules + InfluxDB)", r_rate / frame_size, r_rate))
             progress.advance(task)
             progress.update(task, description=f"pipeline latency @ {rate:,} readings/s")
-            lat = asyncio.run(latency_run(settings, fr_prefix, layout, rate_readings=rate, seconds=latency_seconds,
-                                          frame_size=frame_size, out_topic=fr_prefix + HAZARDS_TOPIC, raw=False))
-            rows.append(Row(f"pipeline latency, telemetry→hazard @ {rate:,} readings/s", p50_ms=pct(lat, 50),
-                            p99_ms=pct(lat, 99), note=f"{len(lat)} samples"))
+            lat = asyncio.run(
+                latency_run(
+                    settings,
+                    fr_prefix,
+                    layout,
+                    rate_readings=rate,
+                    seconds=latency_seconds,
+                    frame_size=frame_size,
+                    out_topic=fr_prefix + HAZARDS_TOPIC,
+                    raw=False,
+                )
+            )
+            rows.append(
+                Row(
+                    f"pipeline latency, telemetry→hazard @ {rate:,} readings/s",
+                    p50_ms=pct(lat, 50),
+                    p99_ms=pct(lat, 99),
+                    note=f"{len(lat)} samples",
+                )
+            )
         finally:
-            _stop(worker)
+            stop_process(worker)
         progress.advance(task)
 
         n_single = max(1, min(readings // 10, 100_000))
@@ -272,14 +347,14 @@ def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, 
             s_rate = drain_rate(settings, worker, n_single)
             rows.append(Row("pipeline, single-reading messages (rules + InfluxDB)", s_rate, s_rate))
         finally:
-            _stop(worker)
+            stop_process(worker)
         progress.advance(task)
 
-    print_rows(rows, raw_readings=rows[1].readings_per_s, raw_p50=rows[2].p50_ms, settings=settings)
+    print_rows(rows, raw_readings=rows[1].readings_per_s, settings=settings)
     return rows
 
 
-def print_rows(rows: list[Row], *, raw_readings: float | None, raw_p50: float | None, settings: Settings) -> None:
+def print_rows(rows: list[Row], *, raw_readings: float | None, settings: Settings) -> None:
     """The side-by-side table."""
     table = Table(title="safewatch bench (one run, same broker)")
     for col in ("path", "msgs/s", "readings/s", "vs raw consume", "p50 ms", "p99 ms", "note"):
@@ -290,9 +365,18 @@ def print_rows(rows: list[Row], *, raw_readings: float | None, raw_p50: float | 
 
     for r in rows:
         ratio = f"{r.readings_per_s / raw_readings:.1%}" if r.readings_per_s and raw_readings else "-"
-        table.add_row(r.path, f(r.messages_per_s), f(r.readings_per_s), ratio, f(r.p50_ms, "{:.1f}"),
-                      f(r.p99_ms, "{:.1f}"), r.note)
+        table.add_row(
+            r.path,
+            f(r.messages_per_s),
+            f(r.readings_per_s),
+            ratio,
+            f(r.p50_ms, "{:.1f}"),
+            f(r.p99_ms, "{:.1f}"),
+            r.note,
+        )
     console.print(table)
-    console.print(f"fetch wait {settings.fetch_wait_ms} ms · take ≤ {settings.take_max} msgs within "
-                  f"{settings.take_within_s * 1000:.0f} ms · producer linger {settings.producer_linger_ms} ms · "
-                  f"{os.cpu_count()} cores shared by broker, InfluxDB, load and worker")
+    console.print(
+        f"fetch wait {settings.fetch_wait_ms} ms · take ≤ {settings.take_max} msgs within "
+        f"{settings.take_within_s * 1000:.0f} ms · producer linger {settings.producer_linger_ms} ms · "
+        f"{os.cpu_count()} cores shared by broker, InfluxDB, load and worker"
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import sys
 from pathlib import Path
 
@@ -11,10 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .settings import SECTORS, get_settings
+from config.logs import setup_logging
+from config.settings import get_settings
+from config.topics import SECTORS, telemetry_topic
 
-app = typer.Typer(help="safewatch: real-time emergency and work-safety monitoring.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="safewatch: real-time emergency and work-safety monitoring.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 stack_app = typer.Typer(help="The embedded local stack: Tansu broker and InfluxDB 1.x.", no_args_is_help=True)
 alerts_app = typer.Typer(help="The alert service.", no_args_is_help=True)
 registry_app = typer.Typer(help="The registry of enterprises, sites and sensors.", no_args_is_help=True)
@@ -25,13 +30,6 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(rules_app, name="rules")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error per line, even when piped
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # one line per HTTP request would drown what matters
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -94,7 +92,9 @@ def _print_status(parts) -> None:
 
 
 @app.command()
-def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
+def worker(
+    loglevel: str = typer.Option("info", help="log level (debug shows Faust's and aiokafka's own INFO lines)"),
+) -> None:
     """Run the stream worker (Faust) until interrupted."""
     from streams.worker import run_worker, topic_specs
 
@@ -110,11 +110,9 @@ def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None
     """Run the alert service: consume incidents, dispatch tasks, serve the HTTP API."""
     from alerts.service import serve
 
-    _logging(loglevel)
-    try:
+    setup_logging("alerts", loglevel)
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(get_settings()))
-    except KeyboardInterrupt:
-        pass
 
 
 @registry_app.command("check")
@@ -126,13 +124,13 @@ def registry_check(path: Path = typer.Argument(..., exists=True, dir_okay=False)
         reg = load_registry(path)
     except RegistryError as exc:
         _fail(str(exc))
-    console.print(f"{path}: ok — {len(reg.enterprises)} enterprises, {len(reg.sites)} sites, "
-                  f"{len(reg.sensors)} sensors")
+    console.print(
+        f"{path}: ok — {len(reg.enterprises)} enterprises, {len(reg.sites)} sites, {len(reg.sensors)} sensors"
+    )
 
 
 @rules_app.command("check")
-def rules_check(directory: Path = typer.Argument(None, help="default: rules/catalog"),
-                registry: Path = typer.Option(None, "--registry", help="also bind the rules to this registry")) -> None:
+def rules_check(directory: Path = typer.Argument(None, help="default: rules/catalog")) -> None:
     """Validate rule files; every error names the file, line and field; exits non-zero on any."""
     from rules.catalog import CATALOG_DIR, CatalogError, load_catalog
 
@@ -144,8 +142,9 @@ def rules_check(directory: Path = typer.Argument(None, help="default: rules/cata
             err.print(str(issue), markup=False, highlight=False)
         _fail(f"{len(exc.issues)} problem(s) in {directory}")
     n = sum(len(f.rules) for f in catalog.sectors.values())
-    console.print(f"{directory}: ok — {n} rules in {len(catalog.sectors)} sector files "
-                  f"({', '.join(sorted(catalog.sectors))})")
+    console.print(
+        f"{directory}: ok — {n} rules in {len(catalog.sectors)} sector files ({', '.join(sorted(catalog.sectors))})"
+    )
 
 
 @app.command()
@@ -176,7 +175,9 @@ def produce(
 
     async def run():
         async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
-            return await produce_file(producer, path, topic=topic, site_sector=site_sector)
+            return await produce_file(
+                producer, path, topic=topic, site_sector=site_sector, topic_prefix=settings.topic_prefix
+            )
 
     counts = asyncio.run(run())
     console.print(counts)
@@ -205,20 +206,31 @@ def replay(
         windows = load_maintenance(maintenance or settings.maintenance, set(reg.sensors) | set(reg.sites))
     except (RegistryError, CatalogError, MaintenanceError) as exc:
         _fail(str(exc))
-    report = replay_file(src, reg, out, catalog=catalog, maintenance=windows,
-                         correlation_window_s=settings.correlation_window_s, lateness_s=settings.lateness_s,
-                         batch_size=batch_size)
+    report = replay_file(
+        src,
+        reg,
+        out,
+        catalog=catalog,
+        maintenance=windows,
+        correlation_window_s=settings.correlation_window_s,
+        lateness_s=settings.lateness_s,
+        batch_size=batch_size,
+    )
     for line in report.errors[:20]:
         err.print(line)
     if len(report.errors) > 20:
         err.print(f"... and {len(report.errors) - 20} more")
-    console.print(f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events"
-                  f" → {out}" + (f"; refused: {dict(report.refused)}" if report.refused else ""))
+    console.print(
+        f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events"
+        f" → {out}" + (f"; refused: {dict(report.refused)}" if report.refused else "")
+    )
 
 
 @app.command()
-def demo(duration: float = typer.Option(60.0, help="seconds the plants are simulated"),
-         keep: bool = typer.Option(False, help="leave the worker and alert service running afterwards")) -> None:
+def demo(
+    duration: float = typer.Option(60.0, help="seconds the plants are simulated"),
+    keep: bool = typer.Option(True, help="leave the worker and alert service running afterwards"),
+) -> None:
     """Set up the embedded stack, run worker + alerts, simulate all six sectors, print a summary."""
     from .demo import run_demo
 
@@ -242,12 +254,12 @@ def bench(
         return
     from .bench import run_bench
 
-    run_bench(get_settings(), readings=readings, frame_size=frame_size, rate=rate,
-              latency_seconds=latency_seconds)
+    run_bench(get_settings(), readings=readings, frame_size=frame_size, rate=rate, latency_seconds=latency_seconds)
 
 
 @app.command()
 def sectors() -> None:
     """List the sector ids and their telemetry topics."""
+    prefix = get_settings().topic_prefix
     for s in SECTORS:
-        console.print(f"{s}\ttelemetry.{s}")
+        console.print(f"{s}\t{telemetry_topic(s, prefix)}")

@@ -9,40 +9,53 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from config.settings import Settings
 from sensors.producer import TelemetryProducer
 from sensors.registry import load_registry
 from sensors.simulator import PlantSimulator, default_demo_scenarios
 from streams.influx import query, rows
 from streams.worker import topic_specs
 
-from .settings import Settings
-from .stack import ensure_topics, stack_up
+from .processes import settings_env, worker_metrics
+from .stack import ensure_topics, service_running, stack_up, start_service, stop_part
 
 console = Console()
 
 
-async def run_simulation(settings: Settings, *, duration_s: float, rate: float = 1.0, seed: int = 0,
-                         scenarios: bool = True, progress=None, on_tick=None) -> Counter:
+async def run_simulation(
+    settings: Settings,
+    *,
+    duration_s: float,
+    rate: float = 1.0,
+    seed: int = 0,
+    scenarios: bool = True,
+    progress=None,
+    on_tick=None,
+) -> Counter:
     """Produce simulated frames for `duration_s` of event time; `rate` ticks per wall second (0 = flat out)."""
     registry = load_registry(settings.registry)
     start_ms = int(time.time() * 1000)
     # The leak opens and clears inside the run, so the summary shows a whole incident.
     # (gas alarms stay open 30 s after the value is back: the catalogue's off-delay)
-    scen = default_demo_scenarios(registry, start_s=duration_s * 0.1, leak_s=duration_s * 0.3,
-                                  silent_s=duration_s * 0.4, malformed_s=min(8.0, duration_s * 0.1)) if scenarios else []
+    scen = (
+        default_demo_scenarios(
+            registry,
+            start_s=duration_s * 0.1,
+            leak_s=duration_s * 0.3,
+            silent_s=duration_s * 0.4,
+            malformed_s=min(8.0, duration_s * 0.1),
+        )
+        if scenarios
+        else []
+    )
     sim = PlantSimulator(registry, seed=seed, start_ms=start_ms, tick_s=1.0, scenarios=scen)
     counts: Counter = Counter()
     ticks = int(duration_s)
@@ -60,36 +73,6 @@ async def run_simulation(settings: Settings, *, duration_s: float, rate: float =
     return counts
 
 
-def worker_metrics(settings: Settings) -> dict[str, float]:
-    """The worker's Prometheus counters, summed over labels (empty if it is not up yet)."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return {}
-    out: Counter = Counter()
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name.startswith("safewatch_") and s.name.endswith("_total"):
-                out[s.name] += s.value
-    return dict(out)
-
-
-def _spawn(args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "safewatch", *args], stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _wait_for(check, timeout: float, interval: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,8 +87,9 @@ def summary(settings: Settings, since_ms: int) -> dict:
     where = f"time >= {since_ms}ms"
     readings = rows(query(settings, f'SELECT count("value") FROM "reading" WHERE {where}'))
     hazards = rows(query(settings, f'SELECT count("hazard_id") FROM "hazard" WHERE {where} GROUP BY "event"'))
-    kinds = rows(query(settings, f'SELECT count("hazard_id") FROM "hazard" WHERE {where} AND "event" = \'open\' '
-                                 f'GROUP BY "kind"'))
+    kinds = rows(
+        query(settings, f'SELECT count("hazard_id") FROM "hazard" WHERE {where} AND "event" = \'open\' GROUP BY "kind"')
+    )
     incidents = rows(query(settings, f'SELECT "incident_id", "severity", "status" FROM "incident" WHERE {where}'))
     dead = rows(query(settings, f'SELECT sum("count") FROM "deadletter" WHERE {where} GROUP BY "reason"'))
     tasks = httpx.get(f"{settings.alerts_api}/tasks", timeout=5).json()
@@ -134,7 +118,7 @@ def print_summary(settings: Settings, s: dict, produced: Counter) -> None:
         table.add_row("  opened, by kind", ", ".join(f"{k} {n}" for k, n in sorted(s["kinds"].items())))
     if s["hazards"].get("suppressed"):
         table.add_row("  suppressed (maintenance)", str(s["hazards"]["suppressed"]))
-    severities = Counter()
+    severities: Counter[str] = Counter()
     latest: dict[str, str] = {}
     for inc_id, r in s["incidents"].items():
         latest[inc_id] = r["severity"]
@@ -150,57 +134,76 @@ def print_summary(settings: Settings, s: dict, produced: Counter) -> None:
     for reason, n in sorted(s["deadletter"].items()):
         table.add_row(f"dead-lettered: {reason}", str(n))
     console.print(table)
-    console.print(f"InfluxDB: {settings.influx}  database [bold]{settings.influx_db}[/] "
-                  f"(measurements reading, hazard, incident, deadletter)")
+    console.print(
+        f"InfluxDB: {settings.influx}  database [bold]{settings.influx_db}[/] "
+        f"(measurements reading, hazard, incident, deadletter)"
+    )
     console.print(f"Alert API: {settings.alerts_api}/tasks  ·  demo inbox: {settings.alerts_api}/inbox/<department>")
     console.print(f"Logs: {settings.state_dir / 'logs'}")
 
 
-def run_demo(settings: Settings, *, duration_s: float = 60.0, keep: bool = False) -> int:
+def run_demo(settings: Settings, *, duration_s: float = 60.0, keep: bool = True) -> int:
     """Run the demo; returns the process exit code."""
     console.rule("[bold]safewatch demo")
     console.print("starting the embedded stack (Tansu broker, InfluxDB) …")
     stack_up(settings)
     ensure_topics(settings, topic_specs(settings))
     since_ms = int(time.time() * 1000)
-    env = {**os.environ, **{f"SAFEWATCH_{k.upper()}": str(v) for k, v in settings.model_dump().items()
-                             if v is not None}}
+    env = settings_env(settings, dict(os.environ))
     logs = settings.state_dir / "logs"
-    worker = _spawn(["worker"], logs / "demo-worker.log", env)
-    alerts = _spawn(["alerts", "serve"], logs / "demo-alerts.log", env)
-    procs = [worker, alerts]
+    start_service(settings, "worker", env)
+    start_service(settings, "alerts", env)
     try:
         if not _wait_for(lambda: _healthy(f"{settings.alerts_api}/health"), 30):
-            console.print(f"[red]alert service did not come up; see {logs / 'demo-alerts.log'}")
+            console.print(f"[red]alert service did not come up; see {logs / 'alerts.log'}")
             return 1
         console.print(f"worker and alert service running; simulating all sites for {duration_s:.0f} s …")
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                      TimeRemainingColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
             task = progress.add_task("simulating", total=int(duration_s), info="")
 
             async def on_tick(n, counts):
                 m = worker_metrics(settings)
-                progress.update(task, completed=n, info=(
-                    f"sent {counts['messages']} msgs · worker read {int(m.get('safewatch_messages_total', 0))}"
-                    f" · hazard events {int(m.get('safewatch_hazard_events_total', 0))}"
-                    f" · incident events {int(m.get('safewatch_incident_events_total', 0))}"))
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited ({worker.returncode}); see {logs / 'demo-worker.log'}")
+                progress.update(
+                    task,
+                    completed=n,
+                    info=(
+                        f"sent {counts['messages']} msgs · worker read {int(m.get('safewatch_messages_total', 0))}"
+                        f" · hazard events {int(m.get('safewatch_hazard_events_total', 0))}"
+                        f" · incident events {int(m.get('safewatch_incident_events_total', 0))}"
+                    ),
+                )
+                if not service_running(settings, "worker"):
+                    raise RuntimeError(f"the worker exited; see {logs / 'worker.log'}")
 
             produced = asyncio.run(run_simulation(settings, duration_s=duration_s, on_tick=on_tick))
         console.print("waiting for the worker to drain and the alert service to deliver …")
-        drained = _wait_for(lambda: worker_metrics(settings).get("safewatch_messages_total", 0)
-                            >= produced["messages"], 60)
+        drained = _wait_for(
+            lambda: worker_metrics(settings).get("safewatch_messages_total", 0) >= produced["messages"], 60
+        )
         if not drained:
             console.print("[yellow]the worker did not read every message within 60 s; the summary is partial")
         time.sleep(3)  # the alert service's fetch and delivery
         print_summary(settings, summary(settings, since_ms), produced)
         return 0
     finally:
-        if not keep:
-            for p in procs:
-                _stop(p)
-            console.print("worker and alert service stopped; the stack stays up (`safewatch stack down` stops it).")
+        if keep:
+            console.print(
+                f"the worker and the alert service keep running, so the addresses above answer "
+                f"(logs in {logs}); `safewatch stack down` stops them and the stack."
+            )
+        else:
+            for part in ("worker", "alerts"):
+                stop_part(settings, part)
+            console.print(
+                "worker and alert service stopped; the stack stays up (`safewatch stack down` stops it). "
+                "Start them again with `safewatch worker` and `safewatch alerts serve`."
+            )
 
 
 def _healthy(url: str) -> bool:

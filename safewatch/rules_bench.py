@@ -17,20 +17,20 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from config.settings import Settings
 from rules.batch import Batch
 from rules.catalog import load_catalog
 from rules.engine import RuleEngine
 from sensors.registry import Registry, parse_registry
 from sensors.simulator import default_baseline
 
-from .settings import Settings
-
 console = Console(width=150)
 
 
 def scaled_registry(path, sensors: int) -> Registry:
     """The shipped registry with its sites repeated until it has about `sensors` sensors."""
-    doc = yaml.safe_load(open(path, encoding="utf-8"))
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
     base = sum(len(site["sensors"]) for e in doc["enterprises"] for site in e["sites"])
     copies = max(1, round(sensors / base))
     for ent in doc["enterprises"]:
@@ -81,8 +81,15 @@ def _batches(registry: Registry, readings: int, batch_size: int, seed: int, hot_
     idx = np.tile(idx_all, ticks)
     # The same batch size whatever the registry size, so per-reading costs compare fairly.
     good = np.ones(len(idx), dtype=bool)
-    return [Batch(idx=idx[s:s + batch_size], ts=ts[s:s + batch_size], value=values[s:s + batch_size],
-                  good=good[s:s + batch_size]) for s in range(0, len(idx), batch_size)]
+    return [
+        Batch(
+            idx=idx[s : s + batch_size],
+            ts=ts[s : s + batch_size],
+            value=values[s : s + batch_size],
+            good=good[s : s + batch_size],
+        )
+        for s in range(0, len(idx), batch_size)
+    ]
 
 
 def time_engine(label: str, engine: RuleEngine, batches: list[Batch]) -> Run:
@@ -96,8 +103,14 @@ def time_engine(label: str, engine: RuleEngine, batches: list[Batch]) -> Run:
     return Run(label, len(engine.sensors), sum(len(b) for b in batches), seconds, hazards)
 
 
-def run_rules_bench(settings: Settings, *, sensors: int = 10_000, readings: int = 2_000_000,
-                    batch_size: int = 50_000, hot_fraction: float = 0.02) -> list[Run]:
+def run_rules_bench(
+    settings: Settings,
+    *,
+    sensors: int = 10_000,
+    readings: int = 2_000_000,
+    batch_size: int = 50_000,
+    hot_fraction: float = 0.02,
+) -> list[Run]:
     """Full catalogue vs thresholds only on ~`sensors` sensors, plus a 10× smaller registry for scaling."""
     catalog = load_catalog(settings.rules_dir)
     runs = []
@@ -110,11 +123,14 @@ def run_rules_bench(settings: Settings, *, sensors: int = 10_000, readings: int 
     for col in ("rules", "sensors", "readings", "readings/s", "µs/reading", "hazard events"):
         table.add_column(col, justify="left" if col == "rules" else "right")
     for r in runs:
-        table.add_row(r.label, f"{r.sensors:,}", f"{r.readings:,}", f"{r.per_s:,.0f}", f"{1e6 / r.per_s:.2f}",
-                      f"{r.hazards:,}")
+        table.add_row(
+            r.label, f"{r.sensors:,}", f"{r.readings:,}", f"{r.per_s:,.0f}", f"{1e6 / r.per_s:.2f}", f"{r.hazards:,}"
+        )
     console.print(table)
     growth = runs[1].per_s / runs[3].per_s  # full catalogue: µs/reading at 10× the sensors ÷ at 1×
-    console.print(f"batches of {batch_size:,} readings, {hot_fraction:.0%} of sensors held in alarm; full catalogue "
-                  f"µs/reading at {runs[3].sensors:,} sensors ÷ at {runs[1].sensors:,}: {growth:.2f} "
-                  "(1.0 = O(1) amortised per reading)")
+    console.print(
+        f"batches of {batch_size:,} readings, {hot_fraction:.0%} of sensors held in alarm; full catalogue "
+        f"µs/reading at {runs[3].sensors:,} sensors ÷ at {runs[1].sensors:,}: {growth:.2f} "
+        "(1.0 = O(1) amortised per reading)"
+    )
     return runs

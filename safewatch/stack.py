@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,12 +24,14 @@ from typing import Any
 
 import httpx
 
-from safewatch.settings import Settings
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BROKER = "broker"
 INFLUXDB = "influxdb"
+# safewatch's own services, left running by `safewatch demo` and stopped by `stack down`.
+SERVICES = {"worker": ["worker"], "alerts": ["alerts", "serve"]}
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 # Kafka's TOPIC_ALREADY_EXISTS error code in a CreateTopics response.
@@ -155,12 +159,12 @@ reporting-enabled = false
 bind-address = "127.0.0.1:{influx_rpc_port(settings)}"
 
 [meta]
-  dir = "{root / 'meta'}"
+  dir = "{root / "meta"}"
   retention-autocreate = true
 
 [data]
-  dir = "{root / 'data'}"
-  wal-dir = "{root / 'wal'}"
+  dir = "{root / "data"}"
+  wal-dir = "{root / "wal"}"
   query-log-enabled = false
 
 [http]
@@ -219,6 +223,8 @@ def _is_ours(settings: Settings, part: str, pid: int) -> bool:
         return True
     if not argv:
         return False
+    if part in SERVICES:
+        return "safewatch" in argv and argv[argv.index("safewatch") + 1 :] == SERVICES[part]
     if part == BROKER:
         # Not the file name: CALF_TANSU_BIN may point at a binary called anything.
         return argv[1:2] == ["broker"] and "--listener-url" in argv and "--storage-engine" in argv
@@ -291,10 +297,8 @@ def _stop_pid(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
             # start_new_session made it a group leader: signal the group, children included.
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if not _alive(pid):
@@ -343,7 +347,7 @@ def _broker_healthy(settings: Settings, timeout: float = 5.0) -> bool:
         return False
     try:
         return bool(_run(_kafka_metadata(_broker_address(settings), timeout)).get("brokers"))
-    except Exception:  # noqa: BLE001 - any failure means "not healthy yet"
+    except Exception:
         return False
 
 
@@ -384,9 +388,7 @@ def create_influx_database(settings: Settings) -> None:
     `ALTER RETENTION POLICY autogen ON <db> DURATION ...` if the demo must forget old data.
     """
     name = settings.influx_db.replace("\\", "\\\\").replace('"', '\\"')
-    response = httpx.post(
-        f"{_influx_address(settings)}/query", data={"q": f'CREATE DATABASE "{name}"'}, timeout=10.0
-    )
+    response = httpx.post(f"{_influx_address(settings)}/query", data={"q": f'CREATE DATABASE "{name}"'}, timeout=10.0)
     # /query answers 200 even for a failed statement; the error is in the JSON body.
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     errors = [r["error"] for r in body.get("results", []) if "error" in r]
@@ -440,12 +442,12 @@ def stack_up(settings: Settings) -> list[PartStatus]:
         create_influx_database(settings)
     except BaseException:
         for part in reversed(started):
-            _stop_part(settings, part)
+            stop_part(settings, part)
         raise
     return stack_status(settings)
 
 
-def _stop_part(settings: Settings, part: str) -> bool:
+def stop_part(settings: Settings, part: str) -> bool:
     pid = _running_pid(settings, part)
     if pid is not None:
         _stop_pid(pid)
@@ -454,9 +456,36 @@ def _stop_part(settings: Settings, part: str) -> bool:
 
 
 def stack_down(settings: Settings) -> list[str]:
-    """Stop the parts `stack_up` started (per their pid files); return the names of those stopped."""
-    # InfluxDB first: it has data to flush, the memory-only broker has nothing to lose anyway.
-    return [part for part in (INFLUXDB, BROKER) if _stop_part(settings, part)]
+    """Stop the services and the parts `stack_up` started (per their pid files); return those stopped."""
+    # Services first (they talk to the rest), then InfluxDB: it has data to flush, the
+    # memory-only broker has nothing to lose anyway.
+    return [part for part in (*SERVICES, INFLUXDB, BROKER) if stop_part(settings, part)]
+
+
+def start_service(settings: Settings, part: str, env: dict[str, str]) -> int:
+    """(Re)start `safewatch worker` or `safewatch alerts serve` detached, with a pid file and a log
+    under the state dir, so it outlives the command that started it; returns its pid."""
+    stop_part(settings, part)
+    log_path = _log_file(settings, part)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _pid_file(settings, part).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "safewatch", *SERVICES[part]],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    _pid_file(settings, part).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def service_running(settings: Settings, part: str) -> bool:
+    """Whether our copy of a service is alive."""
+    return _running_pid(settings, part) is not None
 
 
 def stack_status(settings: Settings) -> list[PartStatus]:
@@ -480,6 +509,15 @@ def stack_status(settings: Settings) -> list[PartStatus]:
     if healthy and pid is None:
         note = "answering, but not started from this state dir (no pid file); " + note
     parts.append(PartStatus(INFLUXDB, _influx_address(settings), pid, healthy, note, _log_file(settings, INFLUXDB)))
+    for part, address in (
+        ("worker", f"http://127.0.0.1:{settings.worker_web_port}/metrics"),
+        ("alerts", settings.alerts_api),
+    ):
+        pid = _running_pid(settings, part)
+        if pid is not None:
+            parts.append(
+                PartStatus(part, address, pid, True, f"safewatch {' '.join(SERVICES[part])}", _log_file(settings, part))
+            )
     return parts
 
 

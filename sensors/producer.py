@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+
+from config.topics import telemetry_topic
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,9 @@ class TelemetryProducer:
         **kafka_options: Any,
     ):
         if linger_ms < MIN_LINGER_MS:
-            log.warning("linger_ms=%d: the embedded broker is slow with tiny batches, use %d-20", linger_ms, MIN_LINGER_MS)
+            log.warning(
+                "linger_ms=%d: the embedded broker is slow with tiny batches, use %d-20", linger_ms, MIN_LINGER_MS
+            )
         self.bootstrap = bootstrap
         self._options = dict(
             bootstrap_servers=bootstrap,
@@ -126,12 +131,13 @@ async def produce_file(
     path: str | Path,
     topic: str | None = None,
     *,
-    site_sector: dict[str, str] | None = None,
+    site_sector: Mapping[str, str] | None = None,
     fallback_topic: str | None = None,
+    topic_prefix: str = "",
 ) -> ProduceCounts:
     """Send each line of a JSONL file of readings or frames, unchanged, keyed by its site id.
 
-    The topic is `topic`, else `telemetry.<sector>` of the line's site from `site_sector`.
+    The topic is `topic`, else `<topic_prefix>telemetry.<sector>` of the line's site from `site_sector`.
     A line whose topic cannot be told (not JSON, unknown site) goes where the previous line
     went, or before any to `fallback_topic`; without one, leading such lines wait and go where
     the first routable line goes. Only when no topic turns up at all are lines skipped (counted).
@@ -158,7 +164,8 @@ async def produce_file(
             is_json, site = _site_of(line)
             if not is_json:
                 counts.invalid_json += 1
-            dest = topic or _topic_for(site_sector.get(site) if site else None)
+            sector = site_sector.get(site) if site else None
+            dest = topic or (telemetry_topic(sector, topic_prefix) if sector else None)
             if dest is None:
                 if is_json:
                     counts.unknown_site += 1
@@ -187,10 +194,6 @@ def _site_of(line: bytes) -> tuple[bool, str | None]:
         return False, None
     site = obj.get("site_id") if isinstance(obj, dict) else None
     return True, (site if isinstance(site, str) and site else None)
-
-
-def _topic_for(sector: str | None) -> str | None:
-    return f"telemetry.{sector}" if sector else None
 
 
 async def _delivered(pending: list[asyncio.Future]) -> None:

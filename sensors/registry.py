@@ -23,24 +23,38 @@ from pydantic import (
     model_validator,
 )
 
-from .yamlsource import Issue, Loc, dotted, issue_from_pydantic, line_of, read_yaml
-
+from config.topics import SECTORS, Sector
 from sensors import uscc
+
+from .yamlsource import Issue, Loc, dotted, issue_from_pydantic, line_of, read_yaml
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "data" / "registry.yaml"
 
-# Mirrors safewatch.settings.SECTORS; sensors/ imports nothing else of ours, a unit test keeps them equal.
-SECTORS = ("hazchem", "mine", "dust", "ammonia", "steel", "casting")
-Sector = Literal["hazchem", "mine", "dust", "ammonia", "steel", "casting"]
 
 # One spelling per unit: readings, rules and InfluxDB tags compare them as plain strings.
 UNITS = (
-    "%LEL", "LEL.m", "%vol", "ppm", "mg/m3",  # gas concentration
-    "°C", "Pa", "kPa", "MPa",  # temperature, pressure
-    "m", "mm", "%",  # level, length, displacement, fill
-    "mm/h", "mm/24h", "mm/d",  # rainfall, displacement rate
-    "m3/h", "L/min", "m/s",  # flow, air velocity
-    "A", "kW", "Hz", "count",  # drives, spark counters
+    "%LEL",
+    "LEL.m",
+    "%vol",
+    "ppm",
+    "mg/m3",  # gas concentration
+    "°C",
+    "Pa",
+    "kPa",
+    "MPa",  # temperature, pressure
+    "m",
+    "mm",
+    "%",  # level, length, displacement, fill
+    "mm/h",
+    "mm/24h",
+    "mm/d",  # rainfall, displacement rate
+    "m3/h",
+    "L/min",
+    "m/s",  # flow, air velocity
+    "A",
+    "kW",
+    "Hz",
+    "count",  # drives, spark counters
     "bool",  # state signals: 0 / 1 (fan running, valve closed...)
 )
 # A sensor in this unit reports a state, not a measurement: range [0, 1], no set points needed
@@ -99,7 +113,7 @@ class Alarms(RegistryModel):
     def _ordered(self) -> Alarms:
         present = self.set_points()
         names = list(present)
-        for a, b in zip(names, names[1:]):
+        for a, b in zip(names, names[1:], strict=False):
             if not present[a] < present[b]:
                 raise ValueError(f"set points out of order: {a} {present[a]:g} must be below {b} {present[b]:g}")
         return self
@@ -148,8 +162,10 @@ class SensorSpec(RegistryModel):
         # only state signals may go without. Unknown unit (already reported): no second error.
         unit = info.data.get("unit")
         if not alarms.set_points() and unit is not None and unit != STATE_UNIT:
-            raise ValueError("at least one set point (high, high_high, low, low_low) is required "
-                             f"(only state signals, unit {STATE_UNIT}, may have none)")
+            raise ValueError(
+                "at least one set point (high, high_high, low, low_low) is required "
+                f"(only state signals, unit {STATE_UNIT}, may have none)"
+            )
         rng = info.data.get("range")
         if rng:
             for name, value in alarms.set_points().items():
@@ -296,6 +312,7 @@ class Registry:
 
 # --- loading and error reporting ----------------------------------------------------------
 
+
 class RegistryError(ValueError):
     """A registry file that cannot be used; `issues` lists every problem found."""
 
@@ -350,13 +367,13 @@ def _cross_reference(data: dict) -> list[tuple[Loc, str]]:
         else:
             first[kind, value] = where
 
-    regions = data.get("regions") if isinstance(data.get("regions"), list) else []
+    regions = _list(data.get("regions"))
     for r, region in enumerate(regions):
         if isinstance(region, dict):
             unique("region", region.get("code"), ("regions", r, "code"))
     declared = {str(v) for (kind, v) in first if kind == "region"}
 
-    enterprises = data.get("enterprises") if isinstance(data.get("enterprises"), list) else []
+    enterprises = _list(data.get("enterprises"))
     for e, ent in enumerate(enterprises):
         if not isinstance(ent, dict):
             continue
@@ -387,16 +404,27 @@ def _flatten(parsed: RegistryFile, source: str) -> Registry:
     for ent in parsed.enterprises:
         for spec in ent.sites:
             sites[spec.id] = Site(
-                id=spec.id, name=spec.name, sector=spec.sector, kind=spec.kind, enterprise_id=ent.id,
-                region=ent.region, sensor_ids=tuple(s.id for s in spec.sensors),
+                id=spec.id,
+                name=spec.name,
+                sector=spec.sector,
+                kind=spec.kind,
+                enterprise_id=ent.id,
+                region=ent.region,
+                sensor_ids=tuple(s.id for s in spec.sensors),
             )
             for sen in spec.sensors:
                 sensors[sen.id] = Sensor(
-                    **sen.model_dump(exclude={"deadband_value"}), site_id=spec.id, sector=spec.sector,
-                    enterprise_id=ent.id, region=ent.region,
+                    **sen.model_dump(exclude={"deadband_value"}),
+                    site_id=spec.id,
+                    sector=spec.sector,
+                    enterprise_id=ent.id,
+                    region=ent.region,
                 )
         enterprises[ent.id] = Enterprise(
-            id=ent.id, name=ent.name, region=ent.region, supervision_class=ent.supervision_class,
+            id=ent.id,
+            name=ent.name,
+            region=ent.region,
+            supervision_class=ent.supervision_class,
             site_ids=tuple(s.id for s in ent.sites),
             sectors=tuple(dict.fromkeys(s.sector for s in ent.sites)),
         )

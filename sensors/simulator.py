@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import orjson
 
+from config.topics import telemetry_topic
 from sensors.registry import Registry, Sensor, Site
 from sensors.schema import Frame, FrameReading, Quality, Reading, encode
 
@@ -48,8 +49,7 @@ TEMP_QUANTITY = "temperature"
 MALFORMED_KINDS = ("not_json", "string_value", "nan_string", "missing_field")
 
 
-ScenarioKind = Literal["leak", "silent", "malformed", "rate", "stuck", "out_of_range", "flap", "excursion",
-                       "interlock"]
+ScenarioKind = Literal["leak", "silent", "malformed", "rate", "stuck", "out_of_range", "flap", "excursion", "interlock"]
 # Kinds that script one measuring sensor: `sensor_id` is required.
 SENSOR_KINDS = ("rate", "stuck", "out_of_range", "flap", "excursion", "interlock")
 
@@ -274,15 +274,23 @@ def _state_channel(sensor: Sensor) -> _Channel:
     It draws no random numbers, so adding one to a site leaves that site's measured signals as they were.
     """
     base = default_baseline(sensor)
-    return _Channel(sensor=sensor, baseline=base, sigma=0.0, drift_amp=0.0, drift_omega=0.0, drift_phase=0.0,
-                    band=(base, base), decimals=0)
+    return _Channel(
+        sensor=sensor,
+        baseline=base,
+        sigma=0.0,
+        drift_amp=0.0,
+        drift_omega=0.0,
+        drift_phase=0.0,
+        band=(base, base),
+        decimals=0,
+    )
 
 
 def _site_state(registry: Registry, site: Site, seed: int) -> _SiteState:
     # Seeded per site, so a site's signals do not change when other sites are added or left out.
     rng = np.random.default_rng([seed, zlib.crc32(site.id.encode())])
     channels = [_channel(s, rng) for s in registry.sensors_of_site(site.id)]
-    return _SiteState(site=site, topic=f"telemetry.{site.sector}", channels=channels, rng=rng)
+    return _SiteState(site=site, topic=telemetry_topic(site.sector), channels=channels, rng=rng)
 
 
 def _trapezoid(t: float, start: float, duration: float, ramp: float) -> float:
@@ -417,15 +425,13 @@ def _response_ids(sc: Scenario, sensors: list[Sensor]) -> list[str]:
 
 def _quality(ch: _Channel, scenarios: list[Scenario]) -> Quality:
     """`bad` only where an out_of_range scenario asks for it."""
-    return next((sc.quality for sc in scenarios if sc.kind == "out_of_range" and sc.sensor_id == ch.sensor.id),
-                "good")
+    return next((sc.quality for sc in scenarios if sc.kind == "out_of_range" and sc.sensor_id == ch.sensor.id), "good")
 
 
 def _silenced(ch: _Channel, scenarios: list[Scenario]) -> bool:
     s = ch.sensor
     return any(
-        sc.kind == "silent"
-        and (sc.sensor_id == s.id or (sc.sensor_id is None and sc.area in (None, s.area)))
+        sc.kind == "silent" and (sc.sensor_id == s.id or (sc.sensor_id is None and sc.area in (None, s.area)))
         for sc in scenarios
     )
 
@@ -442,15 +448,16 @@ def _site_messages(state: _SiteState, t: float, ts: int, scenarios: list[Scenari
     # Noise is drawn for every due measuring sensor, silent or not, so a scenario never shifts
     # the random stream of the sensors it does not touch. State signals have no noise.
     noisy = [ch for ch in due if not ch.sensor.is_state]
-    noise = dict(zip((ch.sensor.id for ch in noisy), state.rng.standard_normal(len(noisy)).tolist()))
+    noise = dict(zip((ch.sensor.id for ch in noisy), state.rng.standard_normal(len(noisy)).tolist(), strict=False))
     moved = _responses(state, scenarios, t)
     readings = []
     for ch in due:
         value = moved.get(ch.sensor.id, _value(ch, t, noise.get(ch.sensor.id, 0.0), scenarios))
         ch.seq += 1  # counts samples: a silent sensor's seq jumps when it comes back
         if not _silenced(ch, scenarios):
-            readings.append(FrameReading(sensor_id=ch.sensor.id, value=value, quality=_quality(ch, scenarios),
-                                         seq=ch.seq))
+            readings.append(
+                FrameReading(sensor_id=ch.sensor.id, value=value, quality=_quality(ch, scenarios), seq=ch.seq)
+            )
     site_id = state.site.id
     frame = Frame(site_id=site_id, ts=ts, gateway=f"{site_id}-gw", readings=readings) if readings else None
     bad = next((sc for sc in scenarios if sc.kind == "malformed"), None)

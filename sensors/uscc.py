@@ -20,7 +20,7 @@ def check_char(first17: str) -> str:
     bad = _outside_alphabet(first17)
     if bad:
         raise ValueError(f"character {bad!r} not in the code alphabet {ALPHABET}")
-    total = sum(_VALUE[c] * w for c, w in zip(first17, WEIGHTS))
+    total = sum(_VALUE[c] * w for c, w in zip(first17, WEIGHTS, strict=False))
     # 31 - (S mod 31) is 31 when S is a multiple of 31; the standard maps that to '0'.
     return ALPHABET[(31 - total % 31) % 31]
 

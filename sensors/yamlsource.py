@@ -101,5 +101,3 @@ def issue_from_pydantic(err: Any, lines: dict[Loc, int], source: str) -> Issue:
         if "input" in err and not isinstance(err["input"], dict | list):
             msg += f", got {err['input']!r}"
     return Issue(source, line_of(loc, lines), dotted(loc), msg)
-
-

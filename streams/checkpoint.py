@@ -1,9 +1,10 @@
-"""Rule-state checkpoints: one compacted-topic record per site, written per batch.
+"""Rule-state checkpoints: one compacted-topic record per site, written per batch, and which
+telemetry partition each site belongs to (a worker restores only the sites of its partitions).
 
 Restore reads the topic from the start until it meets a fence record it wrote itself a
 moment before, in every partition. It never trusts the broker's end offsets: the embedded
 broker (Tansu 0.6.0) reports a partition's end as the start of its last batch + 1, and a
-restore that stopped there was seen to miss the newest records (DESIGN.md).
+restore that stopped there was seen to miss the newest records (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from rules.engine import RuleEngine
-from safewatch.settings import Settings
+from config.settings import Settings
+from config.topics import SECTORS, telemetry_topic
+from sensors.producer import kafka_partition
 
 log = logging.getLogger(__name__)
 FENCE_KEY = b"__fence__"
@@ -35,8 +37,9 @@ async def load_snapshots(settings: Settings, topic: str, *, timeout_s: float = 6
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=settings.fetch_wait_ms)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=settings.fetch_wait_ms
+    )
     await consumer.start()
     latest: dict[bytes, bytes] = {}
     try:
@@ -47,8 +50,10 @@ async def load_snapshots(settings: Settings, topic: str, *, timeout_s: float = 6
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"checkpoint restore: no fence seen in {sorted(p.partition for p in pending)} "
-                                   f"of {topic} after {timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"checkpoint restore: no fence seen in {sorted(p.partition for p in pending)} "
+                    f"of {topic} after {timeout_s:.0f} s"
+                )
             fetched = await consumer.getmany(*pending, timeout_ms=500)
             for tp, msgs in fetched.items():
                 for m in msgs:
@@ -64,11 +69,16 @@ async def load_snapshots(settings: Settings, topic: str, *, timeout_s: float = 6
     return {k.decode(): orjson.loads(v) for k, v in latest.items()}
 
 
-async def restore_engine(settings: Settings, engine: RuleEngine, topic: str) -> int:
-    """Load every site's newest snapshot into the engine; returns how many sites."""
-    snaps = await load_snapshots(settings, topic)
-    for site_id, snap in snaps.items():
-        if site_id in engine.site_info:
-            engine.restore_site(site_id, snap)
-    log.info("restored rule state of %d sites from %s", len(snaps), topic)
-    return len(snaps)
+async def sites_by_partition(settings: Settings, site_sector: dict[str, str]) -> dict[tuple[str, int], list[str]]:
+    """Which telemetry partition each site's messages land on (Kafka's default partitioner over the key)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
+    await producer.start()
+    try:
+        counts = {s: len(await producer.partitions_for(settings.topic(telemetry_topic(s)))) for s in SECTORS}
+    finally:
+        await producer.stop()
+    out: dict[tuple[str, int], list[str]] = {}
+    for site, sector in site_sector.items():
+        tp = (settings.topic(telemetry_topic(sector)), kafka_partition(site.encode(), counts[sector]))
+        out.setdefault(tp, []).append(site)
+    return out

@@ -10,9 +10,12 @@ import asyncio
 import logging
 
 import httpx
+from prometheus_client import Counter, Gauge
 
+from config.settings import Settings
 from rules.models import HazardEvent, IncidentEvent
-from safewatch.settings import Settings
+
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -32,33 +35,56 @@ def tags(measurement: str, **kv: str) -> str:
     return measurement + "".join(f",{k}={escape_tag(str(v))}" for k, v in sorted(kv.items()) if v not in (None, ""))
 
 
-def reading_lines(prefixes: list[str], idx: list[int], ts: list[int], values: list[float],
-                  good: list[bool]) -> list[str]:
+def reading_lines(
+    prefixes: list[str], idx: list[int], ts: list[int], values: list[float], good: list[bool]
+) -> list[str]:
     """Lines for a batch of readings; `prefixes[i]` is sensor i's precomputed measurement+tags.
 
     A bad-quality reading gets the tag `quality=bad` (its own, rare series) rather than every
     point carrying a quality field: a second field per point cost InfluxDB ~40 % of its write rate."""
-    return [f"{prefixes[i]} value={v!r} {t}" if g else f"{prefixes[i]},quality=bad value={v!r} {t}"
-            for i, t, v, g in zip(idx, ts, values, good)]
+    return [
+        f"{prefixes[i]} value={v!r} {t}" if g else f"{prefixes[i]},quality=bad value={v!r} {t}"
+        for i, t, v, g in zip(idx, ts, values, good, strict=False)
+    ]
 
 
 def hazard_line(h: HazardEvent) -> str:
     """One hazard open/clear event as a point."""
-    head = tags("hazard", site_id=h.site_id, sensor_id=h.sensor_id, sector=h.sector, region=h.region,
-                enterprise_id=h.enterprise_id, kind=h.kind, event=h.event, severity=h.severity)
+    head = tags(
+        "hazard",
+        site_id=h.site_id,
+        sensor_id=h.sensor_id,
+        sector=h.sector,
+        region=h.region,
+        enterprise_id=h.enterprise_id,
+        kind=h.kind,
+        event=h.event,
+        severity=h.severity,
+    )
     optional = "".join(f",{name}={v!r}" for name, v in (("value", h.value), ("peak", h.peak)) if v is not None)
     end = f",end={h.end}i" if h.end is not None else ""
     flap = f",flap_count={h.flap_count}i" if h.flapping else ""
-    return (f"{head} hazard_id={escape_str(h.hazard_id)},level={h.level}i{optional},threshold={h.threshold!r},"
-            f"start={h.start}i{end}{flap},rule_id={escape_str(h.rule_id)} {h.ts}")
+    return (
+        f"{head} hazard_id={escape_str(h.hazard_id)},level={h.level}i{optional},threshold={h.threshold!r},"
+        f"start={h.start}i{end}{flap},rule_id={escape_str(h.rule_id)} {h.ts}"
+    )
 
 
 def incident_line(inc: IncidentEvent) -> str:
     """One incident state change as a point."""
-    head = tags("incident", site_id=inc.site_id, sector=inc.sector, region=inc.region,
-                enterprise_id=inc.enterprise_id, status=inc.status, severity=inc.severity)
-    return (f"{head} incident_id={escape_str(inc.incident_id)},hazards={len(inc.hazard_ids)}i,"
-            f"open_hazards={len(inc.open_hazard_ids)}i,rule_id={escape_str(inc.rule_id)} {inc.updated_at}")
+    head = tags(
+        "incident",
+        site_id=inc.site_id,
+        sector=inc.sector,
+        region=inc.region,
+        enterprise_id=inc.enterprise_id,
+        status=inc.status,
+        severity=inc.severity,
+    )
+    return (
+        f"{head} incident_id={escape_str(inc.incident_id)},hazards={len(inc.hazard_ids)}i,"
+        f"open_hazards={len(inc.open_hazard_ids)}i,rule_id={escape_str(inc.rule_id)} {inc.updated_at}"
+    )
 
 
 def deadletter_line(reason: str, topic: str, count: int, ts_ms: int) -> str:
@@ -76,53 +102,108 @@ def _auth(settings: Settings) -> tuple[dict, dict]:
     return params, headers
 
 
-class InfluxWriter:
-    """Writes line protocol in batches, retrying with backoff; failures are counted, not hidden."""
+SPOOL_BYTES = Gauge("safewatch_influx_spool_bytes", "Line protocol waiting in the local spool for InfluxDB")
+SPOOLED = Counter("safewatch_influx_spooled_points_total", "Points InfluxDB did not take at once, spooled to disk")
+SPOOL_FULL = Counter("safewatch_influx_spool_full_total", "Times the spool was full and the worker waited")
 
-    def __init__(self, settings: Settings, *, retries: int = 5):
+
+class InfluxWriter:
+    """Writes line protocol in chunks; what InfluxDB does not take goes to a durable spool, sent later in order.
+
+    `write` returns only when every line is in InfluxDB or in the spool, so the caller may then
+    acknowledge its batch. Points InfluxDB refuses as malformed (HTTP 4xx) are counted and logged."""
+
+    def __init__(self, settings: Settings, *, attempts: int = 3, spool: Spool | None = None):
         self.settings = settings
-        self.retries = retries
+        self.attempts = attempts
         params, headers = _auth(settings)
         self.params = {**params, "rp": settings.influx_rp, "precision": "ms"}
-        self.client = httpx.AsyncClient(base_url=settings.influx, headers=headers, timeout=30.0)
+        self.client = httpx.AsyncClient(base_url=settings.influx, headers=headers, timeout=settings.influx_timeout_s)
+        self.spool = spool or Spool(settings.spool_dir, settings.influx_spool_max_bytes)
         self.points_written = 0
         self.points_failed = 0
+        self._draining = asyncio.Lock()
 
     async def write(self, lines: list[str]) -> None:
-        """Write lines in chunks of `influx_batch_points`, a few at once, each retried before giving up."""
+        """Write lines in chunks of `influx_batch_points`, a few at once; spool what does not go through."""
+        if not lines:
+            return
         step = self.settings.influx_batch_points
-        chunks = [lines[start:start + step] for start in range(0, len(lines), step)]
+        chunks = ["\n".join(lines[start : start + step]).encode() for start in range(0, len(lines), step)]
+        if self.spool.segments():
+            # InfluxDB was down: keep the order, spool behind what is already waiting.
+            for body in chunks:
+                self._to_spool(body)
+            await self.drain(wait_if_full=True)
+            return
         # InfluxDB parses concurrent writes on several cores; one at a time leaves them idle
         # while the worker waits (measured: the reading write halved throughput when serial).
         gate = asyncio.Semaphore(self.settings.influx_write_concurrency)
 
-        async def one(chunk: list[str]) -> None:
+        async def one(body: bytes) -> None:
             async with gate:
-                await self._write_chunk(chunk)
+                if not await self._post(body, self.attempts):
+                    self._to_spool(body)
 
         await asyncio.gather(*(one(c) for c in chunks))
+        if self.spool.segments():
+            await self.drain(wait_if_full=True)
 
-    async def _write_chunk(self, chunk: list[str]) -> None:
-        body = "\n".join(chunk).encode()
+    def _to_spool(self, body: bytes) -> None:
+        self.spool.append(body)
+        SPOOLED.inc(body.count(b"\n") + 1)
+        SPOOL_BYTES.set(self.spool.size())
+
+    async def drain(self, *, wait_if_full: bool = False) -> int:
+        """Send spooled chunks oldest first until one fails; returns how many went.
+
+        With `wait_if_full`, a full spool is drained until below its limit before returning:
+        the worker stops consuming rather than dropping points."""
+        sent = 0
+        async with self._draining:
+            warned = False
+            while True:
+                for segment in self.spool.segments():
+                    body = self.spool.read(segment)
+                    if body is None:
+                        continue
+                    if not await self._post(body, 1):
+                        break
+                    self.spool.done(segment)
+                    sent += 1
+                size = self.spool.size()
+                SPOOL_BYTES.set(size)
+                if not wait_if_full or size < self.spool.max_bytes:
+                    return sent
+                if not warned:
+                    SPOOL_FULL.inc()
+                    log.error("InfluxDB spool full (%d bytes in %s): consuming paused until InfluxDB takes it",
+                              size, self.spool.directory)
+                    warned = True
+                await asyncio.sleep(1.0)
+
+    async def _post(self, body: bytes, attempts: int) -> bool:
+        """One chunk to InfluxDB; True when it is stored (or refused as malformed, which no retry mends)."""
         delay = 0.2
-        for attempt in range(1, self.retries + 1):
+        n = body.count(b"\n") + 1
+        for attempt in range(1, attempts + 1):
             try:
                 resp = await self.client.post("/write", params=self.params, content=body)
                 if resp.status_code == 204:
-                    self.points_written += len(chunk)
-                    return
+                    self.points_written += n
+                    return True
                 if 400 <= resp.status_code < 500:  # bad points: retrying will not help
-                    log.error("InfluxDB refused %d points: %s", len(chunk), resp.text[:300])
-                    self.points_failed += len(chunk)
-                    return
+                    log.error("InfluxDB refused %d points: %s", n, resp.text[:300])
+                    self.points_failed += n
+                    return True
                 err = f"HTTP {resp.status_code}: {resp.text[:200]}"
             except httpx.HTTPError as exc:
                 err = repr(exc)
-            log.warning("InfluxDB write attempt %d/%d failed: %s", attempt, self.retries, err)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        self.points_failed += len(chunk)
-        log.error("InfluxDB write of %d points failed after %d attempts", len(chunk), self.retries)
+            log.warning("InfluxDB write attempt %d/%d failed: %s", attempt, attempts, err)
+            if attempt < attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return False
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
@@ -132,8 +213,9 @@ class InfluxWriter:
 def query(settings: Settings, q: str, *, timeout: float = 30.0) -> list[dict]:
     """Run InfluxQL and return the series of the first statement (`[]` when empty)."""
     params, headers = _auth(settings)
-    resp = httpx.get(f"{settings.influx}/query", params={**params, "q": q, "epoch": "ms"},
-                     headers=headers, timeout=timeout)
+    resp = httpx.get(
+        f"{settings.influx}/query", params={**params, "q": q, "epoch": "ms"}, headers=headers, timeout=timeout
+    )
     resp.raise_for_status()
     results = resp.json().get("results", [])
     if results and "error" in results[0]:
@@ -146,5 +228,5 @@ def rows(series: list[dict]) -> list[dict]:
     out = []
     for s in series:
         for values in s.get("values", []):
-            out.append({**s.get("tags", {}), **dict(zip(s["columns"], values))})
+            out.append({**s.get("tags", {}), **dict(zip(s["columns"], values, strict=False))})
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -20,12 +21,14 @@ import orjson
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
+from config.settings import Settings
+from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
+from rules.batch import Batch, BatchBuilder
 from rules.engine import NEVER, RuleEngine
-from safewatch.settings import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, Settings
 from sensors.schema import DecodeError, decode_message, split_frame
 
-from .reload import RuleReloader
 from .influx import InfluxWriter, deadletter_line, hazard_line, incident_line, reading_lines, tags
+from .reload import RuleReloader
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,15 @@ DEADLETTERS = PromCounter("safewatch_deadletter_total", "Dead-lettered readings 
 SKIPPED = PromCounter("safewatch_rule_skipped_total", "Readings stored but not evaluated", ["why"])
 HAZARDS = PromCounter("safewatch_hazard_events_total", "Hazard events emitted", ["event"])
 INCIDENTS = PromCounter("safewatch_incident_events_total", "Incident events emitted", ["status"])
-BATCH_SECONDS = Histogram("safewatch_batch_seconds", "Time to handle one batch",
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+BATCH_SECONDS = Histogram(
+    "safewatch_batch_seconds", "Time to handle one batch", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+)
 
 Send = Callable[[str, bytes, bytes], Awaitable[None]]
 Flush = Callable[[], Awaitable[None]]
+# (topic, partition, newest offset handled or None) → has this worker read all there is?
+CaughtUp = Callable[[str, int, int | None], Awaitable[bool]]
+EMPTY_SNAPSHOT: dict = {"v": 2}  # restoring it resets a site to "never seen"
 
 
 async def _nothing() -> None:
@@ -57,26 +64,77 @@ class RawMessage:
     value: bytes | None
 
 
-def deadletter_record(reason: str, detail: str, m: RawMessage, *, payload: dict | None = None,
-                      site_id: str | None = None) -> dict:
-    """What the dead-letter topic carries: why, where from, and the input itself."""
-    rec = {"reason": reason, "detail": detail, "topic": m.topic, "partition": m.partition, "offset": m.offset,
-           "site_id": site_id, "received_at": int(time.time() * 1000)}
+# The copy of a refused input kept in its dead-letter record; the broker's message limit is
+# ~1 MiB, so a bigger input is cut (its size and SHA-256 say what it was).
+RAW_COPY_MAX = 64 * 1024
+
+
+def deadletter_record(
+    reason: str, detail: str, m: RawMessage, *, payload: dict | None = None, site_id: str | None = None
+) -> dict:
+    """What the dead-letter topic carries: why, where from, and the input itself (cut if large).
+
+    Always serialisable: a payload too deep or too big for JSON is replaced by the raw copy."""
+    rec: dict = {
+        "reason": reason,
+        "detail": detail[:2000],
+        "topic": m.topic,
+        "partition": m.partition,
+        "offset": m.offset,
+        "site_id": site_id if isinstance(site_id, str) else None,
+        "received_at": int(time.time() * 1000),
+    }
     if payload is not None:
-        rec["reading"] = payload
-    elif m.value is not None:
         try:
-            rec["raw"] = m.value.decode()
+            if len(orjson.dumps(payload)) <= RAW_COPY_MAX:
+                rec["reading"] = payload
+                return rec
+        except (orjson.JSONEncodeError, TypeError):  # e.g. nested deeper than JSON encoders go
+            pass
+    if m.value is not None:
+        raw = m.value
+        rec["raw_bytes"] = len(raw)
+        if len(raw) > RAW_COPY_MAX:
+            rec["raw_sha256"] = hashlib.sha256(raw).hexdigest()
+            rec["raw_truncated"] = True
+            raw = raw[:RAW_COPY_MAX]
+        try:
+            rec["raw"] = raw.decode()
         except UnicodeDecodeError:
-            rec["raw_b64"] = base64.b64encode(m.value).decode()
+            rec["raw_b64"] = base64.b64encode(raw).decode()
     return rec
+
+
+def _ts_hint(ts: int) -> str:
+    """Why a time may be off: the contract is epoch milliseconds UTC."""
+    if ts < 10**11:
+        return " (it looks like seconds: ts must be epoch milliseconds UTC)"
+    if ts > 10**14:
+        return " (it looks like microseconds: ts must be epoch milliseconds UTC)"
+    return ""
+
+
+def _frame_item(value: bytes, slot: int, sensor_id: str) -> dict | None:
+    """Reading `slot` of a frame as it was sent (a salvaged frame lost its bad items, so match the id)."""
+    items = orjson.loads(value).get("readings", [])
+    if slot < len(items) and isinstance(items[slot], dict) and items[slot].get("sensor_id") == sensor_id:
+        return items[slot]
+    return next((x for x in items if isinstance(x, dict) and x.get("sensor_id") == sensor_id), None)
 
 
 class Pipeline:
     """Handles batches for one worker; holds the engine and the output paths."""
 
-    def __init__(self, settings: Settings, engine: RuleEngine, send: Send, writer: InfluxWriter | None,
-                 reloader: RuleReloader | None = None, flush: Flush | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: RuleEngine,
+        send: Send,
+        writer: InfluxWriter | None,
+        reloader: RuleReloader | None = None,
+        flush: Flush | None = None,
+        caught_up: CaughtUp | None = None,
+    ):
         self.settings = settings
         self.engine = engine
         self.send = send
@@ -87,73 +145,126 @@ class Pipeline:
         self.deadletter_topic = settings.topic(DEADLETTER_TOPIC)
         self.checkpoint_topic = settings.topic(CHECKPOINT_TOPIC)
         self.prefixes = [self._prefix(s) for s in engine.sensors]
-        self.totals: Counter = Counter()
         self.reloader = reloader or RuleReloader(settings)
-        self._seen_wall = np.zeros(len(engine.site_ids))  # monotonic time each site's newest reading arrived
+        self.caught_up = caught_up
+        self.future_ms = int(settings.future_tolerance_s * 1000)
+        n = len(engine.site_ids)
+        self._seen_wall = np.zeros(n)  # monotonic time each site's newest reading arrived (0: never)
+        self._site_live = np.zeros(n, dtype=bool)  # its partition is caught up
+        self.site_offset: dict[str, tuple[str, int, int]] = {}  # site → newest (topic, partition, offset) done
+        self.last_offset: dict[tuple[str, int], int] = {}  # newest offset handled per partition
+        self.partition_sites: dict[tuple[str, int], list[int]] = {}  # our partitions → their site rows
+        self.live: dict[tuple[str, int], bool] = {}
 
     def _prefix(self, sensor) -> str:
         info = self.engine.site_info[sensor.site_id]
-        return tags("reading", sensor_id=sensor.id, site_id=sensor.site_id, sector=info.sector, region=info.region,
-                    enterprise_id=info.enterprise_id, quantity=sensor.quantity, unit=sensor.unit, area=sensor.area)
+        return tags(
+            "reading",
+            sensor_id=sensor.id,
+            site_id=sensor.site_id,
+            sector=info.sector,
+            region=info.region,
+            enterprise_id=info.enterprise_id,
+            quantity=sensor.quantity,
+            unit=sensor.unit,
+            area=sensor.area,
+        )
 
     async def handle(self, messages: list[RawMessage]) -> None:
-        """Process one batch end to end."""
+        """Process one batch end to end; returns only when all of it is on the broker and stored."""
         started = time.perf_counter()
         builder = self.engine.new_batch()
+        again = self.engine.new_batch()  # redeliveries: stored, not evaluated, not dead-lettered
         dead: list[tuple[str, dict, bytes]] = []  # (reason, record, key)
-
+        now_ms = int(time.time() * 1000)
         for m in messages:
-            if m.value is None:
-                dead.append(("empty_message", deadletter_record("empty_message", "message has no value", m), m.key or b""))
-                continue
-            try:
-                msg = decode_message(m.value)
-            except DecodeError as exc:
-                frame, bad = self._salvage(m, exc)
-                if frame is None and not bad:
-                    dead.append((exc.reason, deadletter_record(exc.reason, exc.detail, m, site_id=exc.site_id),
-                                 (exc.site_id or "").encode() or (m.key or b"")))
-                    continue
-                for item, detail in bad:
-                    dead.append(("invalid_field", deadletter_record("invalid_field", detail, m, payload=item,
-                                                                    site_id=exc.site_id), (exc.site_id or "").encode()))
-                if frame is None:
-                    continue
-                msg = frame
-            builder.add(msg, origin=m)
+            tp = (m.topic, m.partition)
+            self.last_offset[tp] = max(self.last_offset.get(tp, -1), m.offset)
+            if self._redelivered(m):
+                self._take(m, again, None, now_ms)
+            else:
+                self._take(m, builder, dead, now_ms)
 
         for r in builder.rejects:
-            m = r.origin
-            dead.append((r.reason, deadletter_record(r.reason, r.detail, m, payload=r.payload,
-                                                     site_id=r.payload.get("site_id")),
-                         str(r.payload.get("site_id", "")).encode()))
+            site = r.payload.get("site_id")
+            dead.append((r.reason, deadletter_record(r.reason, r.detail, r.origin, payload=r.payload, site_id=site),
+                         str(site or "").encode()))
 
         batch = builder.build()
         result = self.engine.process(batch)
         for p in result.late.tolist():
-            payload = {"sensor_id": self.engine.sensor_ids[int(batch.idx[p])], "ts": int(batch.ts[p]),
-                       "value": float(batch.value[p]), "good": bool(batch.good[p])}
-            site = self.engine.sensor_site_names[int(batch.idx[p])]
-            detail = f"event time {payload['ts']} is more than {self.settings.lateness_s:g} s behind the sensor's newest"
-            dead.append(("late", {"reason": "late", "detail": detail, "site_id": site, "reading": payload,
-                                  "received_at": int(time.time() * 1000)}, site.encode()))
+            dead.append(self._late(batch, p))
+        redelivered = again.build()
+        if len(redelivered):
+            SKIPPED.labels("redelivered").inc(len(redelivered))
 
-        self._observe_clock(batch)
+        self._observe(batch)
         # Readings go to InfluxDB while hazards and checkpoints go to the broker; both are
         # through before we return and the caller acknowledges the batch.
-        stored = asyncio.ensure_future(self._store_readings(batch, result.late))
+        stored = asyncio.ensure_future(self._store_readings(batch, result.late, redelivered))
         try:
             await self._emit(result, dead)
         finally:
             await asyncio.gather(stored, self.flush())
         MESSAGES.inc(len(messages))
-        READINGS.inc(len(batch))
-        self.totals.update(messages=len(messages), readings=len(batch), deadletters=len(dead))
+        READINGS.inc(len(batch) + len(redelivered))
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
+    def _take(self, m: RawMessage, builder: BatchBuilder, dead: list | None, now_ms: int) -> None:
+        """Decode one message into `builder`; what is refused goes to `dead` (None: already dead-lettered once)."""
+
+        def refuse(reason: str, detail: str, key: str | None, payload: dict | None = None) -> None:
+            if dead is not None:
+                rec = deadletter_record(reason, detail, m, payload=payload, site_id=key)
+                dead.append((reason, rec, (key or "").encode() or (m.key or b"")))
+
+        if m.value is None:
+            refuse("empty_message", "message has no value", None)
+            return
+        try:
+            msg = decode_message(m.value)
+        except DecodeError as exc:
+            frame, bad = self._salvage(m, exc)
+            if frame is None and not bad:
+                refuse(exc.reason, exc.detail, exc.site_id)
+                return
+            for item, detail in bad:
+                refuse("invalid_field", detail, exc.site_id, item)
+            if frame is None:
+                return
+            msg = frame
+        if msg.ts > now_ms + self.future_ms:
+            ahead = (msg.ts - now_ms) / 1000
+            refuse("future", f"ts: event time {msg.ts} is {ahead:,.0f} s ahead of this worker's clock (tolerance "
+                   f"{self.settings.future_tolerance_s:g} s){_ts_hint(msg.ts)}", msg.site_id)
+            return
+        builder.add(msg, origin=m)
+
+    def _late(self, batch: Batch, p: int) -> tuple[str, dict, bytes]:
+        """The dead-letter of reading `p`, too far behind its sensor's newest."""
+        m, slot = batch.origin[p], batch.slot[p]
+        sensor, site = self.engine.sensor_ids[int(batch.idx[p])], self.engine.sensor_site_names[int(batch.idx[p])]
+        item = _frame_item(m.value, slot, sensor) if slot >= 0 else None  # the input reading, as sent
+        where = f"readings.{slot}: " if slot >= 0 else ""
+        ts = int(batch.ts[p])
+        detail = (f"{where}sensor {sensor}: event time {ts} is more than {self.settings.lateness_s:g} s behind "
+                  f"the sensor's newest reading{_ts_hint(ts)}")
+        return "late", deadletter_record("late", detail, m, payload=item, site_id=site), site.encode()
+
+    def _redelivered(self, m: RawMessage) -> bool:
+        """A message at or before the one its site's checkpoint was written after: its rules already ran
+        (in this worker before a restart, or in another before a rebalance)."""
+        if m.key is None:
+            return False
+        src = self.site_offset.get(m.key.decode(errors="replace"))
+        return src is not None and src[0] == m.topic and src[1] == m.partition and m.offset <= src[2]
+
     async def tick(self) -> None:
-        """Timer: pick up changed rule files, then move the engine's clock (offline, deadlines)."""
+        """Timer: pick up changed rule files, send spooled points, then move the engine's clock."""
         self.reloader.maybe_reload(self.engine)
+        if self.writer is not None:
+            await self.writer.drain()
+        await self._update_liveness()
         clocks = self.site_clocks()
         if clocks is None:
             return
@@ -162,30 +273,101 @@ class Pipeline:
             await self._emit(result, [])
 
     def site_clocks(self) -> np.ndarray | None:
-        """Event time now, per site: its newest reading's time plus the wall time since it arrived,
-        less a safety lag. Sites never seen stay at the engine's "never"."""
+        """Event time now, per site. On a partition that is caught up: the site's newest reading plus
+        the wall time since it arrived, less a safety lag. On one still being caught up (a restart
+        with a backlog): the newest reading alone, so the data, not the wall, moves the clock and
+        nothing looks silent that is only unread. Sites never seen stay at the engine's "never"."""
         if not self._seen_wall.any():
             return None
         elapsed = (time.monotonic() - self._seen_wall) * 1000 - self.settings.clock_lag_s * 1000
-        return np.where(self._seen_wall > 0, self.engine.site_last_ts + elapsed.astype(np.int64),
+        running = (self._seen_wall > 0) & self._site_live
+        return np.where(running, self.engine.site_last_ts + np.maximum(elapsed, 0).astype(np.int64),
                         self.engine.site_last_ts)
 
-    def restored(self) -> None:
-        """After a checkpoint restore: restored sites' clocks run from now."""
-        self._seen_wall[self.engine.site_last_ts > NEVER] = time.monotonic()
+    async def _update_liveness(self) -> None:
+        """Which of our partitions are caught up; a partition that just caught up starts its sites' clocks."""
+        if self.caught_up is None:
+            self._site_live[:] = True
+            return
+        now = time.monotonic()
+        for tp, rows in self.partition_sites.items():
+            live = await self.caught_up(tp[0], tp[1], self.last_offset.get(tp))
+            if live and not self.live.get(tp, False):
+                self._seen_wall[rows] = np.where(self._seen_wall[rows] > 0, now, 0)
+            self.live[tp] = live
+            self._site_live[rows] = live
 
-    def _observe_clock(self, batch) -> None:
-        if len(batch):
-            self._seen_wall[np.unique(self.engine.sensor_site[batch.idx])] = time.monotonic()
+    def adopt(self, site_id: str, topic: str, partition: int, snapshot: dict | None) -> None:
+        """This worker now owns a site (on this telemetry partition): restore its checkpoint, if any."""
+        row = self.engine.site_row[site_id]
+        self.partition_sites.setdefault((topic, partition), []).append(row)
+        if snapshot is not None:
+            self.engine.restore_site(site_id, snapshot)
+            src = snapshot.get("src")
+            if src:
+                self.site_offset[site_id] = (src[0], int(src[1]), int(src[2]))
+            if self.engine.site_last_ts[row] > NEVER:
+                self._seen_wall[row] = time.monotonic()
 
-    async def _store_readings(self, batch, late: np.ndarray) -> None:
-        """Write the batch's readings, all but the late (dead-lettered) ones."""
-        if self.writer is None or not self.settings.influx_write_readings or not len(batch):
+    def release(self, topic: str, partition: int) -> list[str]:
+        """The partition went to another worker: forget its sites' state; returns their ids."""
+        rows = self.partition_sites.pop((topic, partition), [])
+        sites = [self.engine.site_ids[r] for r in rows]
+        for site in sites:
+            self.engine.restore_site(site, EMPTY_SNAPSHOT)
+            self.site_offset.pop(site, None)
+        self._seen_wall[rows] = 0
+        self._site_live[rows] = False
+        self.live.pop((topic, partition), None)
+        self.last_offset.pop((topic, partition), None)
+        return sites
+
+    def snapshot(self, site_id: str) -> bytes:
+        """A site's checkpoint: its rule state and the newest telemetry offset it covers."""
+        snap = self.engine.snapshot_site(site_id)
+        src = self.site_offset.get(site_id)
+        if src is not None:
+            snap["src"] = list(src)
+        return orjson.dumps(snap)
+
+    def _observe(self, batch: Batch) -> None:
+        """Sites that got readings: their clocks restart from now; remember each one's newest offset."""
+        if not len(batch):
+            return
+        self._seen_wall[np.unique(self.engine.sensor_site[batch.idx])] = time.monotonic()
+        last = None
+        for m in batch.origin:  # one entry per reading: skip the repeats of a frame
+            if m is last:
+                continue
+            last = m
+            site = m.key.decode(errors="replace") if m.key else None
+            if site in self.engine.site_row:
+                src = self.site_offset.get(site)
+                if src is None or src[:2] != (m.topic, m.partition) or m.offset > src[2]:
+                    self.site_offset[site] = (m.topic, m.partition, m.offset)
+
+    async def _store_readings(self, batch: Batch, late: np.ndarray, redelivered: Batch) -> None:
+        """Write the batch's readings, all but the late (dead-lettered) ones, and the redelivered ones
+        (their first write may not have completed; a point written twice is the same point)."""
+        if self.writer is None or not self.settings.influx_write_readings:
+            return
+        if len(redelivered):
+            await self.writer.write(
+                reading_lines(self.prefixes, redelivered.idx.tolist(), redelivered.ts.tolist(),
+                              redelivered.value.tolist(), redelivered.good.tolist()))
+        if not len(batch):
             return
         keep = np.ones(len(batch), dtype=bool)
         keep[late] = False
-        await self.writer.write(reading_lines(self.prefixes, batch.idx[keep].tolist(), batch.ts[keep].tolist(),
-                                              batch.value[keep].tolist(), batch.good[keep].tolist()))
+        await self.writer.write(
+            reading_lines(
+                self.prefixes,
+                batch.idx[keep].tolist(),
+                batch.ts[keep].tolist(),
+                batch.value[keep].tolist(),
+                batch.good[keep].tolist(),
+            )
+        )
 
     async def _emit(self, result, dead) -> None:
         # Alerts first: nothing below may delay a duty officer's hazard or incident.
@@ -209,11 +391,10 @@ class Pipeline:
         # Every site the batch touched, every batch: a restart then never sees a gap (or a stale
         # rate window) that the live worker had already seen past.
         for site in result.sites:
-            await self.send(self.checkpoint_topic, site.encode(), orjson.dumps(self.engine.snapshot_site(site)))
+            await self.send(self.checkpoint_topic, site.encode(), self.snapshot(site))
 
         if self.writer is not None:
             await self.writer.write(self._lines(result, reasons))
-        self.totals.update(hazards=len(result.hazards), incidents=len(result.incidents))
 
     def _salvage(self, m: RawMessage, exc: DecodeError):
         """For a frame with some bad readings: the good ones as a frame, the bad ones with reasons."""

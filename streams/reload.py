@@ -15,10 +15,10 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
+from config.settings import Settings
 from rules.catalog import Catalog, CatalogError, load_catalog
 from rules.engine import RuleEngine
 from rules.maintenance import MaintenanceError, load_maintenance
-from safewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 RELOADS = Counter("safewatch_rule_reloads_total", "Rule or maintenance file reloads", ["what", "outcome"])
@@ -39,8 +39,11 @@ def rule_diff(old: Catalog | None, new: Catalog) -> dict[str, list[str]]:
     """Rule ids added, removed and changed between two catalogues."""
     before = {r.id: r for f in (old.sectors.values() if old else []) for r in f.rules}
     after = {r.id: r for f in new.sectors.values() for r in f.rules}
-    return {"added": sorted(after.keys() - before.keys()), "removed": sorted(before.keys() - after.keys()),
-            "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k])}
+    return {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k]),
+    }
 
 
 class RuleReloader:
@@ -83,8 +86,13 @@ class RuleReloader:
                 engine.set_rules(new)
                 self.catalog = new
                 RELOADS.labels("rules", "applied").inc()
-                log.warning("rules reloaded from %s: added %s, removed %s, changed %s", self.settings.rules_dir,
-                            diff["added"] or "none", diff["removed"] or "none", diff["changed"] or "none")
+                log.info(
+                    "rules reloaded from %s: added %s, removed %s, changed %s",
+                    self.settings.rules_dir,
+                    diff["added"] or "none",
+                    diff["removed"] or "none",
+                    diff["changed"] or "none",
+                )
         msig = _signature([Path(self.settings.maintenance)])
         if msig != self._maint_sig:
             self._maint_sig = msig
@@ -97,4 +105,4 @@ class RuleReloader:
             else:
                 engine.set_maintenance(windows)
                 RELOADS.labels("maintenance", "applied").inc()
-                log.warning("maintenance windows reloaded: %d window(s)", len(windows))
+                log.info("maintenance windows reloaded: %d window(s)", len(windows))

@@ -7,18 +7,22 @@ write per reading (measured here at ~4k msg/s against ~10k without).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 
 import faust
+from faust.types import TP
 from prometheus_client import start_http_server
 
+from config.logs import setup_logging
+from config.settings import Settings
+from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
 from rules.engine import RuleEngine
-from safewatch.settings import (CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC,
-                                TELEMETRY_TOPICS, Settings)
 from sensors.registry import load_registry
 
 from . import faust_tuning
-from .checkpoint import restore_engine
+from .checkpoint import load_snapshots, sites_by_partition
 from .influx import InfluxWriter
 from .pipeline import Pipeline, RawMessage
 from .reload import RuleReloader
@@ -54,59 +58,121 @@ def build_app(settings: Settings) -> faust.App:
     registry = load_registry(settings.registry)
     reloader = RuleReloader(settings)
     catalog, windows = reloader.initial(registry)
-    engine = RuleEngine(registry, catalog, correlation_window_s=settings.correlation_window_s,
-                        lateness_s=settings.lateness_s, maintenance=windows)
-    state = {"restore": True, "restoring": False, "pipeline": None}
-
-    def pipeline() -> Pipeline:
-        if state["pipeline"] is None:
-            state["pipeline"] = Pipeline(settings, engine, send, InfluxWriter(settings), reloader,
-                                         flush=lambda: app.producer.flush())
-        return state["pipeline"]
-
-    async def restore_if_needed() -> None:
-        if state["restore"]:
-            state["restore"], state["restoring"] = False, True
-            try:
-                await restore_engine(settings, engine, settings.topic(CHECKPOINT_TOPIC))
-                pipeline().restored()
-            finally:
-                state["restoring"] = False
+    engine = RuleEngine(
+        registry,
+        catalog,
+        correlation_window_s=settings.correlation_window_s,
+        lateness_s=settings.lateness_s,
+        maintenance=windows,
+    )
+    site_sector = {sid: s.sector for sid, s in registry.sites.items()}
+    # One batch, tick, restore or release at a time: each sees the engine whole.
+    lock = asyncio.Lock()
+    owned: set[tuple[str, int]] = set()  # telemetry partitions whose sites are restored here
+    assigned: set[tuple[str, int]] = set()  # what the group gave us last
+    telemetry_names = {settings.topic(t) for t in TELEMETRY_TOPICS}
 
     async def send(topic: str, key: bytes, value: bytes) -> None:
         await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
-    @app.on_partitions_assigned.connect
-    async def _reassigned(sender, assigned, **kwargs) -> None:
-        # Sites may have moved to this worker: reload their state before the next batch.
-        state["restore"] = True
+    async def caught_up(topic: str, partition: int, last: int | None) -> bool:
+        tp = TP(topic, partition)
+        highwater = app.consumer.highwater(tp)
+        if highwater is None:
+            return False
+        if last is None:  # nothing read since we got it: where the group's committed offset put us
+            position = await app.consumer.position(tp)
+            last = None if position is None else position - 1
+        return last is not None and last + 1 >= highwater
 
-    telemetry = app.topic(*[settings.topic(t) for t in TELEMETRY_TOPICS], key_serializer="raw",
-                          value_serializer="raw")
+    pipeline = Pipeline(settings, engine, send, InfluxWriter(settings), reloader,
+                        flush=lambda: app.producer.flush(), caught_up=caught_up)
+
+    async def sync_ownership() -> None:
+        """Restore exactly the sites of newly assigned partitions, before any of their readings."""
+        new = assigned - owned
+        if not new:
+            return
+        by_partition = await sites_by_partition(settings, site_sector)
+        snaps = await load_snapshots(settings, settings.topic(CHECKPOINT_TOPIC))
+        n = 0
+        for tp in sorted(new):
+            for site in by_partition.get(tp, []):
+                pipeline.adopt(site, tp[0], tp[1], snaps.get(site))
+                n += site in snaps
+            owned.add(tp)
+        log.info("now evaluating %d partition(s), restored %d site checkpoint(s)", len(new), n,
+                 extra={"partitions": [f"{t}:{p}" for t, p in sorted(new)]})
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender, assigned_tps, **kwargs) -> None:
+        # Sites may have moved here: restore them before the next batch (under the lock).
+        assigned.clear()
+        assigned.update((tp.topic, tp.partition) for tp in assigned_tps if tp.topic in telemetry_names)
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender, revoked, **kwargs) -> None:
+        # Their sites are another worker's now: write where we got to, then forget them, so no
+        # timer of ours fires for a site we no longer read and no checkpoint of ours overwrites its owner's.
+        async with lock:
+            gone = [(tp.topic, tp.partition) for tp in revoked if (tp.topic, tp.partition) in owned]
+            for topic, partition in gone:
+                rows = pipeline.partition_sites.get((topic, partition), [])
+                for r in rows:
+                    site = engine.site_ids[r]
+                    await send(settings.topic(CHECKPOINT_TOPIC), site.encode(), pipeline.snapshot(site))
+                await app.producer.flush()
+                pipeline.release(topic, partition)
+                owned.discard((topic, partition))
+            if gone:
+                log.info("handed over %d partition(s)", len(gone))
+
+    telemetry = app.topic(*sorted(telemetry_names), key_serializer="raw", value_serializer="raw")
 
     @app.agent(telemetry, concurrency=1)
     async def evaluate(stream):
         async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
-            await restore_if_needed()
-            await pipeline().handle([RawMessage(e.message.topic, e.message.partition, e.message.offset,
-                                                e.message.key, e.message.value) for e in events])
+            batch = [RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                                e.message.value) for e in events]
+            async with lock:
+                try:
+                    await sync_ownership()
+                    await pipeline.handle(batch)
+                except BaseException as exc:  # noqa: BLE001 - see below
+                    # Faust's take_events acknowledges a batch whose body raised (its `finally`
+                    # acks every event), and the offsets would commit past readings that were
+                    # never evaluated or stored. Exit at once instead: nothing of this batch is
+                    # acknowledged, and a restart reads it again from the last committed offset.
+                    _die(exc)
 
     @app.timer(interval=1.0)
     async def clock():
         # Offline sensors never send the reading that would reveal them: time must.
-        if state["pipeline"] is None or state["restore"] or state["restoring"]:
-            return
-        await pipeline().tick()
+        async with lock:
+            try:
+                await sync_ownership()
+                await pipeline.tick()
+            except Exception as exc:
+                _die(exc)
 
     return app
 
 
-def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
+def _die(exc: BaseException) -> None:
+    """Stop the process without acknowledging anything more (see the agent)."""
+    if isinstance(exc, asyncio.CancelledError):
+        raise exc  # a shutdown, not a failure: Faust stops the agent and commits what was acked
+    log.critical("batch failed, exiting without acknowledging it: %r", exc, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run the worker until SIGINT/SIGTERM; its topics must exist (see `topic_specs`)."""
-    logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging("worker", loglevel)
     start_http_server(settings.worker_web_port, addr="127.0.0.1")
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # override_logging=False: Faust's own set-up would replace ours with colour codes, even in a file.
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.spinner = None  # Faust's start-up spinner writes cursor codes even into a log file
     worker.execute_from_commandline()

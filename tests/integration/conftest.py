@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from safewatch.settings import Settings
+from config.settings import Settings
 from safewatch.stack import influx_rpc_port, stack_down, stack_up
 
 HERE = Path(__file__).resolve().parent

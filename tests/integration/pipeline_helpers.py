@@ -1,8 +1,13 @@
-"""Run real safewatch processes and read real topics for the integration tests."""
+"""Run real safewatch processes and read real topics for the integration tests.
+
+The broker helpers are coroutines: await them from `@pytest.mark.asyncio` tests and
+`pytest_asyncio` fixtures. Spawning and stopping a child process stay synchronous.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import subprocess
@@ -14,7 +19,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from safewatch.settings import Settings
+from config.settings import Settings
 from sensors.producer import TelemetryProducer
 
 
@@ -44,44 +49,40 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20)
             proc.wait()
 
 
-def produce(settings: Settings, messages: list[tuple[str, str, bytes]]) -> None:
+async def produce(settings: Settings, messages: list[tuple[str, str, bytes]]) -> None:
     """Send (topic, key, value) triples to the prefixed topics and wait for delivery."""
-    async def run():
-        async with TelemetryProducer(settings.bootstrap, linger_ms=5) as producer:
-            for topic, key, value in messages:
-                await producer.send(settings.topic(topic), key, value)
-            await producer.flush()
-    asyncio.run(run())
+    async with TelemetryProducer(settings.bootstrap, linger_ms=5) as producer:
+        for topic, key, value in messages:
+            await producer.send(settings.topic(topic), key, value)
+        await producer.flush()
 
 
-def read_topic(settings: Settings, name: str, *, until=lambda msgs: False, timeout: float = 60,
-               settle: float = 2.0) -> list[dict]:
+async def read_topic(settings: Settings, name: str, *, until=lambda msgs: False, timeout: float = 60,
+                     settle: float = 2.0) -> list[dict]:
     """Everything on a topic from the start, decoded; stops when `until(msgs)` holds and
     nothing new came for `settle` seconds, or at `timeout`."""
-    async def run():
-        c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                             fetch_max_wait_ms=50)
-        await c.start()
-        try:
-            topic = settings.topic(name)
-            parts = await _partitions(c, topic)
-            tps = [TopicPartition(topic, p) for p in parts]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            out, last_new = [], time.monotonic()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                got = await c.getmany(timeout_ms=200)
-                for msgs in got.values():
-                    out.extend(orjson.loads(m.value) for m in msgs)
-                    if msgs:
-                        last_new = time.monotonic()
-                if until(out) and time.monotonic() - last_new >= settle:
-                    break
-            return out
-        finally:
-            await c.stop()
-    return asyncio.run(run())
+    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                         fetch_max_wait_ms=50)
+    await c.start()
+    try:
+        topic = settings.topic(name)
+        parts = await _partitions(c, topic)
+        tps = [TopicPartition(topic, p) for p in parts]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        out, last_new = [], time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await c.getmany(timeout_ms=200)
+            for msgs in got.values():
+                out.extend(orjson.loads(m.value) for m in msgs)
+                if msgs:
+                    last_new = time.monotonic()
+            if until(out) and time.monotonic() - last_new >= settle:
+                break
+        return out
+    finally:
+        await c.stop()
 
 
 async def _partitions(consumer, topic: str) -> list[int]:
@@ -94,10 +95,11 @@ async def _partitions(consumer, topic: str) -> list[int]:
     raise AssertionError(f"topic {topic} has no partitions")
 
 
-def metric(settings: Settings, name: str) -> float:
+async def metric(settings: Settings, name: str) -> float:
     """A worker counter summed over labels; 0 when the worker is not serving yet."""
     try:
-        text = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics", timeout=2).text
+        async with httpx.AsyncClient(timeout=2) as client:
+            text = (await client.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics")).text
     except httpx.HTTPError:
         return 0.0
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -105,7 +107,7 @@ def metric(settings: Settings, name: str) -> float:
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.2) -> None:
-    """Poll `check` until true; fail naming `what`."""
+    """Poll the sync `check` until true; fail naming `what` (for sync tests)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -114,18 +116,32 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.2) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def committed(settings: Settings, topics: list[str]) -> int:
+async def wait_for(read, timeout: float, what: str, *, at_least: float | None = None,
+                   interval: float = 0.2) -> None:
+    """Poll `read()` (a value or an awaitable of one) without blocking the event loop until it
+    is true, or, with `at_least`, until it reaches that; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = read()
+        if inspect.isawaitable(value):
+            value = await value
+        if (value >= at_least) if at_least is not None else value:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last read {value!r})")
+
+
+async def committed(settings: Settings, topics: list[str]) -> int:
     """Sum of the worker group's committed offsets over `topics` (prefixed names)."""
-    async def run():
-        c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.worker_id,
-                             enable_auto_commit=False)
-        await c.start()
-        try:
-            total = 0
-            for topic in topics:
-                for p in await _partitions(c, topic):
-                    total += await c.committed(TopicPartition(topic, p)) or 0
-            return total
-        finally:
-            await c.stop()
-    return asyncio.run(run())
+    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.worker_id,
+                         enable_auto_commit=False)
+    await c.start()
+    try:
+        total = 0
+        for topic in topics:
+            for p in await _partitions(c, topic):
+                total += await c.committed(TopicPartition(topic, p)) or 0
+        return total
+    finally:
+        await c.stop()

@@ -8,27 +8,28 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 import orjson
-import pytest
+import pytest_asyncio
 
+from config.topics import DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
 from rules.catalog import load_catalog
 from rules.replay import replay_file
-from safewatch.settings import DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
-from safewatch.stack import ensure_topics
+from safewatch.stack import ensure_topics_async
 from sensors.registry import load_registry
 from sensors.simulator import PlantSimulator, default_demo_scenarios, demo_leak_target
 from streams.worker import topic_specs
 
-from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_until
+from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_for
 
 TICKS = 90
 
 
-def isolated(stack, **extra):
-    """Settings for one scenario: own topics, own consumer group."""
+async def isolated(stack, **extra):
+    """Settings for one scenario: own topics (created here), own consumer group."""
     run = uuid.uuid4().hex[:8]
     s = stack.model_copy(update={"topic_prefix": f"it-{run}.", "worker_id": f"it-worker-{run}",
                                  "session_timeout_s": 3.0, **extra})
-    ensure_topics(s, topic_specs(s))
+    specs = topic_specs(s)
+    assert sorted(await ensure_topics_async(s, specs)) == sorted(specs), "the run's topics existed before it"
     return s
 
 
@@ -59,21 +60,21 @@ def by_site(events, key):
     return dict(out)
 
 
-@pytest.fixture(scope="session")
-def leak_run(stack, tmp_path_factory):
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def leak_run(stack, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("leak")
-    settings = isolated(stack)
+    settings = await isolated(stack)
     registry = load_registry(settings.registry)
     start_ms = int(time.time() * 1000) - 3_600_000  # an hour ago, so this run has its own InfluxDB window
     msgs = simulate(registry, start_ms)
     worker = spawn(settings, tmp / "worker.log", "worker")
     try:
-        produce(settings, msgs)
-        wait_until(lambda: metric(settings, "safewatch_messages_total") >= len(msgs), 120,
-                   f"the worker to read {len(msgs)} messages (log: {tmp / 'worker.log'})")
-        hazards = read_topic(settings, HAZARDS_TOPIC, until=lambda m: True)
-        incidents = read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True)
-        dead = read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
+        await produce(settings, msgs)
+        await wait_for(lambda: metric(settings, "safewatch_messages_total"), 120,
+                       f"the worker to read {len(msgs)} messages (log: {tmp / 'worker.log'})", at_least=len(msgs))
+        hazards = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True)
+        incidents = await read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True)
+        dead = await read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
     finally:
         stop(worker)
     report, r_hazards, r_incidents = replay(registry, msgs, tmp)

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from alerts.routing import load_routing, route
+from config.settings import PROJECT_ROOT
 from rules.models import IncidentEvent
-from safewatch.settings import PROJECT_ROOT
 
 from .conftest import free_ports
 from .pipeline_helpers import spawn, stop, wait_until

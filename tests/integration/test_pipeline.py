@@ -11,15 +11,17 @@ import time
 from collections import Counter
 
 import orjson
+import pytest
 
+from config.topics import HAZARDS_TOPIC, TELEMETRY_TOPICS
 from rules.correlation import NOT_CORRELATED
-from safewatch.settings import HAZARDS_TOPIC, TELEMETRY_TOPICS
 from sensors.registry import load_registry
 from sensors.simulator import leak_sensor_ids
 from streams.influx import query, rows
 
-from .pipeline_helpers import committed, metric, produce, read_topic, spawn, stop, wait_until
+from .pipeline_helpers import committed, metric, produce, read_topic, spawn, stop, wait_for
 from .scenario import TICKS, by_site, isolated, replay, simulate, until
+
 
 def test_scripted_leak_gives_gas_and_temperature_hazards_and_one_incident(leak_run):
     gas, temp = leak_sensor_ids(leak_run.registry, leak_run.site, leak_run.area)
@@ -40,8 +42,8 @@ def test_scripted_leak_gives_gas_and_temperature_hazards_and_one_incident(leak_r
 def test_stream_and_replay_agree(leak_run):
     """Same input, same engine: the worker's hazards and incidents equal the replay's, per site."""
     assert leak_run.hazards, "the worker emitted no hazard"
-    key_h = lambda e: (e["hazard_id"], e["event"], e["kind"], e["value"], e["peak"])  # noqa: E731
-    key_i = lambda e: (e["incident_id"], e["status"], e["severity"], tuple(e["hazard_ids"]))  # noqa: E731
+    key_h = lambda e: (e["hazard_id"], e["event"], e["kind"], e["value"], e["peak"])
+    key_i = lambda e: (e["incident_id"], e["status"], e["severity"], tuple(e["hazard_ids"]))
     last = leak_run.start_ms + (TICKS - 1) * 1000
     assert by_site(until(leak_run.hazards, last), key_h) == by_site(leak_run.r_hazards, key_h)
     assert by_site(until(leak_run.incidents, last, "updated_at"), key_i) == by_site(leak_run.r_incidents, key_i)
@@ -85,9 +87,10 @@ def _is_frame_ok(v: bytes) -> bool:
         return False
 
 
-def test_worker_restart_mid_stream_loses_no_hazard(stack, tmp_path):
+@pytest.mark.asyncio
+async def test_worker_restart_mid_stream_loses_no_hazard(stack, tmp_path):
     """SIGKILL the worker between two halves of a leak; the hazards equal an uninterrupted replay's."""
-    settings = isolated(stack)
+    settings = await isolated(stack)
     registry = load_registry(settings.registry)
     start_ms = int(time.time() * 1000) - 2 * 3_600_000
     msgs = simulate(registry, start_ms, seed=11)
@@ -96,19 +99,19 @@ def test_worker_restart_mid_stream_loses_no_hazard(stack, tmp_path):
     log = tmp_path / "worker.log"
     worker = spawn(settings, log, "worker")
     try:
-        produce(settings, msgs[:cut])
-        wait_until(lambda: metric(settings, "safewatch_messages_total") >= cut, 120, "the first half")
+        await produce(settings, msgs[:cut])
+        await wait_for(lambda: metric(settings, "safewatch_messages_total"), 120, "the first half", at_least=cut)
         # Wait for the offsets to commit, so the new worker does not simply re-read the first
         # half: what it knew must come from the rule-state checkpoint.
         telemetry = [settings.topic(t) for t in TELEMETRY_TOPICS]
-        wait_until(lambda: committed(settings, telemetry) >= cut, 30, "the first half's offsets to commit")
+        await wait_for(lambda: committed(settings, telemetry), 30, "the first half's offsets to commit", at_least=cut)
         stop(worker, signal.SIGKILL)  # no goodbye
         worker = spawn(settings, log, "worker")
-        produce(settings, msgs[cut:])
+        await produce(settings, msgs[cut:])
         _, expected, expected_inc = replay(registry, msgs, tmp_path)
         want = {(h["hazard_id"], h["event"]) for h in expected}
-        hazards = read_topic(settings, HAZARDS_TOPIC, until=lambda m: want <= {(h["hazard_id"], h["event"]) for h in m},
-                             timeout=120)
+        hazards = await read_topic(settings, HAZARDS_TOPIC,
+                                   until=lambda m: want <= {(h["hazard_id"], h["event"]) for h in m}, timeout=120)
     finally:
         stop(worker)
     last = start_ms + (TICKS - 1) * 1000

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import orjson
 import pytest
+import pytest_asyncio
 import yaml
 
+from config.topics import DEADLETTER_TOPIC, HAZARDS_TOPIC, SECTORS
 from rules.catalog import load_catalog
 from rules.replay import replay_file
-from safewatch.settings import DEADLETTER_TOPIC, HAZARDS_TOPIC, SECTORS
 from sensors.registry import load_registry
 from sensors.schema import DecodeError, decode_message
 
-from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_until
+from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_for
 from .scenario import isolated
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
@@ -45,19 +46,19 @@ def transitions(hazards: list[dict], last_ts: dict[str, int]) -> set[tuple]:
             for h in hazards if h["ts"] <= last_ts.get(h["site_id"], -1)}
 
 
-@pytest.fixture(scope="module")
-def sector_run(stack, tmp_path_factory):
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sector_run(stack, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sectors")
-    settings = isolated(stack)
+    settings = await isolated(stack)
     registry, catalog = load_registry(settings.registry), load_catalog()
     sent = [m for sector in SECTORS for m in messages(sector)]
     worker = spawn(settings, tmp / "worker.log", "worker", "--loglevel", "warning")
     try:
-        produce(settings, sent)
-        wait_until(lambda: metric(settings, "safewatch_messages_total") >= len(sent), 180,
-                   f"the worker to read {len(sent)} messages (log: {tmp / 'worker.log'})")
-        live = read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=3.0)
-        dead = read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
+        await produce(settings, sent)
+        await wait_for(lambda: metric(settings, "safewatch_messages_total"), 180,
+                       f"the worker to read {len(sent)} messages (log: {tmp / 'worker.log'})", at_least=len(sent))
+        live = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=3.0)
+        dead = await read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
     finally:
         stop(worker)
     replayed, refused = {}, Counter()

@@ -13,12 +13,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from safewatch.settings import Settings
+from config.settings import Settings
 from safewatch.stack import (
     BROKER,
     INFLUXDB,
     StackError,
     ensure_topics,
+    ensure_topics_async,
     install_influxdb,
     stack_status,
     stack_up,
@@ -63,63 +64,61 @@ def test_influxdb_accepts_a_write_and_returns_it(stack: Settings) -> None:
     assert rows["results"][0]["series"][0]["values"] == [[1700000000, 42.5]]
 
 
-def test_message_produced_is_consumed_back(stack: Settings) -> None:
+@pytest.mark.asyncio
+async def test_message_produced_is_consumed_back(stack: Settings) -> None:
     topic = f"test.roundtrip.{uuid.uuid4().hex[:8]}"
-    assert ensure_topics(stack, {topic: {}}) == [topic]
+    assert await ensure_topics_async(stack, {topic: {}}) == [topic]
     sent = {f"site-{i}".encode(): f"reading {i}".encode() for i in range(20)}
 
-    async def roundtrip() -> dict[bytes, bytes]:
-        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=stack.producer_linger_ms)
-        await producer.start()
-        try:
-            for key, value in sent.items():
-                await producer.send(topic, value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=stack.producer_linger_ms)
+    await producer.start()
+    try:
+        for key, value in sent.items():
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
 
-        # No consumer group: Tansu's group join takes about half the session timeout.
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=stack.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=stack.fetch_wait_ms,
-        )
-        await consumer.start()
-        got: dict[bytes, bytes] = {}
-        try:
-            consumer.assign([TopicPartition(topic, p) for p in range(stack.partitions)])
-            async with asyncio.timeout(20):
-                while len(got) < len(sent):
-                    batches = await consumer.getmany(timeout_ms=500)
-                    for records in batches.values():
-                        got.update((r.key, r.value) for r in records)
-        finally:
-            await consumer.stop()
-        return got
-
-    assert asyncio.run(roundtrip()) == sent
+    # No consumer group: Tansu's group join takes about half the session timeout.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=stack.fetch_wait_ms,
+    )
+    await consumer.start()
+    got: dict[bytes, bytes] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(stack.partitions)])
+        async with asyncio.timeout(20):
+            while len(got) < len(sent):
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    got.update((r.key, r.value) for r in records)
+    finally:
+        await consumer.stop()
+    assert got == sent
 
 
-def test_ensure_topics_is_idempotent_and_keeps_configs(stack: Settings) -> None:
+@pytest.mark.asyncio
+async def test_ensure_topics_is_idempotent_and_keeps_configs(stack: Settings) -> None:
     compacted = f"test.compact.{uuid.uuid4().hex[:8]}"
     plain = f"test.plain.{uuid.uuid4().hex[:8]}"
     topics = {compacted: {"cleanup.policy": "compact"}, plain: {}}
-    assert sorted(ensure_topics(stack, topics)) == sorted(topics)
+    # The sync wrapper as the command line calls it: no event loop in its thread.
+    assert sorted(await asyncio.to_thread(ensure_topics, stack, topics)) == sorted(topics)
+    # Again, from inside a running loop (the wrapper's other branch), and the coroutine itself.
     assert ensure_topics(stack, topics) == []
+    assert await ensure_topics_async(stack, topics) == []
 
-    async def describe() -> tuple[list, list]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
-        await admin.start()
-        try:
-            meta = await admin.describe_topics([compacted, plain])
-            configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, compacted)])
-        finally:
-            await admin.close()
-        return meta, configs
-
-    meta, configs = asyncio.run(describe())
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        meta = await admin.describe_topics([compacted, plain])
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, compacted)])
+    finally:
+        await admin.close()
     assert {t["topic"]: len(t["partitions"]) for t in meta} == {compacted: stack.partitions, plain: stack.partitions}
     entries = {e[0]: e[1] for e in configs[0].resources[0][4]}
     assert entries.get("cleanup.policy") == "compact"

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+import pytest_asyncio
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.api import create_app
 from alerts.delivery import deliver
 from alerts.routing import load_routing
 from alerts.service import Deliveries, process_incident, redeliver_forever, store_incident
 from alerts.store import TaskStore, task_id_for
+from config.settings import Settings
 from rules.models import IncidentEvent
-from safewatch.settings import Settings
 
 T0 = 1_750_000_000_000
 API = "http://alerts.test"
@@ -68,8 +71,27 @@ def api(settings: Settings, store: TaskStore):
         yield client
 
 
+@pytest_asyncio.fixture
+async def inbox(settings: Settings, store: TaskStore):
+    """An async HTTP client whose requests reach the real app in-process: its demo inbox
+    receives the deliveries, and its API reads them back."""
+    transport = httpx.ASGITransport(app=create_app(settings, store))
+    async with httpx.AsyncClient(transport=transport, base_url=API) as client:
+        yield client
+
+
 def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset], float]:
+    """Every safewatch_alerts_* counter sample as GET /metrics serves it."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples if s.name.startswith("safewatch_alerts_") and s.name.endswith("_total")}
 
 
 # --- the HTTP API --------------------------------------------------------------------------------
@@ -130,10 +152,36 @@ def test_stats_count_per_department_and_status(api: TestClient, store: TaskStore
     assert stats["by_status"]["pending"] == 1
 
 
-def test_metrics_are_exposed(api: TestClient):
-    response = api.get("/metrics")
-    assert response.status_code == 200
-    assert "safewatch_alerts_bad_incidents_total" in response.text
+@pytest.mark.asyncio
+async def test_metrics_count_what_the_service_did(settings, routing, store, inbox):
+    """/metrics serves the live counters: one bad message, one incident delivered to its three
+    departments and one repeated inbox post move exactly the counters they should, by one each."""
+    before = await scrape(inbox)
+    store_incident(b"{not json", routing=routing, store=store)
+    delivered = await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=inbox,
+                                       settings=settings)
+    assert [t.status for t in delivered] == ["delivered"] * 3
+    for _ in range(2):
+        assert (await inbox.post("/inbox/fire", json={}, headers={"Idempotency-Key": "k-1"})).status_code == 200
+    after = await scrape(inbox)
+
+    moved = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after.keys() | before.keys()}
+    moved = {k: v for k, v in moved.items() if v}
+
+    def sample(name: str, **labels: str) -> tuple[str, frozenset]:
+        return name, frozenset(labels.items())
+
+    # Exactly these moved, each by one: nothing for fire (a yellow incident), no failed attempt.
+    assert moved == {
+        sample("safewatch_alerts_bad_incidents_total", reason="json"): 1,
+        sample("safewatch_alerts_incidents_total"): 1,
+        sample("safewatch_alerts_inbox_duplicates_total", department="fire"): 1,
+        **{sample(name, department=dept, **{label: value}): 1
+           for dept in ("enterprise", "county", "city")
+           for name, label, value in (("safewatch_alerts_tasks_created_total", "severity", "yellow"),
+                                      ("safewatch_alerts_delivery_attempts_total", "outcome", "ok"),
+                                      ("safewatch_alerts_deliveries_total", "result", "delivered"))},
+    }
 
 
 def test_inbox_honours_idempotency_key(api: TestClient):
@@ -160,44 +208,32 @@ def test_inbox_rejects_bad_input(api: TestClient):
 # --- process_incident and delivery, against the app's own demo inbox -------------------------------
 
 
-def inbox_client(settings: Settings, store: TaskStore) -> httpx.AsyncClient:
-    """An HTTP client whose requests reach the real app in-process (its demo inbox)."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, store)))
-
-
-def test_process_incident_delivers_once_and_replay_sends_nothing(settings, routing, store, api):
+@pytest.mark.asyncio
+async def test_process_incident_delivers_once_and_replay_sends_nothing(settings, routing, store, inbox):
     raw = incident("yellow").to_json()
-
-    async def run() -> tuple[list, list]:
-        async with inbox_client(settings, store) as client:
-            first = await process_incident(raw, routing=routing, store=store, client=client, settings=settings)
-            replay = await process_incident(raw, routing=routing, store=store, client=client, settings=settings)
-        return first, replay
-
-    first, replay = asyncio.run(run())
+    first = await process_incident(raw, routing=routing, store=store, client=inbox, settings=settings)
+    replay = await process_incident(raw, routing=routing, store=store, client=inbox, settings=settings)
     assert [(t.department, t.status) for t in first] == [
         ("enterprise", "delivered"), ("county", "delivered"), ("city", "delivered"),
     ]
     assert replay == []
-    county = api.get("/inbox/county").json()
+    county = (await inbox.get("/inbox/county")).json()
     assert (county["received"], county["duplicates"]) == (1, 0)
     message = county["messages"][0]
     assert message["idempotency_key"] == task_id_for("inc-a1", "county")
     assert message["body"]["task"]["task_id"] == message["idempotency_key"]
     assert message["body"]["incident"]["incident_id"] == "inc-a1"
-    assert api.get("/inbox/fire").json()["received"] == 0
+    assert (await inbox.get("/inbox/fire")).json()["received"] == 0
 
 
-def test_raised_severity_reaches_only_the_new_departments(settings, routing, store, api):
-    async def run() -> list:
-        async with inbox_client(settings, store) as client:
-            await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=client, settings=settings)
-            raised = incident("orange", updated_at=T0 + 60_000).to_json()
-            return await process_incident(raised, routing=routing, store=store, client=client, settings=settings)
-
-    assert [t.department for t in asyncio.run(run())] == ["fire"]
-    assert api.get("/inbox/county").json()["received"] == 1
-    fire = api.get("/inbox/fire").json()["messages"][0]["body"]
+@pytest.mark.asyncio
+async def test_raised_severity_reaches_only_the_new_departments(settings, routing, store, inbox):
+    await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=inbox, settings=settings)
+    raised = incident("orange", updated_at=T0 + 60_000).to_json()
+    new = await process_incident(raised, routing=routing, store=store, client=inbox, settings=settings)
+    assert [(t.department, t.status) for t in new] == [("fire", "delivered")]
+    assert (await inbox.get("/inbox/county")).json()["received"] == 1
+    fire = (await inbox.get("/inbox/fire")).json()["messages"][0]["body"]
     assert fire["task"]["severity"] == "orange" and fire["incident"]["severity"] == "orange"
 
 
@@ -220,25 +256,27 @@ def test_unrouted_incident_is_stored_and_counted(settings, routing, store):
     assert store.latest_incident("inc-a1")["region"] == "110105"
 
 
-def test_stored_but_undelivered_task_is_delivered_by_the_sweep(settings, routing, store, api):
+@pytest.mark.asyncio
+async def test_stored_but_undelivered_task_is_delivered_by_the_sweep(settings, routing, store, inbox):
     # As after a crash between storing the tasks (offset committed) and delivering them.
     stored = store_incident(incident("blue").to_json(), routing=routing, store=store)
     assert [t.status for t in stored] == ["pending", "pending"]
 
-    async def run() -> None:
-        async with inbox_client(settings, store) as client:
-            deliveries = Deliveries(routing=routing, store=store, client=client, settings=settings)
-            sweep = asyncio.create_task(redeliver_forever(deliveries, store, interval_s=60))
-            for _ in range(200):
+    deliveries = Deliveries(routing=routing, store=store, client=inbox, settings=settings)
+    sweep = asyncio.create_task(redeliver_forever(deliveries, store, interval_s=60))
+    try:
+        async with asyncio.timeout(2):  # the sweep runs at once, not after its 60 s interval
+            while store.undelivered():
                 await asyncio.sleep(0.01)
-                if not store.undelivered():
-                    break
-            sweep.cancel()
-            await deliveries.close()
-
-    asyncio.run(run())
+    finally:
+        sweep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweep
+        await deliveries.close()
     assert store.undelivered() == []
-    assert api.get("/inbox/enterprise").json()["received"] == 1
+    assert {t.status for t in store.list_tasks()} == {"delivered"}
+    assert (await inbox.get("/inbox/enterprise")).json()["received"] == 1
+    assert (await inbox.get("/inbox/county")).json()["received"] == 1
 
 
 # --- delivery retries, against department endpoints that misbehave ----------------------------------
@@ -257,19 +295,19 @@ def flaky(statuses: list[int], seen: list[httpx.Request]) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(answer))
 
 
-def run_delivery(statuses: list[int], settings, routing, store, attempts: int | None = None):
+async def run_delivery(statuses: list[int], settings, routing, store, attempts: int | None = None):
+    """Deliver the county task of the incident (created once) against answers `statuses`."""
     task = store.create_task(incident(), "county", 30)[0]
     seen: list[httpx.Request] = []
-
-    async def run():
-        async with flaky(statuses, seen) as client:
-            return await deliver(task, routing=routing, client=client, store=store, settings=settings, attempts=attempts)
-
-    return asyncio.run(run()), seen
+    async with flaky(statuses, seen) as client:
+        delivered = await deliver(task, routing=routing, client=client, store=store, settings=settings,
+                                  attempts=attempts)
+    return delivered, seen
 
 
-def test_delivery_retries_until_2xx(settings, routing, store):
-    task, seen = run_delivery([0, 503], settings, routing, store)
+@pytest.mark.asyncio
+async def test_delivery_retries_until_2xx(settings, routing, store):
+    task, seen = await run_delivery([0, 503], settings, routing, store)
     assert task.status == "delivered"
     assert [d.http_status for d in store.deliveries(task.task_id)] == [None, 503, 200]
     assert {r.headers["Idempotency-Key"] for r in seen} == {task.task_id}
@@ -277,23 +315,26 @@ def test_delivery_retries_until_2xx(settings, routing, store):
     assert orjson.loads(seen[0].content)["task"]["department"] == "county"
 
 
-def test_delivery_fails_after_the_last_retry_and_a_later_sweep_recovers(settings, routing, store):
-    task, seen = run_delivery([500] * 10, settings, routing, store)
+@pytest.mark.asyncio
+async def test_delivery_fails_after_the_last_retry_and_a_later_sweep_recovers(settings, routing, store):
+    task, seen = await run_delivery([500] * 10, settings, routing, store)
     assert task.status == "failed"
     assert len(seen) == settings.delivery_retries + 1
     assert store.audit(task.task_id)[-1].detail.startswith("HTTP 500")
-    task, _ = run_delivery([], settings, routing, store, attempts=1)  # what the sweep does later
-    assert task.status == "delivered"
+    task, seen = await run_delivery([], settings, routing, store, attempts=1)  # what the sweep does later
+    assert task.status == "delivered" and len(seen) == 1
     assert [a.to_status for a in store.audit(task.task_id)] == ["pending", "failed", "delivered"]
 
 
-def test_permanent_client_error_is_not_retried(settings, routing, store):
-    task, seen = run_delivery([404], settings, routing, store)
+@pytest.mark.asyncio
+async def test_permanent_client_error_is_not_retried(settings, routing, store):
+    task, seen = await run_delivery([404], settings, routing, store)
     assert task.status == "failed" and len(seen) == 1
 
 
-def test_acknowledged_task_is_not_delivered(settings, routing, store):
+@pytest.mark.asyncio
+async def test_acknowledged_task_is_not_delivered(settings, routing, store):
     task = store.create_task(incident(), "county", 30)[0]
     store.acknowledge(task.task_id, "Wang")
-    delivered, seen = run_delivery([], settings, routing, store)
+    delivered, seen = await run_delivery([], settings, routing, store)
     assert delivered.status == "acknowledged" and seen == []

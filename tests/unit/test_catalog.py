@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 
+from config.topics import SECTORS
 from rules.catalog import (
     CATALOG_DIR,
     REF,
-    SECTORS,
     Catalog,
     CatalogError,
     FaultRule,
@@ -148,10 +148,10 @@ def test_stuck_rules_leave_out_signals_that_sit_flat(catalog):
     # Rainfall is 0 for days; gas detectors read a flat 0 in clean air (zero suppression).
     flat = {"rainfall_1h", "rainfall_24h", "combustible_gas", "hydrogen_sulfide", "chlorine",
             "hydrogen_chloride", "benzene", "carbon_monoxide", "nitrogen_dioxide", "ammonia", "airlock_current"}
-    for f in catalog.sectors.values():
-        for r in f.rules:
-            if isinstance(r, StuckRule):
-                assert r.match.quantity != "*" and not flat & set(r.match.quantity), r.id
+    stuck = [r for f in catalog.sectors.values() for r in f.rules if isinstance(r, StuckRule)]
+    assert stuck, "no stuck rule in the catalogue"
+    for r in stuck:
+        assert r.match.quantity != "*" and not flat & set(r.match.quantity), r.id
 
 
 def test_every_rule_matches_a_shipped_sensor(catalog, registry):
@@ -162,6 +162,7 @@ def test_every_rule_matches_a_shipped_sensor(catalog, registry):
 
 
 def test_no_dead_registry_references(catalog, registry):
+    checked = 0
     for sector, f in catalog.sectors.items():
         for rule in f.rules:
             if not isinstance(rule, ThresholdRule):
@@ -173,6 +174,8 @@ def test_no_dead_registry_references(catalog, registry):
                 for ref in (v for v in set_points(lv) if isinstance(v, str)):
                     assert any(resolve(ref, s.alarms) is not None for s in sensors), \
                         f"{rule.id} levels[{n}] {ref!r}: no matched sensor has that set point"
+                    checked += 1
+    assert checked, "no registry reference was checked"
 
 
 def test_every_matched_sensor_gets_at_least_one_level(catalog, registry):
@@ -209,6 +212,7 @@ def test_unit_check_catches_a_fixed_number_on_a_two_unit_quantity(catalog, regis
 
 def test_fixed_numbers_agree_with_the_registry(catalog, registry):
     # Where both give an H/HH/L/LL value, the operator must not see two different numbers.
+    compared = 0
     for s in registry.sensors.values():
         for rule in rules_for(catalog, registry, s, ThresholdRule):
             for lv in rule.levels:
@@ -216,6 +220,8 @@ def test_fixed_numbers_agree_with_the_registry(catalog, registry):
                 registered = getattr(s.alarms, lv.kind, None)
                 if isinstance(value, (int, float)) and registered is not None:
                     assert registered == value, f"{rule.id} {lv.kind} {value} but {s.id} registers {registered}"
+                    compared += 1
+    assert compared, "no fixed number had a registry value to agree with"
 
 
 @pytest.mark.parametrize(
@@ -257,18 +263,19 @@ def test_tailings_rules_follow_gb_39496(catalog):
     assert landslide == {"orange": "0.8 * registry.high_high", "red": "registry.high_high"}
     yellow = {rid: next(lv.above for lv in rules[rid].levels if lv.colour == "yellow")
               for rid in ("mine.rainfall_1h", "mine.rainfall_24h")}
-    assert yellow == {"mine.rainfall_1h": 16, "mine.rainfall_24h": 50}  # 暴雨, domain.md §3.4
+    assert yellow == {"mine.rainfall_1h": 16, "mine.rainfall_24h": 50}  # 暴雨, docs/standards.md §3.4
 
 
 def test_interlock_triggers_name_kinds_the_engine_emits(catalog, registry):
-    for sector, f in catalog.sectors.items():
-        for rule in (r for r in f.rules if isinstance(r, InterlockRule)):
-            assert set(rule.trigger.quantity) <= set(rule.match.quantity), rule.id
-            emitted = set(RATE_KINDS)
-            for s in matched_sensors(registry, sector, rule):
-                for thr in rules_for(catalog, registry, s, ThresholdRule):
-                    emitted |= {lv.kind for lv in thr.levels}
-            assert set(rule.trigger.kinds) <= emitted, f"{rule.id}: {rule.trigger.kinds} not in {sorted(emitted)}"
+    interlocks = [(sector, r) for sector, f in catalog.sectors.items() for r in f.rules if isinstance(r, InterlockRule)]
+    assert interlocks, "no interlock rule in the catalogue"
+    for sector, rule in interlocks:
+        assert set(rule.trigger.quantity) <= set(rule.match.quantity), rule.id
+        emitted = set(RATE_KINDS)
+        for s in matched_sensors(registry, sector, rule):
+            for thr in rules_for(catalog, registry, s, ThresholdRule):
+                emitted |= {lv.kind for lv in thr.levels}
+        assert set(rule.trigger.kinds) <= emitted, f"{rule.id}: {rule.trigger.kinds} not in {sorted(emitted)}"
 
 
 def test_every_interlock_trigger_has_a_response_signal_in_scope(catalog, registry):
@@ -288,7 +295,9 @@ def test_every_interlock_trigger_has_a_response_signal_in_scope(catalog, registr
 
 
 def test_every_state_signal_is_expected_by_an_interlock(catalog, registry):
-    for s in (s for s in registry.sensors.values() if s.is_state):
+    states = [s for s in registry.sensors.values() if s.is_state]
+    assert states, "the shipped registry has no state signal"
+    for s in states:
         assert s.normal == 0, s.id
         rules = [r for r in catalog.rules(s.sector) if isinstance(r, InterlockRule) and s.quantity in r.expect.quantity]
         assert rules, f"state signal {s.id} is not expected by any interlock rule"

@@ -13,6 +13,11 @@ def incidents(results):
     return [i for r in results for i in r.incidents]
 
 
+def opened(results):
+    """(sensor, kind) of every hazard opened: the pairs that could have been correlated."""
+    return [(h.sensor_id, h.kind) for r in results for h in r.hazards if h.event == "open"]
+
+
 def test_two_sensors_within_window_open_one_incident(mini_registry):
     eng = RuleEngine(mini_registry, correlation_window_s=300)
     res = [run(eng, frame("site-a", 0, a_gas1=30, a_temp1=20)),
@@ -26,18 +31,21 @@ def test_two_sensors_within_window_open_one_incident(mini_registry):
 def test_two_sensors_outside_window_open_nothing(mini_registry):
     eng = RuleEngine(mini_registry, correlation_window_s=60)
     res = [run(eng, frame("site-a", 0, a_gas1=30)), run(eng, frame("site-a", 61, a_gas1=30, a_temp1=65))]
+    assert opened(res) == [("a-gas1", "high"), ("a-temp1", "high")]  # both hazards, 61 s apart
     assert incidents(res) == []
 
 
 def test_same_sensor_twice_is_not_a_pair(mini_registry):
     eng = RuleEngine(mini_registry)
     res = [run(eng, frame("site-a", t, a_gas1=v)) for t, v in [(0, 30), (1, 1), (2, 30)]]
+    assert opened(res) == [("a-gas1", "high"), ("a-gas1", "high")]  # two hazards, one sensor
     assert incidents(res) == []
 
 
 def test_other_site_does_not_pair(mini_registry):
     eng = RuleEngine(mini_registry)
     res = [run(eng, frame("site-a", 0, a_gas1=30)), run(eng, frame("site-b", 1, b_gas1=30))]
+    assert opened(res) == [("a-gas1", "high"), ("b-gas1", "high")]  # within the window, on two sites
     assert incidents(res) == []
 
 

@@ -5,7 +5,6 @@ import textwrap
 
 import pytest
 
-from safewatch.settings import SECTORS as SETTINGS_SECTORS
 from sensors import uscc
 from sensors.registry import (
     DEFAULT_DEADBAND_FRACTION,
@@ -122,10 +121,6 @@ def test_shipped_registry_loads(shipped):
     assert shipped.sites and shipped.sensors
 
 
-def test_sectors_match_settings():
-    assert SECTORS == SETTINGS_SECTORS
-
-
 def test_shipped_covers_all_sectors_with_two_enterprises_each(shipped):
     for sector in SECTORS:
         sites = shipped.sites_by_sector(sector)
@@ -169,6 +164,10 @@ def test_shipped_demo_leak_target(shipped):
     assert site.sector == "hazchem" and site.kind == "tank_area" and "tank" in site_id
     gas, temp = leak_sensor_ids(shipped, site_id, area)
     assert gas and temp
+    for ids, quantity in ((gas, "combustible_gas"), (temp, "temperature")):
+        for sid in ids:
+            s = shipped.sensors[sid]
+            assert (s.site_id, s.area, s.quantity) == (site_id, area, quantity), sid
 
 
 # --- the flat API --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import orjson
 from rules.replay import replay_file
 from sensors.schema import encode
 
-from .rules_helpers import frame
+from .rules_helpers import T0, frame
 
 
 def write_script(path, frames, extra_lines=()):
@@ -32,7 +32,14 @@ def test_replay_is_deterministic_and_ordered(tmp_path, mini_registry):
         report = replay_file(src, mini_registry, out, batch_size=batch_size)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
+    # Sorted by event time, the reversed file gives exactly what the file in order gives.
+    in_order = tmp_path / "in-order.jsonl"
+    write_script(in_order, SCRIPT)
+    replay_file(in_order, mini_registry, tmp_path / "out-in-order.jsonl")
+    assert (tmp_path / "out-in-order.jsonl").read_bytes() == outs[0]
     events = [orjson.loads(line) for line in outs[0].splitlines()]
+    times = [e["ts"] if e["type"] == "hazard" else e["updated_at"] for e in events]
+    assert times == sorted(times) and times[0] == T0 + 2000  # the first crossing, 28 %LEL at t = 2 s
     hazards = [(e["event"], e["sensor_id"], e["kind"]) for e in events if e["type"] == "hazard"]
     assert ("open", "a-gas1", "high_high") in hazards and ("clear", "a-temp1", "high") in hazards
     statuses = [e["status"] for e in events if e["type"] == "incident"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from alerts.routing import RoutingError, load_routing, route
+from config.settings import PROJECT_ROOT
 from rules.models import IncidentEvent
-from safewatch.settings import PROJECT_ROOT
 
 API = "http://127.0.0.1:18080"
 SHIPPED = PROJECT_ROOT / "deploy" / "routing.yaml"
@@ -154,7 +154,7 @@ def test_undefined_department_names_the_route_entry(tmp_path: Path):
 
 def test_missing_field_names_it(tmp_path: Path):
     message = error_of(tmp_path, SMALL.replace("{name: Fire, ", "{"))
-    assert "departments.fire.name" in message and "Field required" in message
+    assert "departments.fire.name" in message and "required field is missing" in message
 
 
 def test_bad_department_id_names_the_key(tmp_path: Path):

@@ -89,6 +89,7 @@ def test_sequence_numbers_count_up(reg):
     for _, _, _, raw in run(sim, 20):
         for r in decode_message(raw).readings:
             seqs.setdefault(r.sensor_id, []).append(r.seq)
+    assert set(seqs) == set(reg.sites["hz-zjg-tank01"].sensor_ids)
     assert all(s == list(range(1, len(s) + 1)) for s in seqs.values())
 
 
@@ -213,7 +214,19 @@ def test_default_demo_scenarios(reg):
     leak = scenarios[0]
     assert (leak.site_id, leak.area) == demo_leak_target(reg) and leak.start_s == 10.0
     assert scenarios[1].sensor_id in reg.sites[scenarios[1].site_id].sensor_ids
-    PlantSimulator(reg, start_ms=START_MS, scenarios=scenarios)  # all valid
+    # The simulator accepts them all, and each does what the demo promises in its window.
+    silent, malformed = scenarios[1], scenarios[2]
+    assert (silent.start_s, silent.duration_s, malformed.start_s, malformed.duration_s) == (20.0, 90.0, 15.0, 8.0)
+    messages = run(PlantSimulator(reg, seed=0, start_ms=START_MS, scenarios=scenarios), 130)
+    got = readings(messages)
+    gas, _ = leak_sensor_ids(reg, leak.site_id, leak.area)
+    for gid in gas:
+        above = [i for i, v in got[gid] if v >= reg.sensors[gid].alarms.high_high]
+        assert above and all(10 <= i < 70 for i in above), gid
+    quiet = [i for i, _ in got[silent.sensor_id]]
+    assert not [i for i in quiet if 20 <= i < 110] and min(quiet) < 20 and max(quiet) >= 110
+    bad = [(i, key) for i, _, key, raw in messages if decode_error(raw)]
+    assert bad == [(i, malformed.site_id) for i in range(15, 23)]
 
 
 @pytest.mark.parametrize(

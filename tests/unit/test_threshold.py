@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rules.engine import RuleEngine
 
-from .rules_helpers import run, series, frame
+from .rules_helpers import frame, run, series
 
 
 def kinds(events):

@@ -1,7 +1,7 @@
 """The one settings object: every knob, read from `SAFEWATCH_*` environment variables.
 
-Defaults work on the embedded stack (`safewatch stack up`). This module imports nothing of
-ours, so `streams/` and `alerts/` may both depend on it.
+Defaults work on the embedded stack (`safewatch stack up`). Part of the `config` leaf: it
+imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SECTORS = ("hazchem", "mine", "dust", "ammonia", "steel", "casting")
 
 
 class Settings(BaseSettings):
@@ -56,6 +55,9 @@ class Settings(BaseSettings):
     influx_batch_points: int = 5000
     influx_write_concurrency: int = Field(4, ge=1, description="chunks written at once")
     influx_write_readings: bool = True
+    influx_timeout_s: float = Field(10.0, description="one /write request's timeout")
+    influx_spool_dir: Path | None = Field(None, description="where unwritten points wait; default STATE_DIR/spool")
+    influx_spool_max_bytes: int = Field(512 * 1024 * 1024, description="spool limit; when full the worker waits")
 
     # --- rules -----------------------------------------------------------------------------
     registry: Path = Field(PROJECT_ROOT / "sensors" / "data" / "registry.yaml")
@@ -67,6 +69,9 @@ class Settings(BaseSettings):
     clock_lag_s: float = 2.0
     correlation_window_s: float = 300.0
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
+    # A reading from the future would become its sensor's newest and make every true reading
+    # after it look late, so it is refused; keep this below lateness_s.
+    future_tolerance_s: float = Field(30.0, ge=0, description="readings further ahead of the wall clock are refused")
 
     # --- alerts -----------------------------------------------------------------------------
     routing: Path = Field(PROJECT_ROOT / "deploy" / "routing.yaml")
@@ -94,6 +99,11 @@ class Settings(BaseSettings):
         return self.influx_url or f"http://{self.influx_host}:{self.influx_port}"
 
     @property
+    def spool_dir(self) -> Path:
+        """Where InfluxDB points wait while InfluxDB is unreachable."""
+        return self.influx_spool_dir or self.state_dir / "spool"
+
+    @property
     def alerts_db_path(self) -> Path:
         """Where the alert service keeps its tasks."""
         return self.alerts_db or self.state_dir / "alerts.sqlite3"
@@ -108,15 +118,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings from the environment, read once per process."""
     return Settings()
-
-
-def topic_for(sector: str) -> str:
-    """The telemetry topic of a sector id."""
-    return f"telemetry.{sector}"
-
-
-TELEMETRY_TOPICS = tuple(topic_for(s) for s in SECTORS)
-HAZARDS_TOPIC = "hazards"
-INCIDENTS_TOPIC = "incidents"
-DEADLETTER_TOPIC = "deadletter"
-CHECKPOINT_TOPIC = "safewatch.rulestate"

@@ -1,0 +1,21 @@
+"""Sector ids and topic names: defined once, here."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Sector = Literal["hazchem", "mine", "dust", "ammonia", "steel", "casting"]
+SECTORS: tuple[str, ...] = get_args(Sector)
+
+HAZARDS_TOPIC = "hazards"
+INCIDENTS_TOPIC = "incidents"
+DEADLETTER_TOPIC = "deadletter"
+CHECKPOINT_TOPIC = "safewatch.rulestate"
+
+
+def telemetry_topic(sector: str, prefix: str = "") -> str:
+    """The telemetry topic of a sector id, with the deployment's topic prefix."""
+    return f"{prefix}telemetry.{sector}"
+
+
+TELEMETRY_TOPICS = tuple(telemetry_topic(s) for s in SECTORS)
