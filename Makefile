@@ -1,11 +1,11 @@
 # The two commands: `make demo` (set up, start the embedded stack, run the main job) and
-# `make test` (the whole suite, integration tests included). Both install what they need.
+# `make test` (lint, types, then the whole suite, integration tests included). Both install what they need.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
 
-.PHONY: setup demo test stack-up stack-down bench clean
+.PHONY: setup demo test check stack-up stack-down bench clean
 
 $(BIN)/safewatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ setup: $(BIN)/safewatch
 demo: setup
 	$(BIN)/safewatch demo --duration $(DURATION)
 
-test: setup
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: check
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 stack-up: setup

@@ -184,12 +184,7 @@ class PlantSimulator:
 
 
 def default_demo_scenarios(
-    registry: Registry,
-    start_s: float,
-    *,
-    leak_s: float = 60.0,
-    silent_s: float = 90.0,
-    malformed_s: float = 8.0,
+    registry: Registry, start_s: float, *, leak_s: float = 60.0, silent_s: float = 90.0, malformed_s: float = 8.0
 ) -> list[Scenario]:
     """The demo's script: a leak at the hazchem tank area, one silent gas detector, one malformed burst."""
     leak_site, leak_area = demo_leak_target(registry)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -69,7 +70,7 @@ async def load_snapshots(settings: Settings, topic: str, *, timeout_s: float = 6
     return {k.decode(): orjson.loads(v) for k, v in latest.items()}
 
 
-async def sites_by_partition(settings: Settings, site_sector: dict[str, str]) -> dict[tuple[str, int], list[str]]:
+async def sites_by_partition(settings: Settings, site_sector: Mapping[str, str]) -> dict[tuple[str, int], list[str]]:
     """Which telemetry partition each site's messages land on (Kafka's default partitioner over the key)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
     await producer.start()

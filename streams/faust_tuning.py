@@ -25,4 +25,5 @@ def set_fetch_wait(ms: int) -> None:
     """Use `ms` as the fetch wait of every Faust worker consumer created from now on."""
     global _fetch_wait_ms
     _fetch_wait_ms = ms
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    # the patch is the point: Faust offers no setting for this wait
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]

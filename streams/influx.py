@@ -177,8 +177,11 @@ class InfluxWriter:
                     return sent
                 if not warned:
                     SPOOL_FULL.inc()
-                    log.error("InfluxDB spool full (%d bytes in %s): consuming paused until InfluxDB takes it",
-                              size, self.spool.directory)
+                    log.error(
+                        "InfluxDB spool full (%d bytes in %s): consuming paused until InfluxDB takes it",
+                        size,
+                        self.spool.directory,
+                    )
                     warned = True
                 await asyncio.sleep(1.0)
 

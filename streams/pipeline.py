@@ -187,8 +187,14 @@ class Pipeline:
 
         for r in builder.rejects:
             site = r.payload.get("site_id")
-            dead.append((r.reason, deadletter_record(r.reason, r.detail, r.origin, payload=r.payload, site_id=site),
-                         str(site or "").encode()))
+            origin: RawMessage = r.origin  # type: ignore[assignment]  # what _take gave the builder
+            dead.append(
+                (
+                    r.reason,
+                    deadletter_record(r.reason, r.detail, origin, payload=r.payload, site_id=site),
+                    str(site or "").encode(),
+                )
+            )
 
         batch = builder.build()
         result = self.engine.process(batch)
@@ -235,8 +241,12 @@ class Pipeline:
             msg = frame
         if msg.ts > now_ms + self.future_ms:
             ahead = (msg.ts - now_ms) / 1000
-            refuse("future", f"ts: event time {msg.ts} is {ahead:,.0f} s ahead of this worker's clock (tolerance "
-                   f"{self.settings.future_tolerance_s:g} s){_ts_hint(msg.ts)}", msg.site_id)
+            refuse(
+                "future",
+                f"ts: event time {msg.ts} is {ahead:,.0f} s ahead of this worker's clock (tolerance "
+                f"{self.settings.future_tolerance_s:g} s){_ts_hint(msg.ts)}",
+                msg.site_id,
+            )
             return
         builder.add(msg, origin=m)
 
@@ -247,8 +257,10 @@ class Pipeline:
         item = _frame_item(m.value, slot, sensor) if slot >= 0 else None  # the input reading, as sent
         where = f"readings.{slot}: " if slot >= 0 else ""
         ts = int(batch.ts[p])
-        detail = (f"{where}sensor {sensor}: event time {ts} is more than {self.settings.lateness_s:g} s behind "
-                  f"the sensor's newest reading{_ts_hint(ts)}")
+        detail = (
+            f"{where}sensor {sensor}: event time {ts} is more than {self.settings.lateness_s:g} s behind "
+            f"the sensor's newest reading{_ts_hint(ts)}"
+        )
         return "late", deadletter_record("late", detail, m, payload=item, site_id=site), site.encode()
 
     def _redelivered(self, m: RawMessage) -> bool:
@@ -281,8 +293,9 @@ class Pipeline:
             return None
         elapsed = (time.monotonic() - self._seen_wall) * 1000 - self.settings.clock_lag_s * 1000
         running = (self._seen_wall > 0) & self._site_live
-        return np.where(running, self.engine.site_last_ts + np.maximum(elapsed, 0).astype(np.int64),
-                        self.engine.site_last_ts)
+        return np.where(
+            running, self.engine.site_last_ts + np.maximum(elapsed, 0).astype(np.int64), self.engine.site_last_ts
+        )
 
     async def _update_liveness(self) -> None:
         """Which of our partitions are caught up; a partition that just caught up starts its sites' clocks."""
@@ -353,8 +366,14 @@ class Pipeline:
             return
         if len(redelivered):
             await self.writer.write(
-                reading_lines(self.prefixes, redelivered.idx.tolist(), redelivered.ts.tolist(),
-                              redelivered.value.tolist(), redelivered.good.tolist()))
+                reading_lines(
+                    self.prefixes,
+                    redelivered.idx.tolist(),
+                    redelivered.ts.tolist(),
+                    redelivered.value.tolist(),
+                    redelivered.good.tolist(),
+                )
+            )
         if not len(batch):
             return
         keep = np.ones(len(batch), dtype=bool)
@@ -384,6 +403,10 @@ class Pipeline:
             reasons[reason] += 1
         for reason, n in reasons.items():
             DEADLETTERS.labels(reason).inc(n)
+        if result.hazards or result.incidents or dead:
+            # On the broker before the checkpoint that says this batch is done: a restart treats
+            # what the checkpoint covers as redelivered and does not evaluate it again.
+            await self.flush()
         for why, n in result.skipped.items():
             if n:
                 SKIPPED.labels(why).inc(n)
@@ -398,7 +421,7 @@ class Pipeline:
 
     def _salvage(self, m: RawMessage, exc: DecodeError):
         """For a frame with some bad readings: the good ones as a frame, the bad ones with reasons."""
-        if exc.reason != "invalid_field":
+        if exc.reason != "invalid_field" or m.value is None:
             return None, []
         obj = orjson.loads(m.value)
         if not isinstance(obj.get("readings"), list):

@@ -25,7 +25,7 @@ RELOADS = Counter("safewatch_rule_reloads_total", "Rule or maintenance file relo
 
 
 def _signature(paths: list[Path]) -> tuple:
-    out = []
+    out: list[tuple[str, int | None, int | None]] = []
     for p in paths:
         try:
             st = p.stat()

@@ -10,6 +10,7 @@ so a chunk two workers happen to send twice changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -44,10 +45,8 @@ class Spool:
         """Bytes spooled."""
         total = 0
         for p in self.segments():
-            try:
+            with contextlib.suppress(FileNotFoundError):  # another worker drained it meanwhile
                 total += p.stat().st_size
-            except FileNotFoundError:  # another worker drained it meanwhile
-                pass
         return total
 
     def full(self) -> bool:

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
     """Every topic the worker reads or writes, with its config."""
-    specs = {settings.topic(t): {} for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, DEADLETTER_TOPIC)}
+    specs: dict[str, dict] = {
+        settings.topic(t): {} for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, DEADLETTER_TOPIC)
+    }
     specs[settings.topic(CHECKPOINT_TOPIC)] = {"cleanup.policy": "compact"}
     return specs
 
@@ -85,8 +87,15 @@ def build_app(settings: Settings) -> faust.App:
             last = None if position is None else position - 1
         return last is not None and last + 1 >= highwater
 
-    pipeline = Pipeline(settings, engine, send, InfluxWriter(settings), reloader,
-                        flush=lambda: app.producer.flush(), caught_up=caught_up)
+    pipeline = Pipeline(
+        settings,
+        engine,
+        send,
+        InfluxWriter(settings),
+        reloader,
+        flush=lambda: app.producer.flush(),
+        caught_up=caught_up,
+    )
 
     async def sync_ownership() -> None:
         """Restore exactly the sites of newly assigned partitions, before any of their readings."""
@@ -101,16 +110,20 @@ def build_app(settings: Settings) -> faust.App:
                 pipeline.adopt(site, tp[0], tp[1], snaps.get(site))
                 n += site in snaps
             owned.add(tp)
-        log.info("now evaluating %d partition(s), restored %d site checkpoint(s)", len(new), n,
-                 extra={"partitions": [f"{t}:{p}" for t, p in sorted(new)]})
+        log.info(
+            "now evaluating %d partition(s), restored %d site checkpoint(s)",
+            len(new),
+            n,
+            extra={"partitions": [f"{t}:{p}" for t, p in sorted(new)]},
+        )
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's stub wants a `signal` kwarg
     async def _assigned(sender, assigned_tps, **kwargs) -> None:
         # Sites may have moved here: restore them before the next batch (under the lock).
         assigned.clear()
         assigned.update((tp.topic, tp.partition) for tp in assigned_tps if tp.topic in telemetry_names)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(sender, revoked, **kwargs) -> None:
         # Their sites are another worker's now: write where we got to, then forget them, so no
         # timer of ours fires for a site we no longer read and no checkpoint of ours overwrites its owner's.
@@ -132,13 +145,15 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(telemetry, concurrency=1)
     async def evaluate(stream):
         async for events in stream.take_events(settings.take_max, within=settings.take_within_s):
-            batch = [RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                                e.message.value) for e in events]
+            batch = [
+                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+                for e in events
+            ]
             async with lock:
                 try:
                     await sync_ownership()
                     await pipeline.handle(batch)
-                except BaseException as exc:  # noqa: BLE001 - see below
+                except BaseException as exc:
                     # Faust's take_events acknowledges a batch whose body raised (its `finally`
                     # acks every event), and the offsets would commit past readings that were
                     # never evaluated or stored. Exit at once instead: nothing of this batch is

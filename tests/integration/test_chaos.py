@@ -1,0 +1,251 @@
+"""Faults change nothing a duty officer sees: SIGKILLed workers with a backlog, a worker added
+and one killed in a group, InfluxDB stopped for a minute.
+
+Each run sends the sector scenario files (their first ten minutes of event time) at 10x real
+time through real workers on the real broker and InfluxDB, injects its faults while sending,
+and compares the outcome with `replay` of the same input: hazard transitions and incident
+events up to each site's last reading, and every valid reading in InfluxDB. It prints the
+counts, which the README quotes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from config.topics import HAZARDS_TOPIC, INCIDENTS_TOPIC, SECTORS
+from rules.catalog import load_catalog
+from rules.replay import replay_file
+from safewatch.stack import create_influx_database, stack_up, stop_part
+from sensors.producer import TelemetryProducer
+from sensors.registry import load_registry
+from sensors.schema import DecodeError, decode_message, split_frame
+from streams.influx import query, rows
+
+from .pipeline_helpers import read_topic, spawn, stop
+from .scenario import isolated
+from .test_sector_scenarios import messages
+
+SPEED = 10.0  # event seconds per wall second
+SPAN_MS = 600_000
+
+
+def scenario_input() -> list[tuple[str, str, bytes, int]]:
+    """All sectors' lines, ordered by event time, the first SPAN_MS of it: (topic, key, value, ts)."""
+    out = []
+    for sector in SECTORS:
+        last = None
+        for topic, key, value in messages(sector):
+            try:
+                last = orjson.loads(value).get("ts", last)
+            except orjson.JSONDecodeError:
+                pass  # a malformed line goes out with its neighbour's time
+            out.append((topic, key, value, int(last or 0)))
+    t0 = min(t for *_, t in out if t)
+    out = [m for m in out if m[3] - t0 <= SPAN_MS]
+    out.sort(key=lambda m: m[3])
+    return out
+
+
+def valid_points(lines: list[bytes], registry) -> set[tuple[str, int]]:
+    """(sensor_id, ts) of every reading the worker must store."""
+    out = set()
+    for line in lines:
+        try:
+            msg = decode_message(line)
+        except DecodeError as exc:
+            try:
+                msg, _ = split_frame(orjson.loads(line)) if exc.reason == "invalid_field" else (None, [])
+            except Exception:
+                msg = None
+            if msg is None:
+                continue
+        readings = getattr(msg, "readings", None) or [msg]
+        for r in readings:
+            s = registry.sensors.get(r.sensor_id)
+            if s is not None and s.site_id == msg.site_id:
+                out.add((r.sensor_id, msg.ts))
+    return out
+
+
+def comparable(hazards, incidents, last_ts: dict[str, int]) -> tuple[set, set]:
+    h = {(e["hazard_id"], e["sensor_id"] or e["site_id"], e["kind"], e["event"], e["start"], e["flapping"])
+         for e in hazards if e["ts"] <= last_ts.get(e["site_id"], -1)}
+    i = {(e["incident_id"], e["status"], e["severity"], len(e["hazard_ids"]))
+         for e in incidents if e["updated_at"] <= last_ts.get(e["site_id"], -1)}
+    return h, i
+
+
+class Workers:
+    """Worker processes of one consumer group, numbered so each has its own metrics port and log."""
+
+    def __init__(self, settings, tmp: Path):
+        self.settings, self.tmp, self.procs, self.n = settings, tmp, [], 0
+
+    def start(self):
+        self.n += 1
+        s = self.settings.model_copy(update={"worker_web_port": _free_port()})
+        proc = spawn(s, self.tmp / f"worker-{self.n}.log", "worker")
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc):
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.procs.remove(proc)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            stop(p)
+        self.procs.clear()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0) -> dict:
+    """Send the scenario at SPEED with `faults(elapsed_s, group)` called as the send goes; then compare."""
+    settings = await isolated(stack, influx_db=f"chaos_{uuid.uuid4().hex[:8]}", influx_spool_dir=tmp / "spool")
+    create_influx_database(settings)
+    registry = load_registry(settings.registry)
+    sent = scenario_input()
+    t0 = sent[0][3]
+    group = Workers(settings, tmp)
+    for _ in range(workers):
+        group.start()
+    started = time.monotonic()
+    try:
+        async with TelemetryProducer(settings.bootstrap, linger_ms=5) as producer:
+            for topic, key, value, ts in sent:
+                due = started + (ts - t0) / 1000 / SPEED
+                while (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(min(wait, 0.2))
+                    await faults(time.monotonic() - started, group)
+                await producer.send(settings.topic(topic), key, value)
+            await producer.flush()
+        while time.monotonic() - started < (sent[-1][3] - t0) / 1000 / SPEED + tail_s:
+            await faults(time.monotonic() - started, group)
+            await asyncio.sleep(0.2)
+        while not group.procs:  # a fault may have left none running
+            group.start()
+        expected = valid_points([v for *_, v, _ in sent], registry)
+        stored = await _wait_stored(settings, len(expected), t0, timeout=240)
+        live_h = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=5.0)
+        live_i = await read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True, settle=1.0)
+    finally:
+        group.stop_all()
+
+    src, out = tmp / "input.jsonl", tmp / "replay.jsonl"
+    src.write_bytes(b"".join(v + b"\n" for *_, v, _ in sent))
+    replay_file(src, registry, out, catalog=load_catalog())
+    events = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    last_ts: dict[str, int] = defaultdict(lambda: -1)
+    for *_, value, ts in sent:
+        try:
+            last_ts[decode_message(value).site_id] = max(last_ts[decode_message(value).site_id], ts)
+        except DecodeError:
+            pass
+    want_h, want_i = comparable([e for e in events if e["type"] == "hazard"],
+                                [e for e in events if e["type"] == "incident"], last_ts)
+    got_h, got_i = comparable(live_h, live_i, last_ts)
+    report = {
+        "hazard transitions (replay)": len(want_h),
+        "missing hazard transitions": len(want_h - got_h),
+        "extra hazard transitions": len(got_h - want_h),
+        "incident events (replay)": len(want_i),
+        "missing incident events": len(want_i - got_i),
+        "extra incident events": len(got_i - want_i),
+        "readings expected": len(expected),
+        "readings stored": len(stored & expected),
+        "readings missing": len(expected - stored),
+    }
+    print("\nchaos run:", {k: v for k, v in report.items()}, flush=True)
+    report["_diff"] = (sorted(want_h - got_h)[:5], sorted(got_h - want_h)[:5],
+                       sorted(want_i - got_i)[:5], sorted(got_i - want_i)[:5])
+    return report
+
+
+async def _wait_stored(settings, n: int, t0: int, timeout: float) -> set[tuple[str, int]]:
+    deadline = time.monotonic() + timeout
+    got: set[tuple[str, int]] = set()
+    while time.monotonic() < deadline:
+        series = await asyncio.to_thread(
+            query, settings, f'SELECT "value" FROM "reading" WHERE time >= {t0 - 60_000}ms GROUP BY "sensor_id"')
+        got = {(r["sensor_id"], int(r["time"])) for r in rows(series)}
+        if len(got) >= n:
+            await asyncio.sleep(3)  # the last hazards and incidents
+            return got
+        await asyncio.sleep(2)
+    return got
+
+
+def assert_exact(report: dict) -> None:
+    counts = {k: v for k, v in report.items() if k.startswith(("missing", "extra", "readings missing"))}
+    assert all(v == 0 for v in counts.values()), (counts, report["_diff"])
+    assert report["hazard transitions (replay)"] > 100 and report["incident events (replay)"] > 20
+
+
+@pytest.mark.asyncio
+async def test_five_sigkills_with_a_backlog_change_nothing(stack, tmp_path):
+    rng = random.Random(11)
+    send_s = SPAN_MS / 1000 / SPEED
+    kills = sorted(rng.uniform(4, send_s - 4) for _ in range(5))
+    state = {"down_until": None}
+
+    async def faults(elapsed, group):
+        if state["down_until"] is not None and elapsed >= state["down_until"]:
+            group.start()  # back after a pause long enough for a backlog of tens of event seconds
+            state["down_until"] = None
+        if kills and elapsed >= kills[0] and state["down_until"] is None and group.procs:
+            kills.pop(0)
+            group.kill(group.procs[0])
+            state["down_until"] = elapsed + rng.uniform(2, 5)
+
+    assert_exact(await run(stack, tmp_path, workers=1, faults=faults))
+
+
+@pytest.mark.asyncio
+async def test_group_of_two_one_added_one_killed_changes_nothing(stack, tmp_path):
+    events = {"added": False, "killed": False}
+
+    async def faults(elapsed, group):
+        if elapsed >= 20 and not events["added"]:
+            group.start()  # a third worker joins: partitions move while data flows
+            events["added"] = True
+        if elapsed >= 40 and not events["killed"]:
+            group.kill(group.procs[0])  # one dies with its backlog; the others take over
+            events["killed"] = True
+
+    assert_exact(await run(stack, tmp_path, workers=2, faults=faults))
+
+
+@pytest.mark.asyncio
+async def test_influxdb_stopped_for_a_minute_loses_nothing(stack, tmp_path):
+    state = {"stopped": None}
+
+    async def faults(elapsed, group):
+        if elapsed >= 3 and state["stopped"] is None:
+            await asyncio.to_thread(stop_part, stack, "influxdb")
+            state["stopped"] = elapsed
+        elif state["stopped"] is not None and state["stopped"] > 0 and elapsed - state["stopped"] >= 60:
+            await asyncio.to_thread(stack_up, stack)
+            state["stopped"] = -1
+
+    report = await run(stack, tmp_path, workers=1, faults=faults, tail_s=8)
+    if state["stopped"] is not None and state["stopped"] > 0:  # the send ended first: restart it now
+        await asyncio.to_thread(stack_up, stack)
+    assert_exact(report)
