@@ -1,6 +1,7 @@
 """Hand a task to its department: HTTP POST to the webhook, retried with exponential backoff.
 
-Every attempt is recorded. The `Idempotency-Key: <task_id>` header lets receivers drop the
+Every attempt is recorded before it is made (and its outcome after), so an attempt cut short
+by a crash is still on record. The `Idempotency-Key: <task_id>` header lets receivers drop the
 repeats that at-least-once delivery (a retry after a lost response, a restart) can cause.
 """
 
@@ -56,6 +57,7 @@ async def deliver(
         if current is None or current.status not in ("pending", "failed"):
             return current or task  # acknowledged or delivered meanwhile: nothing left to do
         status, error = None, None
+        row, attempt = store.begin_attempt(task.task_id, url)
         try:
             response = await client.post(
                 url, content=delivery_body(current, store), headers=headers, timeout=settings.delivery_timeout_s
@@ -66,7 +68,7 @@ async def deliver(
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         ok = error is None
-        attempt = store.record_attempt(task.task_id, url, http_status=status, error=error, ok=ok)
+        store.finish_attempt(row, http_status=status, error=error, ok=ok)
         metrics.DELIVERY_ATTEMPTS.labels(task.department, "ok" if ok else "error").inc()
         if ok:
             store.mark_delivered(task.task_id, f"HTTP {status} on attempt {attempt}")

@@ -91,6 +91,10 @@ class Task(BaseModel):
     incident: dict[str, Any]  # snapshot of the incident event that created the task
 
 
+# What an attempt row says until its outcome is known; left so by a crash during the attempt.
+IN_FLIGHT = "no outcome recorded: the service stopped during this attempt, or it is still in flight"
+
+
 class Delivery(BaseModel):
     """One HTTP attempt to hand a task to its department."""
 
@@ -295,6 +299,29 @@ class TaskStore:
                 (task_id, attempt, now, url, http_status, error, int(ok)),
             )
         return attempt
+
+    def begin_attempt(self, task_id: str, url: str, now: int | None = None) -> tuple[int, int]:
+        """Log a delivery attempt before it is made, so one cut short by a crash is still on record;
+        returns (row id, attempt number). `finish_attempt` fills in its outcome."""
+        now = now_ms() if now is None else now
+        with self.transaction() as db:
+            attempt = db.execute("SELECT COUNT(*) FROM deliveries WHERE task_id = ?", (task_id,)).fetchone()[0] + 1
+            cur = db.execute(
+                "INSERT INTO deliveries (task_id, attempt, at, url, http_status, error, ok)"
+                " VALUES (?, ?, ?, ?, NULL, ?, 0)",
+                (task_id, attempt, now, url, IN_FLIGHT),
+            )
+            row = cur.lastrowid
+        assert row is not None
+        return row, attempt
+
+    def finish_attempt(self, row: int, *, http_status: int | None, error: str | None, ok: bool) -> None:
+        """The outcome of an attempt `begin_attempt` logged."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET http_status = ?, error = ?, ok = ? WHERE id = ?",
+                (http_status, error, int(ok), row),
+            )
 
     def mark_delivered(self, task_id: str, detail: str | None = None, now: int | None = None) -> bool:
         """pending/failed → delivered; False if the task was in another state (e.g. acknowledged)."""

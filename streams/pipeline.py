@@ -67,6 +67,7 @@ class RawMessage:
 # The copy of a refused input kept in its dead-letter record; the broker's message limit is
 # ~1 MiB, so a bigger input is cut (its size and SHA-256 say what it was).
 RAW_COPY_MAX = 64 * 1024
+RECORD_MAX = 160 * 1024  # a whole dead-letter record as JSON, well under the broker's limit
 
 
 def deadletter_record(
@@ -74,23 +75,20 @@ def deadletter_record(
 ) -> dict:
     """What the dead-letter topic carries: why, where from, and the input itself (cut if large).
 
-    Always serialisable: a payload too deep or too big for JSON is replaced by the raw copy."""
+    Always serialisable and bounded (under RECORD_MAX as JSON): a payload too deep or too big for
+    that is replaced by the raw copy, and a raw copy that JSON escaping would blow up goes as base64."""
     rec: dict = {
         "reason": reason,
         "detail": detail[:2000],
         "topic": m.topic,
         "partition": m.partition,
         "offset": m.offset,
-        "site_id": site_id if isinstance(site_id, str) else None,
+        "site_id": site_id[:128] if isinstance(site_id, str) else None,
         "received_at": int(time.time() * 1000),
     }
-    if payload is not None:
-        try:
-            if len(orjson.dumps(payload)) <= RAW_COPY_MAX:
-                rec["reading"] = payload
-                return rec
-        except (orjson.JSONEncodeError, TypeError):  # e.g. nested deeper than JSON encoders go
-            pass
+    if payload is not None and _fits({**rec, "reading": payload}):
+        rec["reading"] = payload
+        return rec
     if m.value is not None:
         raw = m.value
         rec["raw_bytes"] = len(raw)
@@ -102,7 +100,17 @@ def deadletter_record(
             rec["raw"] = raw.decode()
         except UnicodeDecodeError:
             rec["raw_b64"] = base64.b64encode(raw).decode()
+        if "raw" in rec and not _fits(rec):  # control characters are written as \u00XX, 6 bytes each
+            rec["raw_b64"] = base64.b64encode(raw).decode()
+            del rec["raw"]
     return rec
+
+
+def _fits(rec: dict) -> bool:
+    try:
+        return len(orjson.dumps(rec)) <= RECORD_MAX
+    except (orjson.JSONEncodeError, TypeError):  # e.g. nested deeper than JSON encoders go
+        return False
 
 
 def _ts_hint(ts: int) -> str:

@@ -56,6 +56,7 @@ def build_app(settings: Settings) -> faust.App:
         producer_linger=settings.producer_linger_ms / 1000.0,
         web_enabled=False,
         store="memory://",
+        datadir=str(settings.state_dir / "faust"),  # not the current directory (the repository, in a demo)
     )
     registry = load_registry(settings.registry)
     reloader = RuleReloader(settings)

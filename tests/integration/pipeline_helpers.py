@@ -34,8 +34,13 @@ def env_of(settings: Settings) -> dict[str, str]:
 
 def spawn(settings: Settings, log: Path, *args: str) -> subprocess.Popen:
     """`python -m safewatch ARGS` with these settings, output to `log`."""
-    return subprocess.Popen([sys.executable, "-m", "safewatch", *args], env=env_of(settings),
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "safewatch", *args],
+        env=env_of(settings),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
@@ -57,12 +62,12 @@ async def produce(settings: Settings, messages: list[tuple[str, str, bytes]]) ->
         await producer.flush()
 
 
-async def read_topic(settings: Settings, name: str, *, until=lambda msgs: False, timeout: float = 60,
-                     settle: float = 2.0) -> list[dict]:
+async def read_topic(
+    settings: Settings, name: str, *, until=lambda msgs: False, timeout: float = 60, settle: float = 2.0
+) -> list[dict]:
     """Everything on a topic from the start, decoded; stops when `until(msgs)` holds and
     nothing new came for `settle` seconds, or at `timeout`."""
-    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                         fetch_max_wait_ms=50)
+    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await c.start()
     try:
         topic = settings.topic(name)
@@ -102,8 +107,11 @@ async def metric(settings: Settings, name: str) -> float:
             text = (await client.get(f"http://127.0.0.1:{settings.worker_web_port}/metrics")).text
     except httpx.HTTPError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.2) -> None:
@@ -116,8 +124,7 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.2) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-async def wait_for(read, timeout: float, what: str, *, at_least: float | None = None,
-                   interval: float = 0.2) -> None:
+async def wait_for(read, timeout: float, what: str, *, at_least: float | None = None, interval: float = 0.2) -> None:
     """Poll `read()` (a value or an awaitable of one) without blocking the event loop until it
     is true, or, with `at_least`, until it reaches that; fail naming `what` and the last value."""
     deadline = time.monotonic() + timeout
@@ -134,8 +141,7 @@ async def wait_for(read, timeout: float, what: str, *, at_least: float | None = 
 
 async def committed(settings: Settings, topics: list[str]) -> int:
     """Sum of the worker group's committed offsets over `topics` (prefixed names)."""
-    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.worker_id,
-                         enable_auto_commit=False)
+    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.worker_id, enable_auto_commit=False)
     await c.start()
     try:
         total = 0

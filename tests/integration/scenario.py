@@ -26,8 +26,9 @@ TICKS = 90
 async def isolated(stack, **extra):
     """Settings for one scenario: own topics (created here), own consumer group."""
     run = uuid.uuid4().hex[:8]
-    s = stack.model_copy(update={"topic_prefix": f"it-{run}.", "worker_id": f"it-worker-{run}",
-                                 "session_timeout_s": 3.0, **extra})
+    s = stack.model_copy(
+        update={"topic_prefix": f"it-{run}.", "worker_id": f"it-worker-{run}", "session_timeout_s": 3.0, **extra}
+    )
     specs = topic_specs(s)
     assert sorted(await ensure_topics_async(s, specs)) == sorted(specs), "the run's topics existed before it"
     return s
@@ -70,8 +71,12 @@ async def leak_run(stack, tmp_path_factory):
     worker = spawn(settings, tmp / "worker.log", "worker")
     try:
         await produce(settings, msgs)
-        await wait_for(lambda: metric(settings, "safewatch_messages_total"), 120,
-                       f"the worker to read {len(msgs)} messages (log: {tmp / 'worker.log'})", at_least=len(msgs))
+        await wait_for(
+            lambda: metric(settings, "safewatch_messages_total"),
+            120,
+            f"the worker to read {len(msgs)} messages (log: {tmp / 'worker.log'})",
+            at_least=len(msgs),
+        )
         hazards = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True)
         incidents = await read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True)
         dead = await read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
@@ -79,8 +84,18 @@ async def leak_run(stack, tmp_path_factory):
         stop(worker)
     report, r_hazards, r_incidents = replay(registry, msgs, tmp)
     site, area = demo_leak_target(registry)
-    return SimpleNamespace(settings=settings, registry=registry, msgs=msgs, start_ms=start_ms, hazards=hazards,
-                           incidents=incidents, dead=dead, replay_report=report, r_hazards=r_hazards,
-                           r_incidents=r_incidents, site=site, area=area, tmp=tmp)
-
-
+    return SimpleNamespace(
+        settings=settings,
+        registry=registry,
+        msgs=msgs,
+        start_ms=start_ms,
+        hazards=hazards,
+        incidents=incidents,
+        dead=dead,
+        replay_report=report,
+        r_hazards=r_hazards,
+        r_incidents=r_incidents,
+        site=site,
+        area=area,
+        tmp=tmp,
+    )

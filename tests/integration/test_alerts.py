@@ -56,9 +56,16 @@ def alerts_settings(leak_run, tmp_path, receiver, group: str):
     routing = tmp_path / "routing.yaml"
     text = (PROJECT_ROOT / "deploy" / "routing.yaml").read_text()
     routing.write_text(text.replace("${ALERTS_API}/inbox", f"{receiver.url}/dept"))
-    return leak_run.settings.model_copy(update={
-        "routing": routing, "alerts_db": tmp_path / "tasks.sqlite3", "alerts_group": group,
-        "alerts_port": free_ports()["alerts_port"], "delivery_backoff_s": 0.1, "session_timeout_s": 3.0})
+    return leak_run.settings.model_copy(
+        update={
+            "routing": routing,
+            "alerts_db": tmp_path / "tasks.sqlite3",
+            "alerts_group": group,
+            "alerts_port": free_ports()["alerts_port"],
+            "delivery_backoff_s": 0.1,
+            "session_timeout_s": 3.0,
+        }
+    )
 
 
 def expected_tasks(leak_run, settings) -> set[tuple[str, str]]:
@@ -76,8 +83,9 @@ def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run,
     assert len(want) >= 3, "the leak incident should reach several departments"
     proc = spawn(settings, tmp_path / "alerts.log", "alerts", "serve")
     try:
-        wait_until(lambda: len(receiver.received) >= len(want), 90,
-                   f"{len(want)} deliveries (log: {tmp_path / 'alerts.log'})")
+        wait_until(
+            lambda: len(receiver.received) >= len(want), 90, f"{len(want)} deliveries (log: {tmp_path / 'alerts.log'})"
+        )
         time.sleep(2)  # anything extra would arrive now
         got = Counter((b["task"]["incident_id"], dept) for dept, _, b in receiver.received)
         assert set(got) == want
@@ -106,5 +114,8 @@ def _consumed(settings) -> float:
         text = httpx.get(f"{settings.alerts_api}/metrics", timeout=2).text
     except httpx.HTTPError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("safewatch_alerts_incidents_total"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("safewatch_alerts_incidents_total")
+    )

@@ -11,6 +11,7 @@ counts, which the README quotes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -45,10 +46,8 @@ def scenario_input() -> list[tuple[str, str, bytes, int]]:
     for sector in SECTORS:
         last = None
         for topic, key, value in messages(sector):
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError):  # a malformed line goes with its neighbour's time
                 last = orjson.loads(value).get("ts", last)
-            except orjson.JSONDecodeError:
-                pass  # a malformed line goes out with its neighbour's time
             out.append((topic, key, value, int(last or 0)))
     t0 = min(t for *_, t in out if t)
     out = [m for m in out if m[3] - t0 <= SPAN_MS]
@@ -78,10 +77,16 @@ def valid_points(lines: list[bytes], registry) -> set[tuple[str, int]]:
 
 
 def comparable(hazards, incidents, last_ts: dict[str, int]) -> tuple[set, set]:
-    h = {(e["hazard_id"], e["sensor_id"] or e["site_id"], e["kind"], e["event"], e["start"], e["flapping"])
-         for e in hazards if e["ts"] <= last_ts.get(e["site_id"], -1)}
-    i = {(e["incident_id"], e["status"], e["severity"], len(e["hazard_ids"]))
-         for e in incidents if e["updated_at"] <= last_ts.get(e["site_id"], -1)}
+    h = {
+        (e["hazard_id"], e["sensor_id"] or e["site_id"], e["kind"], e["event"], e["start"], e["flapping"])
+        for e in hazards
+        if e["ts"] <= last_ts.get(e["site_id"], -1)
+    }
+    i = {
+        (e["incident_id"], e["status"], e["severity"], len(e["hazard_ids"]))
+        for e in incidents
+        if e["updated_at"] <= last_ts.get(e["site_id"], -1)
+    }
     return h, i
 
 
@@ -155,12 +160,11 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0) ->
     events = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     last_ts: dict[str, int] = defaultdict(lambda: -1)
     for *_, value, ts in sent:
-        try:
+        with contextlib.suppress(DecodeError):
             last_ts[decode_message(value).site_id] = max(last_ts[decode_message(value).site_id], ts)
-        except DecodeError:
-            pass
-    want_h, want_i = comparable([e for e in events if e["type"] == "hazard"],
-                                [e for e in events if e["type"] == "incident"], last_ts)
+    want_h, want_i = comparable(
+        [e for e in events if e["type"] == "hazard"], [e for e in events if e["type"] == "incident"], last_ts
+    )
     got_h, got_i = comparable(live_h, live_i, last_ts)
     report = {
         "hazard transitions (replay)": len(want_h),
@@ -174,8 +178,12 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0) ->
         "readings missing": len(expected - stored),
     }
     print("\nchaos run:", {k: v for k, v in report.items()}, flush=True)
-    report["_diff"] = (sorted(want_h - got_h)[:5], sorted(got_h - want_h)[:5],
-                       sorted(want_i - got_i)[:5], sorted(got_i - want_i)[:5])
+    report["_diff"] = (
+        sorted(want_h - got_h)[:5],
+        sorted(got_h - want_h)[:5],
+        sorted(want_i - got_i)[:5],
+        sorted(got_i - want_i)[:5],
+    )
     return report
 
 
@@ -184,7 +192,8 @@ async def _wait_stored(settings, n: int, t0: int, timeout: float) -> set[tuple[s
     got: set[tuple[str, int]] = set()
     while time.monotonic() < deadline:
         series = await asyncio.to_thread(
-            query, settings, f'SELECT "value" FROM "reading" WHERE time >= {t0 - 60_000}ms GROUP BY "sensor_id"')
+            query, settings, f'SELECT "value" FROM "reading" WHERE time >= {t0 - 60_000}ms GROUP BY "sensor_id"'
+        )
         got = {(r["sensor_id"], int(r["time"])) for r in rows(series)}
         if len(got) >= n:
             await asyncio.sleep(3)  # the last hazards and incidents

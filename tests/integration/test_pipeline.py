@@ -34,8 +34,11 @@ def test_scripted_leak_gives_gas_and_temperature_hazards_and_one_incident(leak_r
     assert at_site[0]["status"] == "open" and at_site[-1]["status"] == "closed"
     linked = set(at_site[-1]["hazard_ids"])
     last = leak_run.start_ms + (TICKS - 1) * 1000
-    assert {h["hazard_id"] for h in until(leak_run.hazards, last)
-            if h["site_id"] == leak_run.site and h["kind"] not in NOT_CORRELATED} == linked
+    assert {
+        h["hazard_id"]
+        for h in until(leak_run.hazards, last)
+        if h["site_id"] == leak_run.site and h["kind"] not in NOT_CORRELATED
+    } == linked
     assert at_site[-1]["severity"] == "orange"
 
 
@@ -59,27 +62,33 @@ def test_malformed_input_is_dead_lettered_with_reason_and_the_stream_goes_on(lea
     bad_value = [d for d in leak_run.dead if d["reason"] == "invalid_field"]
     assert any("value" in d["detail"] for d in bad_value)
     # readings after the malformed burst were still evaluated: hazards exist later than the last dead letter
-    last_bad_ts = max(d["reading"]["ts"] for d in leak_run.dead if "reading" in d and "ts" in d["reading"]) \
-        if any("reading" in d and "ts" in d["reading"] for d in leak_run.dead) else leak_run.start_ms
+    last_bad_ts = (
+        max(d["reading"]["ts"] for d in leak_run.dead if "reading" in d and "ts" in d["reading"])
+        if any("reading" in d and "ts" in d["reading"] for d in leak_run.dead)
+        else leak_run.start_ms
+    )
     assert max(h["ts"] for h in leak_run.hazards) > last_bad_ts
 
 
 def test_readings_hazards_incidents_are_queryable_in_influxdb(leak_run):
     s = leak_run.settings
     window = f"time >= {leak_run.start_ms}ms AND time < {leak_run.start_ms + TICKS * 1000}ms"
-    sent = sum(len(orjson.loads(v)["readings"]) for _, k, v in leak_run.msgs
-               if k == leak_run.site and v.startswith(b"{") and b'"readings"' in v and _is_frame_ok(v))
-    got = rows(query(s, f"SELECT count(\"value\") FROM \"reading\" WHERE \"site_id\" = '{leak_run.site}' AND {window}"))
+    sent = sum(
+        len(orjson.loads(v)["readings"])
+        for _, k, v in leak_run.msgs
+        if k == leak_run.site and v.startswith(b"{") and b'"readings"' in v and _is_frame_ok(v)
+    )
+    got = rows(query(s, f'SELECT count("value") FROM "reading" WHERE "site_id" = \'{leak_run.site}\' AND {window}'))
     assert got and got[0]["count"] == sent
-    hz = rows(query(s, f"SELECT \"hazard_id\", \"kind\" FROM \"hazard\" WHERE \"site_id\" = '{leak_run.site}' "
-                       f"AND {window}"))
+    hz = rows(query(s, f'SELECT "hazard_id", "kind" FROM "hazard" WHERE "site_id" = \'{leak_run.site}\' AND {window}'))
     assert {r["hazard_id"] for r in hz} == {h["hazard_id"] for h in leak_run.hazards if h["site_id"] == leak_run.site}
-    inc = rows(query(s, f"SELECT \"incident_id\", \"status\" FROM \"incident\" WHERE {window}"))
+    inc = rows(query(s, f'SELECT "incident_id", "status" FROM "incident" WHERE {window}'))
     assert {r["incident_id"] for r in inc} == {i["incident_id"] for i in leak_run.incidents}
 
 
 def _is_frame_ok(v: bytes) -> bool:
     from sensors.schema import DecodeError, decode_message
+
     try:
         decode_message(v)
         return True
@@ -110,8 +119,9 @@ async def test_worker_restart_mid_stream_loses_no_hazard(stack, tmp_path):
         await produce(settings, msgs[cut:])
         _, expected, expected_inc = replay(registry, msgs, tmp_path)
         want = {(h["hazard_id"], h["event"]) for h in expected}
-        hazards = await read_topic(settings, HAZARDS_TOPIC,
-                                   until=lambda m: want <= {(h["hazard_id"], h["event"]) for h in m}, timeout=120)
+        hazards = await read_topic(
+            settings, HAZARDS_TOPIC, until=lambda m: want <= {(h["hazard_id"], h["event"]) for h in m}, timeout=120
+        )
     finally:
         stop(worker)
     last = start_ms + (TICKS - 1) * 1000

@@ -21,9 +21,14 @@ REFUSED = 'safewatch_rule_reloads_total{outcome="refused",what="rules"}'
 
 
 def frames(site, sensor, start_ms, seconds, value):
-    return [("telemetry.hazchem", site, encode(Frame(site_id=site, ts=start_ms + s * 1000,
-                                                    readings=[{"sensor_id": sensor, "value": value}])))
-            for s in seconds]
+    return [
+        (
+            "telemetry.hazchem",
+            site,
+            encode(Frame(site_id=site, ts=start_ms + s * 1000, readings=[{"sensor_id": sensor, "value": value}])),
+        )
+        for s in seconds
+    ]
 
 
 @pytest.mark.asyncio

@@ -42,8 +42,11 @@ def messages(sector: str) -> list[tuple[str, str, bytes]]:
 
 
 def transitions(hazards: list[dict], last_ts: dict[str, int]) -> set[tuple]:
-    return {(h["hazard_id"], h["sensor_id"] or h["site_id"], h["kind"], h["event"], h["start"], h["flapping"])
-            for h in hazards if h["ts"] <= last_ts.get(h["site_id"], -1)}
+    return {
+        (h["hazard_id"], h["sensor_id"] or h["site_id"], h["kind"], h["event"], h["start"], h["flapping"])
+        for h in hazards
+        if h["ts"] <= last_ts.get(h["site_id"], -1)
+    }
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -55,8 +58,12 @@ async def sector_run(stack, tmp_path_factory):
     worker = spawn(settings, tmp / "worker.log", "worker", "--loglevel", "warning")
     try:
         await produce(settings, sent)
-        await wait_for(lambda: metric(settings, "safewatch_messages_total"), 180,
-                       f"the worker to read {len(sent)} messages (log: {tmp / 'worker.log'})", at_least=len(sent))
+        await wait_for(
+            lambda: metric(settings, "safewatch_messages_total"),
+            180,
+            f"the worker to read {len(sent)} messages (log: {tmp / 'worker.log'})",
+            at_least=len(sent),
+        )
         live = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=3.0)
         dead = await read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
     finally:

@@ -14,12 +14,26 @@ T0 = 1_750_000_000_000
 MINUTE = 60_000
 
 
-def incident(severity: str = "yellow", updated_at: int = T0, incident_id: str = "inc-a1", status: str = "open") -> IncidentEvent:
+def incident(
+    severity: str = "yellow", updated_at: int = T0, incident_id: str = "inc-a1", status: str = "open"
+) -> IncidentEvent:
     return IncidentEvent(
-        incident_id=incident_id, status=status, severity=severity, rule_id="hazchem.gas_and_temp",
-        title="Gas and temperature rise, tank area T-1", site_id="site-1", site_name="Tank area T-1",
-        enterprise_id="91320583MA1XXXXXX0", enterprise_name="Kunshan Chem", region="320583", sector="hazchem",
-        opened_at=T0, updated_at=updated_at, hazard_ids=["hz-1"], open_hazard_ids=["hz-1"], timeline=[],
+        incident_id=incident_id,
+        status=status,
+        severity=severity,
+        rule_id="hazchem.gas_and_temp",
+        title="Gas and temperature rise, tank area T-1",
+        site_id="site-1",
+        site_name="Tank area T-1",
+        enterprise_id="91320583MA1XXXXXX0",
+        enterprise_name="Kunshan Chem",
+        region="320583",
+        sector="hazchem",
+        opened_at=T0,
+        updated_at=updated_at,
+        hazard_ids=["hz-1"],
+        open_hazard_ids=["hz-1"],
+        timeline=[],
     )
 
 
@@ -99,7 +113,10 @@ def test_acknowledge(store: TaskStore):
     task = store.create_task(incident(), "county", 30, now=T0)[0]
     acked = store.acknowledge(task.task_id, "duty officer Wang", "on our way", now=T0 + MINUTE)
     assert (acked.status, acked.acknowledged_by, acked.acknowledged_at, acked.ack_note) == (
-        "acknowledged", "duty officer Wang", T0 + MINUTE, "on our way",
+        "acknowledged",
+        "duty officer Wang",
+        T0 + MINUTE,
+        "on our way",
     )
     with pytest.raises(AlreadyAcknowledged) as info:
         store.acknowledge(task.task_id, "someone else")
@@ -132,10 +149,14 @@ def test_delivery_attempts_and_state_changes_are_recorded(store: TaskStore):
     assert store.mark_delivered(task.task_id, "HTTP 200 on attempt 3", now=T0 + 60_000)
     assert store.undelivered() == []
     assert [(d.attempt, d.http_status, d.ok) for d in store.deliveries(task.task_id)] == [
-        (1, None, False), (2, 503, False), (3, 200, True),
+        (1, None, False),
+        (2, 503, False),
+        (3, 200, True),
     ]
     assert [(a.from_status, a.to_status) for a in store.audit(task.task_id)] == [
-        (None, "pending"), ("pending", "failed"), ("failed", "delivered"),
+        (None, "pending"),
+        ("pending", "failed"),
+        ("failed", "delivered"),
     ]
 
 

@@ -39,10 +39,22 @@ routes:
 
 def incident(severity: str = "yellow", updated_at: int = T0, incident_id: str = "inc-a1") -> IncidentEvent:
     return IncidentEvent(
-        incident_id=incident_id, status="open", severity=severity, rule_id="hazchem.gas_and_temp",
-        title="Gas and temperature rise", site_id="site-1", site_name="Tank area T-1",
-        enterprise_id="91320583MA1XXXXXX0", enterprise_name="Kunshan Chem", region="320583", sector="hazchem",
-        opened_at=T0, updated_at=updated_at, hazard_ids=["hz-1"], open_hazard_ids=["hz-1"], timeline=[],
+        incident_id=incident_id,
+        status="open",
+        severity=severity,
+        rule_id="hazchem.gas_and_temp",
+        title="Gas and temperature rise",
+        site_id="site-1",
+        site_name="Tank area T-1",
+        enterprise_id="91320583MA1XXXXXX0",
+        enterprise_name="Kunshan Chem",
+        region="320583",
+        sector="hazchem",
+        opened_at=T0,
+        updated_at=updated_at,
+        hazard_ids=["hz-1"],
+        open_hazard_ids=["hz-1"],
+        timeline=[],
     )
 
 
@@ -89,9 +101,12 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset], float
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples if s.name.startswith("safewatch_alerts_") and s.name.endswith("_total")}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+        if s.name.startswith("safewatch_alerts_") and s.name.endswith("_total")
+    }
 
 
 # --- the HTTP API --------------------------------------------------------------------------------
@@ -158,8 +173,9 @@ async def test_metrics_count_what_the_service_did(settings, routing, store, inbo
     departments and one repeated inbox post move exactly the counters they should, by one each."""
     before = await scrape(inbox)
     store_incident(b"{not json", routing=routing, store=store)
-    delivered = await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=inbox,
-                                       settings=settings)
+    delivered = await process_incident(
+        incident("yellow").to_json(), routing=routing, store=store, client=inbox, settings=settings
+    )
     assert [t.status for t in delivered] == ["delivered"] * 3
     for _ in range(2):
         assert (await inbox.post("/inbox/fire", json={}, headers={"Idempotency-Key": "k-1"})).status_code == 200
@@ -176,11 +192,15 @@ async def test_metrics_count_what_the_service_did(settings, routing, store, inbo
         sample("safewatch_alerts_bad_incidents_total", reason="json"): 1,
         sample("safewatch_alerts_incidents_total"): 1,
         sample("safewatch_alerts_inbox_duplicates_total", department="fire"): 1,
-        **{sample(name, department=dept, **{label: value}): 1
-           for dept in ("enterprise", "county", "city")
-           for name, label, value in (("safewatch_alerts_tasks_created_total", "severity", "yellow"),
-                                      ("safewatch_alerts_delivery_attempts_total", "outcome", "ok"),
-                                      ("safewatch_alerts_deliveries_total", "result", "delivered"))},
+        **{
+            sample(name, department=dept, **{label: value}): 1
+            for dept in ("enterprise", "county", "city")
+            for name, label, value in (
+                ("safewatch_alerts_tasks_created_total", "severity", "yellow"),
+                ("safewatch_alerts_delivery_attempts_total", "outcome", "ok"),
+                ("safewatch_alerts_deliveries_total", "result", "delivered"),
+            )
+        },
     }
 
 
@@ -214,7 +234,9 @@ async def test_process_incident_delivers_once_and_replay_sends_nothing(settings,
     first = await process_incident(raw, routing=routing, store=store, client=inbox, settings=settings)
     replay = await process_incident(raw, routing=routing, store=store, client=inbox, settings=settings)
     assert [(t.department, t.status) for t in first] == [
-        ("enterprise", "delivered"), ("county", "delivered"), ("city", "delivered"),
+        ("enterprise", "delivered"),
+        ("county", "delivered"),
+        ("city", "delivered"),
     ]
     assert replay == []
     county = (await inbox.get("/inbox/county")).json()
@@ -300,8 +322,9 @@ async def run_delivery(statuses: list[int], settings, routing, store, attempts: 
     task = store.create_task(incident(), "county", 30)[0]
     seen: list[httpx.Request] = []
     async with flaky(statuses, seen) as client:
-        delivered = await deliver(task, routing=routing, client=client, store=store, settings=settings,
-                                  attempts=attempts)
+        delivered = await deliver(
+            task, routing=routing, client=client, store=store, settings=settings, attempts=attempts
+        )
     return delivered, seen
 
 

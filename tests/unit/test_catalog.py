@@ -47,7 +47,7 @@ FIXED_NUMBER_UNITS = {
 NOT_YET_MEASURED = {"mine.tailings_landslide"}
 # Trigger sensors with no response signal in their interlock's scope, and why.
 NO_RESPONSE_EXPECTED = {
-    "am-qd-cs01-cr3-nh3-01": "cold room: GB 50072 §7.4.3 asks for exhaust in machine rooms and valve stations",
+    "am-qd-cs01-cr3-nh3-01": "cold room: GB 50072 §7.4.3 asks for exhaust in machine rooms and valve stations"
 }
 # Hazard kinds the engine emits besides threshold level kinds (rules/bindings.py).
 RATE_KINDS = {"rate_rise", "rate_fall"}
@@ -66,13 +66,19 @@ def registry():
 def rules_for(catalog, registry, sensor, kind=None):
     """The rules of the sensor's sector that match it, optionally of one class."""
     site_kind = registry.sites[sensor.site_id].kind
-    return [r for r in catalog.rules(sensor.sector)
-            if r.match.applies(sensor.quantity, site_kind) and (kind is None or isinstance(r, kind))]
+    return [
+        r
+        for r in catalog.rules(sensor.sector)
+        if r.match.applies(sensor.quantity, site_kind) and (kind is None or isinstance(r, kind))
+    ]
 
 
 def matched_sensors(registry, sector, rule):
-    return [s for s in registry.sensors.values()
-            if s.sector == sector and rule.match.applies(s.quantity, registry.sites[s.site_id].kind)]
+    return [
+        s
+        for s in registry.sensors.values()
+        if s.sector == sector and rule.match.applies(s.quantity, registry.sites[s.site_id].kind)
+    ]
 
 
 def set_points(level):
@@ -146,8 +152,19 @@ def test_rate_and_stuck_rules_are_unambiguous_and_skip_state_signals(catalog, re
 
 def test_stuck_rules_leave_out_signals_that_sit_flat(catalog):
     # Rainfall is 0 for days; gas detectors read a flat 0 in clean air (zero suppression).
-    flat = {"rainfall_1h", "rainfall_24h", "combustible_gas", "hydrogen_sulfide", "chlorine",
-            "hydrogen_chloride", "benzene", "carbon_monoxide", "nitrogen_dioxide", "ammonia", "airlock_current"}
+    flat = {
+        "rainfall_1h",
+        "rainfall_24h",
+        "combustible_gas",
+        "hydrogen_sulfide",
+        "chlorine",
+        "hydrogen_chloride",
+        "benzene",
+        "carbon_monoxide",
+        "nitrogen_dioxide",
+        "ammonia",
+        "airlock_current",
+    }
     stuck = [r for f in catalog.sectors.values() for r in f.rules if isinstance(r, StuckRule)]
     assert stuck, "no stuck rule in the catalogue"
     for r in stuck:
@@ -156,8 +173,9 @@ def test_stuck_rules_leave_out_signals_that_sit_flat(catalog):
 
 def test_every_rule_matches_a_shipped_sensor(catalog, registry):
     # Catches a misspelt quantity or site kind, which would leave a rule silently unused.
-    unmatched = {r.id for sector, f in catalog.sectors.items() for r in f.rules
-                 if not matched_sensors(registry, sector, r)}
+    unmatched = {
+        r.id for sector, f in catalog.sectors.items() for r in f.rules if not matched_sensors(registry, sector, r)
+    }
     assert unmatched == NOT_YET_MEASURED
 
 
@@ -172,8 +190,9 @@ def test_no_dead_registry_references(catalog, registry):
                 continue
             for n, lv in enumerate(rule.levels):
                 for ref in (v for v in set_points(lv) if isinstance(v, str)):
-                    assert any(resolve(ref, s.alarms) is not None for s in sensors), \
+                    assert any(resolve(ref, s.alarms) is not None for s in sensors), (
                         f"{rule.id} levels[{n}] {ref!r}: no matched sensor has that set point"
+                    )
                     checked += 1
     assert checked, "no registry reference was checked"
 
@@ -206,8 +225,10 @@ def test_unit_check_catches_a_fixed_number_on_a_two_unit_quantity(catalog, regis
     bad = Catalog(sectors={**catalog.sectors, "ammonia": parsed}, sources=catalog.sources)
     # Even with ammonia declared as ppm, the 150 would also apply to the %LEL detectors.
     found = unit_mismatches(bad, registry, {**FIXED_NUMBER_UNITS, "ammonia": "ppm"})
-    assert found == [f"ammonia.nh3: fixed number on {sid} in %LEL (expected ppm)"
-                     for sid in ("am-qd-mr01-mr-nh3lel01", "am-dt-mr01-mr-nh3lel01")]
+    assert found == [
+        f"ammonia.nh3: fixed number on {sid} in %LEL (expected ppm)"
+        for sid in ("am-qd-mr01-mr-nh3lel01", "am-dt-mr01-mr-nh3lel01")
+    ]
 
 
 def test_fixed_numbers_agree_with_the_registry(catalog, registry):
@@ -230,8 +251,10 @@ def test_fixed_numbers_agree_with_the_registry(catalog, registry):
         # GB 50072-2021 §7.4.1: 150 ppm first level, 25 %LEL second level.
         ("ammonia.nh3", {"ppm": {"high": 150.0}, "%LEL": {"high_high": 25.0}}),
         # GB 6222 workplace / short-entry limits: 24 / 160 ppm = 30 / 200 mg/m3.
-        ("steel.carbon_monoxide", {"ppm": {"high": 24.0, "high_high": 160.0},
-                                   "mg/m3": {"high": 30.0, "high_high": 200.0}}),
+        (
+            "steel.carbon_monoxide",
+            {"ppm": {"high": 24.0, "high_high": 160.0}, "mg/m3": {"high": 30.0, "high_high": 200.0}},
+        ),
     ],
 )
 def test_standard_values_read_from_the_registry(catalog, registry, rule_id, expected):
@@ -248,7 +271,9 @@ def test_gas_alarm_levels(catalog):
     for sector in ("hazchem", "dust"):
         rule = next(r for r in catalog.rules(sector) if r.id == f"{sector}.combustible_gas")
         assert [(lv.kind, lv.above, lv.clear, lv.colour) for lv in rule.levels] == [
-            ("high", 25, 20, "yellow"), ("high_high", 50, 45, "orange")]
+            ("high", 25, 20, "yellow"),
+            ("high_high", 50, 45, "orange"),
+        ]
         assert 3 <= rule.on_delay_s <= 5 and 10 <= rule.off_delay_s <= 30
 
 
@@ -261,8 +286,10 @@ def test_tailings_rules_follow_gb_39496(catalog):
     assert phreatic == {"orange": "1.1 * registry.low_low", "red": "registry.low_low"}
     landslide = {lv.colour: lv.above for lv in rules["mine.tailings_landslide"].levels}
     assert landslide == {"orange": "0.8 * registry.high_high", "red": "registry.high_high"}
-    yellow = {rid: next(lv.above for lv in rules[rid].levels if lv.colour == "yellow")
-              for rid in ("mine.rainfall_1h", "mine.rainfall_24h")}
+    yellow = {
+        rid: next(lv.above for lv in rules[rid].levels if lv.colour == "yellow")
+        for rid in ("mine.rainfall_1h", "mine.rainfall_24h")
+    }
     assert yellow == {"mine.rainfall_1h": 16, "mine.rainfall_24h": 50}  # 暴雨, docs/standards.md §3.4
 
 
@@ -286,8 +313,11 @@ def test_every_interlock_trigger_has_a_response_signal_in_scope(catalog, registr
                 if s.quantity not in rule.trigger.quantity:
                     continue
                 peers = registry.sensors_of_site(s.site_id)
-                responses = [p for p in peers if p.quantity in rule.expect.quantity
-                             and (rule.scope == "site" or p.area == s.area)]
+                responses = [
+                    p
+                    for p in peers
+                    if p.quantity in rule.expect.quantity and (rule.scope == "site" or p.area == s.area)
+                ]
                 assert all(p.is_state for p in responses), rule.id
                 if not responses:
                     missing[s.id] = rule.id
@@ -302,8 +332,9 @@ def test_every_state_signal_is_expected_by_an_interlock(catalog, registry):
         rules = [r for r in catalog.rules(s.sector) if isinstance(r, InterlockRule) and s.quantity in r.expect.quantity]
         assert rules, f"state signal {s.id} is not expected by any interlock rule"
         peers = registry.sensors_of_site(s.site_id)
-        assert any(p.quantity in r.trigger.quantity and (r.scope == "site" or p.area == s.area)
-                   for r in rules for p in peers), f"{s.id}: no trigger sensor in its area"
+        assert any(
+            p.quantity in r.trigger.quantity and (r.scope == "site" or p.area == s.area) for r in rules for p in peers
+        ), f"{s.id}: no trigger sensor in its area"
 
 
 def test_shipped_rule_files_check_clean_from_the_command_line():
@@ -368,7 +399,10 @@ def assert_issue(exc, path, line, field, message):
 def test_good_file_loads(tmp_path):
     (tmp_path / "hazchem.yaml").write_text(GOOD, encoding="utf-8")
     assert [r.id for r in load_catalog(tmp_path).rules("hazchem")] == [
-        "hazchem.offline", "hazchem.fault", "hazchem.tank_level"]
+        "hazchem.offline",
+        "hazchem.fault",
+        "hazchem.tank_level",
+    ]
 
 
 def test_unknown_key_in_a_rule(tmp_path):
@@ -380,8 +414,13 @@ def test_unknown_key_in_a_rule(tmp_path):
 def test_bad_set_point_reference(tmp_path):
     text = GOOD.replace("above: registry.high,", "above: registry.hihg,")
     path, exc = errors_of(tmp_path, text)
-    assert_issue(exc, path, line_of(text, "registry.hihg"), "rules[2].levels[0].above",
-                 r"'registry.hihg' is neither a number nor `registry.<high\|high_high\|low\|low_low>`")
+    assert_issue(
+        exc,
+        path,
+        line_of(text, "registry.hihg"),
+        "rules[2].levels[0].above",
+        r"'registry.hihg' is neither a number nor `registry.<high\|high_high\|low\|low_low>`",
+    )
 
 
 def test_level_with_both_above_and_below(tmp_path):
@@ -393,7 +432,9 @@ def test_level_with_both_above_and_below(tmp_path):
 def test_duplicate_rule_id(tmp_path):
     text = GOOD.replace("- id: hazchem.fault", "- id: hazchem.offline")
     path, exc = errors_of(tmp_path, text)
-    assert_issue(exc, path, line_of(text, "- id: hazchem.offline", nth=1), "rules[1].id", "duplicate rule id 'hazchem.offline'")
+    assert_issue(
+        exc, path, line_of(text, "- id: hazchem.offline", nth=1), "rules[1].id", "duplicate rule id 'hazchem.offline'"
+    )
 
 
 def test_rule_id_must_start_with_the_sector(tmp_path):
@@ -408,7 +449,9 @@ def test_file_named_differently_from_its_sector(tmp_path):
 
 
 def test_invalid_yaml(tmp_path):
-    text = GOOD.replace("match: {quantity: [level], site_kind: [tank_area]}", "match: {quantity: [level], site_kind: [tank_area}")
+    text = GOOD.replace(
+        "match: {quantity: [level], site_kind: [tank_area]}", "match: {quantity: [level], site_kind: [tank_area}"
+    )
     path, exc = errors_of(tmp_path, text)
     assert re.search(rf"^{re.escape(path)}:\d+: not valid YAML", str(exc), re.M), str(exc)
 
@@ -428,16 +471,22 @@ def test_other_schema_errors(tmp_path, old, new, field, message):
     assert old in GOOD
     text = GOOD.replace(old, new)
     path, exc = errors_of(tmp_path, text)
-    assert any(s.startswith(f"{path}:") and f": {field}: " in s and re.search(message, s)
-               for s in str(exc).splitlines()), str(exc)
+    assert any(
+        s.startswith(f"{path}:") and f": {field}: " in s and re.search(message, s) for s in str(exc).splitlines()
+    ), str(exc)
 
 
 def test_all_problems_of_all_files_are_reported_at_once(tmp_path):
-    (tmp_path / "mine.yaml").write_text(GOOD.replace("sector: hazchem", "sector: mine")
-                                        .replace("hazchem.", "mine.").replace("on_delay_s: 5", "thresold: 5"))
+    (tmp_path / "mine.yaml").write_text(
+        GOOD.replace("sector: hazchem", "sector: mine")
+        .replace("hazchem.", "mine.")
+        .replace("on_delay_s: 5", "thresold: 5")
+    )
     path, exc = errors_of(tmp_path, GOOD.replace("above: registry.high,", "above: registry.hihg,"))
     assert {(i.source.rsplit("/", 1)[-1], i.path) for i in exc.issues} == {
-        ("hazchem.yaml", "rules[2].levels[0].above"), ("mine.yaml", "rules[2].thresold")}
+        ("hazchem.yaml", "rules[2].levels[0].above"),
+        ("mine.yaml", "rules[2].thresold"),
+    }
     assert all(i.line for i in exc.issues)
 
 
@@ -452,8 +501,13 @@ def test_command_line_check_fails_on_a_bad_directory(tmp_path):
 def _cli(directory: str) -> subprocess.CompletedProcess:
     # A wide console, so rich does not wrap the one-line errors.
     env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "safewatch", "rules", "check", directory],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "safewatch", "rules", "check", directory],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_ref_pattern_accepts_only_the_documented_forms():

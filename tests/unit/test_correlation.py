@@ -20,8 +20,7 @@ def opened(results):
 
 def test_two_sensors_within_window_open_one_incident(mini_registry):
     eng = RuleEngine(mini_registry, correlation_window_s=300)
-    res = [run(eng, frame("site-a", 0, a_gas1=30, a_temp1=20)),
-           run(eng, frame("site-a", 120, a_gas1=30, a_temp1=65))]
+    res = [run(eng, frame("site-a", 0, a_gas1=30, a_temp1=20)), run(eng, frame("site-a", 120, a_gas1=30, a_temp1=65))]
     inc = incidents(res)
     assert [i.status for i in inc] == ["open"]
     assert len(inc[0].hazard_ids) == 2 and inc[0].severity == "yellow"
@@ -77,8 +76,12 @@ def events(engine, f):
 
 def test_snapshot_restore_continues_exactly(mini_registry):
     """A worker restarted from a checkpoint emits what an uninterrupted one would."""
-    script = [frame("site-a", 0, a_gas1=30), frame("site-a", 5, a_gas1=55, a_temp1=61),
-              frame("site-a", 9, a_gas1=45), frame("site-a", 12, a_gas1=1, a_temp1=20)]
+    script = [
+        frame("site-a", 0, a_gas1=30),
+        frame("site-a", 5, a_gas1=55, a_temp1=61),
+        frame("site-a", 9, a_gas1=45),
+        frame("site-a", 12, a_gas1=1, a_temp1=20),
+    ]
     whole = RuleEngine(mini_registry)
     expected = [e for f in script for e in events(whole, f)]
     assert any(e.get("status") == "closed" for e in expected)

@@ -6,13 +6,7 @@ import textwrap
 import pytest
 
 from sensors import uscc
-from sensors.registry import (
-    DEFAULT_DEADBAND_FRACTION,
-    DEFAULT_REGISTRY,
-    SECTORS,
-    RegistryError,
-    load_registry,
-)
+from sensors.registry import DEFAULT_DEADBAND_FRACTION, DEFAULT_REGISTRY, SECTORS, RegistryError, load_registry
 from sensors.simulator import demo_leak_target, leak_sensor_ids
 
 GOOD = textwrap.dedent(
@@ -218,14 +212,22 @@ def test_unknown_unit(tmp_path):
     text = GOOD.replace('unit: "%LEL"', 'unit: "ppmm"')
     path = write(tmp_path, text)
     exc = errors_of(path)
-    assert_issue(exc, path, line_of(text, "ppmm"), "enterprises[0].sites[0].sensors[0].unit", r"unknown unit 'ppmm' \(known: .*%LEL")
+    assert_issue(
+        exc,
+        path,
+        line_of(text, "ppmm"),
+        "enterprises[0].sites[0].sensors[0].unit",
+        r"unknown unit 'ppmm' \(known: .*%LEL",
+    )
 
 
 def test_missing_set_points(tmp_path):
     text = GOOD.replace("alarms: {high: 25, high_high: 50}", "alarms: {}")
     path = write(tmp_path, text)
     exc = errors_of(path)
-    assert_issue(exc, path, line_of(text, "alarms: {}"), "enterprises[0].sites[0].sensors[0].alarms", "at least one set point")
+    assert_issue(
+        exc, path, line_of(text, "alarms: {}"), "enterprises[0].sites[0].sensors[0].alarms", "at least one set point"
+    )
 
 
 def test_missing_alarms_key_points_at_the_sensor(tmp_path):
@@ -279,14 +281,26 @@ def test_unordered_set_points(tmp_path):
     text = GOOD.replace("alarms: {low_low: 0.15, low: 0.2}", "alarms: {low_low: 0.25, low: 0.2}")
     path = write(tmp_path, text)
     exc = errors_of(path)
-    assert_issue(exc, path, line_of(text, "low_low: 0.25"), "enterprises[1].sites[0].sensors[0].alarms", "out of order: low_low 0.25 must be below low 0.2")
+    assert_issue(
+        exc,
+        path,
+        line_of(text, "low_low: 0.25"),
+        "enterprises[1].sites[0].sensors[0].alarms",
+        "out of order: low_low 0.25 must be below low 0.2",
+    )
 
 
 def test_set_point_outside_range(tmp_path):
     text = GOOD.replace("alarms: {high: 35, high_high: 45}", "alarms: {high: 35, high_high: 145}")
     path = write(tmp_path, text)
     exc = errors_of(path)
-    assert_issue(exc, path, line_of(text, "high_high: 145"), "enterprises[0].sites[0].sensors[1].alarms", "outside the measuring range")
+    assert_issue(
+        exc,
+        path,
+        line_of(text, "high_high: 145"),
+        "enterprises[0].sites[0].sensors[1].alarms",
+        "outside the measuring range",
+    )
 
 
 def test_duplicate_sensor_id(tmp_path):
@@ -294,14 +308,22 @@ def test_duplicate_sensor_id(tmp_path):
     path = write(tmp_path, text)
     exc = errors_of(path)
     line = line_of(text, "- id: t-tank01-gas01", nth=1)
-    assert_issue(exc, path, line, "enterprises[0].sites[0].sensors[1].id", "duplicate sensor id 't-tank01-gas01' .first at enterprises.0..sites.0..sensors.0..id")
+    assert_issue(
+        exc,
+        path,
+        line,
+        "enterprises[0].sites[0].sensors[1].id",
+        "duplicate sensor id 't-tank01-gas01' .first at enterprises.0..sites.0..sensors.0..id",
+    )
 
 
 def test_duplicate_site_id_across_enterprises(tmp_path):
     text = GOOD.replace("- id: t-pit01\n", "- id: t-tank01\n")
     path = write(tmp_path, text)
     exc = errors_of(path)
-    assert_issue(exc, path, line_of(text, "- id: t-tank01", nth=1, exact=True), "enterprises[1].sites[0].id", "duplicate site id")
+    assert_issue(
+        exc, path, line_of(text, "- id: t-tank01", nth=1, exact=True), "enterprises[1].sites[0].id", "duplicate site id"
+    )
 
 
 def test_undeclared_region(tmp_path):
@@ -322,7 +344,9 @@ def test_duplicate_yaml_key(tmp_path):
     text = add_after(GOOD, "period_s: 1", "period_s: 2")
     path = write(tmp_path, text)
     exc = errors_of(path)
-    assert_issue(exc, path, line_of(text, "period_s: 1") + 1, r"enterprises[1].sites[0].sensors[0].period_s", "duplicate key")
+    assert_issue(
+        exc, path, line_of(text, "period_s: 1") + 1, r"enterprises[1].sites[0].sensors[0].period_s", "duplicate key"
+    )
 
 
 def test_all_errors_are_reported_at_once(tmp_path):

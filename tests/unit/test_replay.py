@@ -18,8 +18,10 @@ def write_script(path, frames, extra_lines=()):
             fh.write(line + b"\n")
 
 
-SCRIPT = [frame("site-a", t, a_gas1=g, a_temp1=tc) for t, g, tc in
-          [(0, 1, 20), (1, 12, 25), (2, 28, 40), (3, 52, 62), (4, 53, 66), (5, 30, 50), (6, 3, 30)]]
+SCRIPT = [
+    frame("site-a", t, a_gas1=g, a_temp1=tc)
+    for t, g, tc in [(0, 1, 20), (1, 12, 25), (2, 28, 40), (3, 52, 62), (4, 53, 66), (5, 30, 50), (6, 3, 30)]
+]
 
 
 def test_replay_is_deterministic_and_ordered(tmp_path, mini_registry):

@@ -17,9 +17,22 @@ SHIPPED = PROJECT_ROOT / "deploy" / "routing.yaml"
 def incident(severity: str = "blue", sector: str = "hazchem", region: str = "320583") -> IncidentEvent:
     """An incident event with only the routing-relevant fields varied."""
     return IncidentEvent(
-        incident_id="inc-1", status="open", severity=severity, rule_id="r", title="t",
-        site_id="s", site_name="s", enterprise_id="e", enterprise_name="e", region=region, sector=sector,
-        opened_at=1, updated_at=1, hazard_ids=["h"], open_hazard_ids=["h"], timeline=[],
+        incident_id="inc-1",
+        status="open",
+        severity=severity,
+        rule_id="r",
+        title="t",
+        site_id="s",
+        site_name="s",
+        enterprise_id="e",
+        enterprise_name="e",
+        region=region,
+        sector=sector,
+        opened_at=1,
+        updated_at=1,
+        hazard_ids=["h"],
+        open_hazard_ids=["h"],
+        timeline=[],
     )
 
 
@@ -93,11 +106,17 @@ def test_shipped_jiangsu_file_is_valid_and_points_at_the_demo_inbox():
         assert dept.webhook == f"{API}/inbox/{dept_id}"
     assert route(incident("blue", "hazchem", "320583"), routing) == ["enterprise-duty", "county-emergency"]
     assert route(incident("yellow", "steel", "320583"), routing) == [
-        "enterprise-duty", "county-emergency", "suzhou-emergency",
+        "enterprise-duty",
+        "county-emergency",
+        "suzhou-emergency",
     ]
     orange_chem = route(incident("orange", "hazchem", "320707"), routing)
     assert orange_chem == [
-        "enterprise-duty", "county-emergency", "lianyungang-emergency", "js-emergency", "js-fire-rescue",
+        "enterprise-duty",
+        "county-emergency",
+        "lianyungang-emergency",
+        "js-emergency",
+        "js-fire-rescue",
         "js-ecology-environment",
     ]
     assert "js-fire-rescue" not in route(incident("orange", "steel", "320707"), routing)

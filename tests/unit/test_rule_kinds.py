@@ -16,30 +16,74 @@ from sensors.schema import Frame
 from .rules_helpers import T0
 
 BASE = {"description": {"zh": "测试", "en": "test"}, "standard": "test"}
-GAS = {**BASE, "id": "hazchem.gas.level", "kind": "threshold", "match": {"quantity": ["combustible_gas"]},
-       "levels": [{"kind": "high", "above": 25, "clear": 22, "colour": "yellow"},
-                  {"kind": "high_high", "above": 50, "clear": 45, "colour": "orange"}]}
-TEMP = {**BASE, "id": "hazchem.temp.level", "kind": "threshold", "match": {"quantity": ["temperature"]},
-        "levels": [{"kind": "high", "above": "registry.high", "colour": "yellow"},
-                   {"kind": "high_high", "above": "registry.high_high", "colour": "orange"}]}
-RATE = {**BASE, "id": "hazchem.temp.rate", "kind": "rate", "match": {"quantity": ["temperature"]},
-        "direction": "rise", "limit": 2, "per_s": 60, "window_s": 60, "min_samples": 3, "colour": "yellow"}
-OFFLINE = {**BASE, "id": "hazchem.offline", "kind": "offline", "match": {"quantity": "*"}, "periods": 3,
-           "colour": "blue", "site_colour": "yellow"}
-STUCK = {**BASE, "id": "hazchem.stuck", "kind": "stuck", "match": {"quantity": ["combustible_gas"]}, "samples": 5,
-         "colour": "blue"}
+GAS = {
+    **BASE,
+    "id": "hazchem.gas.level",
+    "kind": "threshold",
+    "match": {"quantity": ["combustible_gas"]},
+    "levels": [
+        {"kind": "high", "above": 25, "clear": 22, "colour": "yellow"},
+        {"kind": "high_high", "above": 50, "clear": 45, "colour": "orange"},
+    ],
+}
+TEMP = {
+    **BASE,
+    "id": "hazchem.temp.level",
+    "kind": "threshold",
+    "match": {"quantity": ["temperature"]},
+    "levels": [
+        {"kind": "high", "above": "registry.high", "colour": "yellow"},
+        {"kind": "high_high", "above": "registry.high_high", "colour": "orange"},
+    ],
+}
+RATE = {
+    **BASE,
+    "id": "hazchem.temp.rate",
+    "kind": "rate",
+    "match": {"quantity": ["temperature"]},
+    "direction": "rise",
+    "limit": 2,
+    "per_s": 60,
+    "window_s": 60,
+    "min_samples": 3,
+    "colour": "yellow",
+}
+OFFLINE = {
+    **BASE,
+    "id": "hazchem.offline",
+    "kind": "offline",
+    "match": {"quantity": "*"},
+    "periods": 3,
+    "colour": "blue",
+    "site_colour": "yellow",
+}
+STUCK = {
+    **BASE,
+    "id": "hazchem.stuck",
+    "kind": "stuck",
+    "match": {"quantity": ["combustible_gas"]},
+    "samples": 5,
+    "colour": "blue",
+}
 FAULT = {**BASE, "id": "hazchem.fault", "kind": "fault", "match": {"quantity": "*"}, "colour": "blue"}
-FAN = {**BASE, "id": "hazchem.gas.fan", "kind": "interlock",
-       "match": {"quantity": ["combustible_gas"]},
-       "trigger": {"quantity": ["combustible_gas"], "kinds": ["high_high"]},
-       "expect": {"quantity": ["exhaust_fan_running"], "op": ">=", "value": 1, "within_s": 10}}
+FAN = {
+    **BASE,
+    "id": "hazchem.gas.fan",
+    "kind": "interlock",
+    "match": {"quantity": ["combustible_gas"]},
+    "trigger": {"quantity": ["combustible_gas"], "kinds": ["high_high"]},
+    "expect": {"quantity": ["exhaust_fan_running"], "op": ">=", "value": 1, "within_s": 10},
+}
 
 
 def catalog(tmp_path, *rules, flapping=(3, 60), name="c"):
     d = tmp_path / name
     d.mkdir(exist_ok=True)
-    doc = {"sector": "hazchem", "flapping": {"max_changes": flapping[0], "window_s": flapping[1]},
-           "rules": [dict(r) for r in rules]}
+    doc = {
+        "sector": "hazchem",
+        "flapping": {"max_changes": flapping[0], "window_s": flapping[1]},
+        "rules": [dict(r) for r in rules],
+    }
     (d / "hazchem.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     return load_catalog(d)
 
@@ -93,8 +137,25 @@ def test_on_delay_and_off_delay(tmp_path, mini_registry):
     rule = {**TEMP, "on_delay_s": 3, "off_delay_s": 5}
     eng = RuleEngine(mini_registry, catalog(tmp_path, rule))
     # a 2 s spike is too short; then 4 s above opens at the 3rd second; a 3 s dip does not clear
-    script = [(0, 61), (1, 61), (2, 20), (10, 61), (11, 61), (12, 61), (13, 61), (14, 20), (15, 20), (16, 20),
-              (17, 61), (18, 20), (19, 20), (20, 20), (21, 20), (22, 20), (23, 20)]
+    script = [
+        (0, 61),
+        (1, 61),
+        (2, 20),
+        (10, 61),
+        (11, 61),
+        (12, 61),
+        (13, 61),
+        (14, 20),
+        (15, 20),
+        (16, 20),
+        (17, 61),
+        (18, 20),
+        (19, 20),
+        (20, 20),
+        (21, 20),
+        (22, 20),
+        (23, 20),
+    ]
     ev = feed(eng, [(t, {"a-temp1": v}) for t, v in script])
     assert seq(ev) == [("open", "high"), ("clear", "high")]
     assert ev[0].ts == T0 + 13_000 and ev[1].ts == T0 + 23_000
@@ -143,7 +204,9 @@ def test_offline_gap_found_on_arrival_equals_timer(tmp_path, mini_registry):
     key = lambda evs: sorted((e.hazard_id, e.kind, e.event, e.start) for e in evs)
     # the only reporting sensor of its site: the site is offline, once, not the sensor too
     assert key(a) == key(b) and [k[1:3] for k in key(a)] in (
-        [("site_offline", "clear"), ("site_offline", "open")], [("site_offline", "open"), ("site_offline", "clear")])
+        [("site_offline", "clear"), ("site_offline", "open")],
+        [("site_offline", "open"), ("site_offline", "clear")],
+    )
 
 
 def test_whole_site_silent_is_one_site_offline(tmp_path, mini_registry):
@@ -176,8 +239,10 @@ def test_stuck_never_fires_on_a_noisy_signal(tmp_path_factory, mini_registry, se
         for j in range(i, min(n, i + batch)):
             b.add(Frame(site_id="site-a", ts=T0 + j * 1000, readings=[{"sensor_id": "a-gas1", "value": values[j]}]))
         ev += eng.process(b.build()).hazards
-    runs = max((len(r) for r in "".join("s" if a == b else "." for a, b in zip(values, values[1:])).split(".")),
-               default=0)
+    runs = max(
+        (len(r) for r in "".join("s" if a == b else "." for a, b in zip(values, values[1:], strict=False)).split(".")),
+        default=0,
+    )
     assert (seq(ev, "stuck") != []) == (runs >= 4)
 
 

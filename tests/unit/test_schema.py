@@ -18,19 +18,29 @@ def test_reading_and_frame_round_trip():
     assert decode_message(encode(f)).readings[0].quality == "good"
 
 
-@pytest.mark.parametrize("raw,reason,field", [
-    (b"{not json", "malformed_json", None),
-    (b"[1,2]", "malformed_message", None),
-    (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T, "value": "12.5"}), "invalid_field", "value"),
-    (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T}), "invalid_field", "value"),
-    (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T, "value": 1, "quality": "meh"}), "invalid_field", "quality"),
-    (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": "yesterday", "value": 1}), "invalid_field", "ts"),
-    (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T, "value": 1, "colour": 1}), "invalid_field", "colour"),
-    (orjson.dumps({"site_id": "s", "ts": T, "readings": [{"sensor_id": "a", "value": 1}, {"sensor_id": "b"}]}),
-     "invalid_field", "readings.1.value"),
-    (b'{"site_id": "s", "sensor_id": "x", "ts": 1764000000000, "value": NaN}', "malformed_json", None),
-    (b'{"site_id": "s", "sensor_id": "x", "ts": 1764000000000, "value": 1e999}', "malformed_json", None),
-])
+@pytest.mark.parametrize(
+    "raw,reason,field",
+    [
+        (b"{not json", "malformed_json", None),
+        (b"[1,2]", "malformed_message", None),
+        (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T, "value": "12.5"}), "invalid_field", "value"),
+        (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T}), "invalid_field", "value"),
+        (
+            orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T, "value": 1, "quality": "meh"}),
+            "invalid_field",
+            "quality",
+        ),
+        (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": "yesterday", "value": 1}), "invalid_field", "ts"),
+        (orjson.dumps({"site_id": "s", "sensor_id": "x", "ts": T, "value": 1, "colour": 1}), "invalid_field", "colour"),
+        (
+            orjson.dumps({"site_id": "s", "ts": T, "readings": [{"sensor_id": "a", "value": 1}, {"sensor_id": "b"}]}),
+            "invalid_field",
+            "readings.1.value",
+        ),
+        (b'{"site_id": "s", "sensor_id": "x", "ts": 1764000000000, "value": NaN}', "malformed_json", None),
+        (b'{"site_id": "s", "sensor_id": "x", "ts": 1764000000000, "value": 1e999}', "malformed_json", None),
+    ],
+)
 def test_bad_messages_name_reason_and_field(raw, reason, field):
     with pytest.raises(DecodeError) as exc:
         decode_message(raw)
@@ -40,8 +50,11 @@ def test_bad_messages_name_reason_and_field(raw, reason, field):
 
 
 def test_split_frame_keeps_good_readings():
-    obj = {"site_id": "s", "ts": T, "readings": [{"sensor_id": "a", "value": 1}, {"sensor_id": "b", "value": "x"},
-                                                 {"sensor_id": "c", "value": 3}]}
+    obj = {
+        "site_id": "s",
+        "ts": T,
+        "readings": [{"sensor_id": "a", "value": 1}, {"sensor_id": "b", "value": "x"}, {"sensor_id": "c", "value": 3}],
+    }
     frame, bad = split_frame(obj)
     assert [r.sensor_id for r in frame.readings] == ["a", "c"]
     assert len(bad) == 1 and bad[0][1].startswith("readings.1.value")

@@ -15,12 +15,12 @@ import orjson
 import pytest
 import yaml
 
+from config.topics import SECTORS
 from rules.catalog import load_catalog
 from rules.replay import replay_file
 from sensors.registry import load_registry
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
-from config.topics import SECTORS
 
 
 @cache

@@ -148,7 +148,9 @@ def test_leak_does_not_shift_other_sensors(reg):
 
 def test_silent_sensor_absent_in_its_window(reg):
     sensor = "am-qd-mr01-mr-nh3-01"  # period 2 s
-    sim = PlantSimulator(reg, seed=0, start_ms=START_MS, scenarios=[Scenario("silent", "am-qd-mr01", 20, 30, sensor_id=sensor)])
+    sim = PlantSimulator(
+        reg, seed=0, start_ms=START_MS, scenarios=[Scenario("silent", "am-qd-mr01", 20, 30, sensor_id=sensor)]
+    )
     got = readings(run(sim, 80))
     ticks = [i for i, _ in got[sensor]]
     assert not any(20 <= i < 50 for i in ticks)
@@ -202,8 +204,13 @@ def test_readings_jsonl_flattens_the_same_stream(reg):
 
 
 def test_readings_jsonl_keeps_malformed_lines(reg):
-    sim = PlantSimulator(reg, seed=0, start_ms=START_MS, sites=["ca-jy-pit01"],
-                         scenarios=[Scenario("malformed", "ca-jy-pit01", 0, len(MALFORMED_KINDS))])
+    sim = PlantSimulator(
+        reg,
+        seed=0,
+        start_ms=START_MS,
+        sites=["ca-jy-pit01"],
+        scenarios=[Scenario("malformed", "ca-jy-pit01", 0, len(MALFORMED_KINDS))],
+    )
     bad = [line for line in sim.readings_jsonl(len(MALFORMED_KINDS)) if decode_error(line.encode())]
     assert len(bad) == len(MALFORMED_KINDS)
 
@@ -365,8 +372,14 @@ def test_interlock_without_response_leaves_the_valve_alone(reg):
 
 
 def test_interlock_responses_by_id_and_by_area(reg):
-    only_shutoff = Scenario("interlock", "ca-jy-pit02", 10, 40, sensor_id="ca-jy-pit02-mould-fin01",
-                            response_id="ca-jy-pit02-mould-shutoff01")
+    only_shutoff = Scenario(
+        "interlock",
+        "ca-jy-pit02",
+        10,
+        40,
+        sensor_id="ca-jy-pit02-mould-fin01",
+        response_id="ca-jy-pit02-mould-shutoff01",
+    )
     _, got = scripted(reg, "ca-jy-pit02", only_shutoff, 60)
     assert 1.0 in {v for _, v in got["ca-jy-pit02-mould-shutoff01"]}
     assert {v for _, v in got["ca-jy-pit02-mould-discharge01"]} == {0.0}
@@ -388,7 +401,7 @@ def test_whole_site_silence_sends_no_frame(reg):
 def test_slow_sensors_hold_still(reg):
     """A tailings pond sampled every 30 s: no drift and little noise over an hour (its rate rule is 0.1 m/h)."""
     got = readings(run(PlantSimulator(reg, seed=2, start_ms=START_MS, sites=["mn-jn-tailings01"]), 3600))
-    t, v = zip(*got["mn-jn-tailings01-pond-level01"])
+    t, v = zip(*got["mn-jn-tailings01-pond-level01"], strict=False)
     assert abs(np.polyfit(np.array(t) / 3600, v, 1)[0]) < 0.02  # m/h
     assert 0 < np.std(v) < 0.02
 
@@ -401,8 +414,17 @@ def test_slow_sensors_hold_still(reg):
         (Scenario("flap", "hz-zjg-tank01", 0, 10, sensor_id="hz-zjg-tank01-t101-gas01", flap_s=(0, 1)), "flap_s"),
         (Scenario("stuck", "hz-zjg-tank01", 0, 10, sensor_id="hz-zjg-tank01-t101-inlet-esv01"), "state signal"),
         (Scenario("interlock", "hz-zjg-jetty01", 0, 10, sensor_id="hz-zjg-jetty01-b1-gas01"), "no state signal"),
-        (Scenario("interlock", "hz-zjg-tank01", 0, 10, sensor_id="hz-zjg-tank01-t101-level01",
-                  response_id="hz-zjg-tank01-t101-gas01"), "not a state signal"),
+        (
+            Scenario(
+                "interlock",
+                "hz-zjg-tank01",
+                0,
+                10,
+                sensor_id="hz-zjg-tank01-t101-level01",
+                response_id="hz-zjg-tank01-t101-gas01",
+            ),
+            "not a state signal",
+        ),
     ],
 )
 def test_bad_sensor_scenarios_are_refused(reg, scenario, message):

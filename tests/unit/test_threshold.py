@@ -78,6 +78,7 @@ def test_events_alternate_open_clear_per_level(mini_registry, values):
 
 def test_bad_quality_is_stored_not_evaluated(mini_registry):
     from sensors.schema import Frame
+
     eng = RuleEngine(mini_registry)
     f = Frame(site_id="site-a", ts=1_764_000_000_000, readings=[{"sensor_id": "a-gas1", "value": 99, "quality": "bad"}])
     res = run(eng, f)

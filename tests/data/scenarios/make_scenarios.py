@@ -57,8 +57,7 @@ def mine() -> list[Scenario]:
     return [
         # 0-2400 pond 1 level rises 0.3 m/h (0.2 m in the file) from the start, far below its
         #        control level: the 0.1 m/h rule fires once its hour window is half full (~1800 s)
-        Scenario("rate", "mn-jn-tailings01", 0, 2400, sensor_id="mn-jn-tailings01-pond-level01",
-                 slope_per_min=0.005),
+        Scenario("rate", "mn-jn-tailings01", 0, 2400, sensor_id="mn-jn-tailings01-pond-level01", slope_per_min=0.005),
         # 60-180 CO at underground level 150 past 24 ppm (L1) and its 50 ppm L2
         Scenario("excursion", "mn-jn-ug01", 60, 120, sensor_id="mn-jn-ug01-l150-co01"),
         # 200-500 phreatic line 1 rises toward the dam face: depth below 1.1 x control (orange)
@@ -155,15 +154,23 @@ def casting() -> list[Scenario]:
         Scenario("silent", "ca-cs-pit01", 100, 40, sensor_id="ca-cs-pit01-ews-level01"),
         # 120-180 pit 1 junction launder level past high-high; neither valve acts: both launder
         #         interlocks fail (the valves are in the mould area; the rule's scope is the site)
-        Scenario("interlock", "ca-jy-pit01", 120, 60, sensor_id="ca-jy-pit01-launder-lvl01", area="mould",
-                 respond=False),
+        Scenario(
+            "interlock", "ca-jy-pit01", 120, 60, sensor_id="ca-jy-pit01-launder-lvl01", area="mould", respond=False
+        ),
         # 150-210 Changshu cooling-water pressure below low-low (a sudden drop too); shut-off and
         #         discharge valves act 4 s after the crossing, inside the 5 s: satisfied
         Scenario("interlock", "ca-cs-pit01", 150, 60, sensor_id="ca-cs-pit01-mould-pin01", respond_after_s=4),
         # 170-230 pit 2 cooling-water flow below low-low; only the shut-off valve closes: the
         #         discharge interlock fails, the shut-off one does not
-        Scenario("interlock", "ca-jy-pit02", 170, 60, sensor_id="ca-jy-pit02-mould-fin01",
-                 response_id="ca-jy-pit02-mould-shutoff01", respond_after_s=4),
+        Scenario(
+            "interlock",
+            "ca-jy-pit02",
+            170,
+            60,
+            sensor_id="ca-jy-pit02-mould-fin01",
+            response_id="ca-jy-pit02-mould-shutoff01",
+            respond_after_s=4,
+        ),
     ]
 
 
@@ -173,8 +180,7 @@ PLANS = {"hazchem": hazchem, "mine": mine, "dust": dust, "ammonia": ammonia, "st
 def write(sector: str, registry, out_dir: Path = HERE) -> Path:
     """Simulate one sector and write its frames, one message per line."""
     sites = [s.id for s in registry.sites_by_sector(sector)]
-    sim = PlantSimulator(registry, seed=SEED, start_ms=START_MS, tick_s=TICK_S, scenarios=PLANS[sector](),
-                         sites=sites)
+    sim = PlantSimulator(registry, seed=SEED, start_ms=START_MS, tick_s=TICK_S, scenarios=PLANS[sector](), sites=sites)
     path = out_dir / f"{sector}.jsonl"
     with open(path, "wb") as fh:
         for _ in range(TICKS[sector]):
