@@ -230,7 +230,8 @@ class Pipeline:
         def refuse(reason: str, detail: str, key: str | None, payload: dict | None = None) -> None:
             if dead is not None:
                 rec = deadletter_record(reason, detail, m, payload=payload, site_id=key)
-                dead.append((reason, rec, (key or "").encode() or (m.key or b"")))
+                # the record's site id, already cut: an input's own id can be any size
+                dead.append((reason, rec, (rec["site_id"] or "").encode() or (m.key or b"")[:128]))
 
         if m.value is None:
             refuse("empty_message", "message has no value", None)

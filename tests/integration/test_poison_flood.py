@@ -55,6 +55,8 @@ def bad_inputs(rng: random.Random, registry, t_ms: int, seen: set[str]) -> list[
                     "malformed_json" if depth > 1024 else "invalid_field",
                 )
             )
+        elif kind == 4 and n == 18:  # a 1 MiB site id: its dead-letter (and the record's key) must be cut
+            out.append((site.id, orjson.dumps({"site_id": "s" * 1_000_000, "ts": 1}), "invalid_field"))
         elif kind == 4 and n % 280 == 4:  # a few very large ones (~900 KiB, under the producer's 1 MiB)
             out.append((site.id, orjson.dumps({**good, "note": "x" * 900_000}), "invalid_field"))
         elif kind == 4:
