@@ -22,15 +22,16 @@ from .pipeline_helpers import spawn, stop, wait_until
 
 
 class Receiver:
-    """A department endpoint: records every POST it gets."""
+    """A department endpoint: records every POST it gets, answering after `delay_s`."""
 
-    def __init__(self):
+    def __init__(self, delay_s: float = 0.0):
         received = self.received = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 received.append((self.path.rsplit("/", 1)[-1], self.headers.get("Idempotency-Key"), body))
+                time.sleep(delay_s)
                 self.send_response(200)
                 self.end_headers()
 

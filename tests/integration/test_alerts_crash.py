@@ -3,47 +3,18 @@ department received is on record as an attempt (the attempt row is written befor
 
 from __future__ import annotations
 
-import json
 import signal
-import threading
-import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
 from .pipeline_helpers import spawn, stop, wait_until
-from .test_alerts import alerts_settings, expected_tasks
-
-
-class SlowReceiver:
-    """A department endpoint that takes its time to answer, so a kill lands while POSTs are open."""
-
-    def __init__(self, delay_s: float):
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                received.append(body["task"]["task_id"])
-                time.sleep(delay_s)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
+from .test_alerts import Receiver, alerts_settings, expected_tasks
 
 
 def test_sigkill_during_delivery_loses_nothing_and_records_every_attempt(leak_run, tmp_path):
-    receiver = SlowReceiver(delay_s=2.0)
+    receiver = Receiver(delay_s=2.0)  # slow to answer, so the kill lands while POSTs are open
     try:
         settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-kill-{uuid.uuid4().hex[:6]}")
         settings = settings.model_copy(update={"alerts_redeliver_s": 2.0})
@@ -66,7 +37,7 @@ def test_sigkill_during_delivery_loses_nothing_and_records_every_attempt(leak_ru
             wait_until(all_delivered, 120, f"{len(want)} tasks delivered after the restart")
             tasks = httpx.get(f"{settings.alerts_api}/tasks", timeout=5).json()
             assert {(t["incident_id"], t["department"]) for t in tasks} == want
-            posts = Counter(receiver.received)
+            posts = Counter(body["task"]["task_id"] for _, _, body in receiver.received)
             assert set(posts) == {t["task_id"] for t in tasks}
             for t in tasks:
                 detail = httpx.get(f"{settings.alerts_api}/tasks/{t['task_id']}", timeout=5).json()
