@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,12 @@ class Settings(BaseSettings):
     broker_port: int = 19092
     influx_host: str = "127.0.0.1"
     influx_port: int = 18086
+    # "memory" loses every topic when the broker stops; "s3" keeps them in an object store
+    # (Tansu's postgres engine is not compiled into the shipped binary, see the README).
+    broker_storage: Literal["memory", "s3"] = Field("memory", description="embedded broker's storage engine")
+    broker_s3_endpoint: str | None = Field(None, description="S3 endpoint for s3 storage; default an embedded one")
+    broker_s3_bucket: str = "tansu"
+    objectstore_port: int = Field(19000, description="port of the embedded S3 server (s3 storage only)")
 
     # --- Kafka ---------------------------------------------------------------------------
     broker_url: str | None = Field(None, description="host:port[,host:port]; default the embedded broker")
@@ -38,6 +45,10 @@ class Settings(BaseSettings):
     # session timeout) bearable.
     session_timeout_s: float = 10.0
     producer_linger_ms: int = 10
+    broker_wait_s: float = Field(300.0, description="how long a starting worker waits for an unreachable broker")
+    # aiokafka fails a queued message after its request timeout (40 s by default), which would
+    # drop readings during a broker restart; producers keep them this long instead.
+    producer_timeout_s: float = Field(300.0, description="how long a producer keeps retrying one message")
     take_max: int = Field(1000, description="most telemetry messages one worker batch takes")
     # 10 ms: 30 ms gave bigger batches under backlog (~110-120k readings/s against ~90-100k) but,
     # measured after a backlog, p50 telemetry → hazard of ~235 ms against ~85 ms. Alerts come first.

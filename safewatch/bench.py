@@ -36,7 +36,7 @@ from sensors.uscc import check_char
 from streams.worker import topic_specs
 
 from .processes import spawn_safewatch, stop_process, worker_metrics
-from .stack import ensure_topics, stack_up
+from .stack import ensure_topics, stack_down, stack_up
 
 console = Console(width=150)  # the table is the point; do not let a narrow terminal fold it
 SITE_SENSORS = 50
@@ -354,9 +354,52 @@ def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, 
     return rows
 
 
-def print_rows(rows: list[Row], *, raw_readings: float | None, settings: Settings) -> None:
+def run_storage_bench(settings: Settings, *, messages: int, frame_size: int) -> list[Row]:
+    """Raw produce and consume of the same frames on a memory-storage and an s3-storage broker, one run."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    rng = np.random.default_rng(1)
+    work = Path(tempfile.mkdtemp(prefix="safewatch-bench-storage-"))
+    layout = bench_registry(work / "registry.yaml", sites=200)
+    msgs = frames(layout, messages, frame_size, t0_ms=int(time.time() * 1000) - 3_600_000, rng=rng)
+    rows: list[Row] = []
+    for storage in ("memory", "s3"):
+        # A broker of its own per engine, on free ports, so a running demo stack is neither used nor disturbed.
+        s = settings.model_copy(
+            update={
+                "state_dir": work / storage,
+                "broker_storage": storage,
+                "broker_s3_endpoint": None,
+                "broker_url": None,
+                "broker_port": free_port(),
+                "influx_port": free_port(),
+                "objectstore_port": free_port(),
+            }
+        )
+        console.print(f"{storage} storage: {messages:,} frames of {frame_size} …")
+        stack_up(s)
+        try:
+            ensure_topics(s, {telemetry_topic(sec, "bench-storage."): {} for sec in SECTORS})
+            p_rate = asyncio.run(produce_all(s, "bench-storage.", msgs))
+            c_rate = asyncio.run(consume_all(s, [telemetry_topic(sec, "bench-storage.") for sec in SECTORS], len(msgs)))
+        finally:
+            stack_down(s)
+        rows.append(Row(f"raw produce, {storage} storage (frames)", p_rate, p_rate * frame_size))
+        rows.append(Row(f"raw consume, {storage} storage (frames)", c_rate, c_rate * frame_size))
+    print_rows(rows, raw_readings=rows[1].readings_per_s, settings=settings, title="one run, a broker per storage")
+    return rows
+
+
+def print_rows(
+    rows: list[Row], *, raw_readings: float | None, settings: Settings, title: str = "one run, same broker"
+) -> None:
     """The side-by-side table."""
-    table = Table(title="safewatch bench (one run, same broker)")
+    table = Table(title=f"safewatch bench ({title})")
     for col in ("path", "msgs/s", "readings/s", "vs raw consume", "p50 ms", "p99 ms", "note"):
         table.add_column(col, justify="left" if col in ("path", "note") else "right")
 

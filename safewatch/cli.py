@@ -98,10 +98,11 @@ def worker(
     """Run the stream worker (Faust) until interrupted."""
     from streams.worker import run_worker, topic_specs
 
-    from .stack import ensure_topics
+    from .stack import ensure_topics_when_reachable
 
     settings = get_settings()
-    ensure_topics(settings, topic_specs(settings))
+    setup_logging("worker", loglevel)
+    ensure_topics_when_reachable(settings, topic_specs(settings))
     run_worker(settings, loglevel=loglevel)
 
 
@@ -174,7 +175,9 @@ def produce(
     site_sector = {sid: s.sector for sid, s in reg.sites.items()}
 
     async def run():
-        async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
+        async with TelemetryProducer(
+            settings.bootstrap, linger_ms=settings.producer_linger_ms, timeout_s=settings.producer_timeout_s
+        ) as producer:
             return await produce_file(
                 producer, path, topic=topic, site_sector=site_sector, topic_prefix=settings.topic_prefix
             )
@@ -245,8 +248,14 @@ def bench(
     latency_seconds: float = typer.Option(15.0, help="length of the latency run"),
     rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
     sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
+    storage: bool = typer.Option(False, "--storage", help="instead: raw broker rates, memory vs s3 storage"),
 ) -> None:
     """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
+    if storage:
+        from .bench import run_storage_bench
+
+        run_storage_bench(get_settings(), messages=max(readings // frame_size, 1), frame_size=frame_size)
+        return
     if rules:
         from .rules_bench import run_rules_bench
 

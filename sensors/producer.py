@@ -46,6 +46,7 @@ class TelemetryProducer:
         max_batch_size: int = 256 * 1024,
         acks: int | str = 1,
         client_id: str = "safewatch-producer",
+        timeout_s: float = 300.0,
         **kafka_options: Any,
     ):
         if linger_ms < MIN_LINGER_MS:
@@ -59,6 +60,9 @@ class TelemetryProducer:
             max_batch_size=max_batch_size,
             acks=acks,
             client_id=client_id,
+            # aiokafka fails a message still queued after its request timeout (default 40 s):
+            # a broker restart would drop readings, so a producer keeps them this long.
+            request_timeout_ms=int(timeout_s * 1000),
             **kafka_options,
         )
         self._producer: AIOKafkaProducer | None = None

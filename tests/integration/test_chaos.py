@@ -95,6 +95,7 @@ class Workers:
 
     def __init__(self, settings, tmp: Path):
         self.settings, self.tmp, self.procs, self.n = settings, tmp, [], 0
+        self.restarts = 0
 
     def start(self):
         self.n += 1
@@ -107,6 +108,13 @@ class Workers:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         self.procs.remove(proc)
+
+    def supervise(self):
+        """Start again any worker that exited by itself, as a process supervisor would."""
+        for p in [p for p in self.procs if p.poll() is not None]:
+            self.procs.remove(p)
+            self.restarts += 1
+            self.start()
 
     def stop_all(self):
         for p in list(self.procs):
@@ -122,8 +130,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0) -> dict:
-    """Send the scenario at SPEED with `faults(elapsed_s, group)` called as the send goes; then compare."""
+async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0, supervise: bool = False) -> dict:
+    """Send the scenario at SPEED with `faults(elapsed_s, group)` called every 0.2 s meanwhile; then compare.
+
+    With `supervise`, a worker that exits by itself is started again (a broker outage makes it exit).
+    """
     settings = await isolated(stack, influx_db=f"chaos_{uuid.uuid4().hex[:8]}", influx_spool_dir=tmp / "spool")
     create_influx_database(settings)
     registry = load_registry(settings.registry)
@@ -133,25 +144,35 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0) ->
     for _ in range(workers):
         group.start()
     started = time.monotonic()
+
+    async def inject(until_s: float) -> None:
+        # Beside the send, not inside it: a send may block for as long as the broker is away.
+        while time.monotonic() - started < until_s:
+            await faults(time.monotonic() - started, group)
+            if supervise:
+                group.supervise()
+            await asyncio.sleep(0.2)
+
+    injector = asyncio.create_task(inject((sent[-1][3] - t0) / 1000 / SPEED + tail_s))
     try:
         async with TelemetryProducer(settings.bootstrap, linger_ms=5) as producer:
             for topic, key, value, ts in sent:
                 due = started + (ts - t0) / 1000 / SPEED
-                while (wait := due - time.monotonic()) > 0:
-                    await asyncio.sleep(min(wait, 0.2))
-                    await faults(time.monotonic() - started, group)
+                if (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
                 await producer.send(settings.topic(topic), key, value)
             await producer.flush()
-        while time.monotonic() - started < (sent[-1][3] - t0) / 1000 / SPEED + tail_s:
-            await faults(time.monotonic() - started, group)
-            await asyncio.sleep(0.2)
+        await injector
         while not group.procs:  # a fault may have left none running
             group.start()
+        if supervise:
+            group.supervise()
         expected = valid_points([v for *_, v, _ in sent], registry)
         stored = await _wait_stored(settings, len(expected), t0, timeout=240)
         live_h = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=5.0)
         live_i = await read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True, settle=1.0)
     finally:
+        injector.cancel()
         group.stop_all()
 
     src, out = tmp / "input.jsonl", tmp / "replay.jsonl"
@@ -176,6 +197,7 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0) ->
         "readings expected": len(expected),
         "readings stored": len(stored & expected),
         "readings missing": len(expected - stored),
+        "worker restarts by the supervisor": group.restarts,
     }
     print("\nchaos run:", {k: v for k, v in report.items()}, flush=True)
     report["_diff"] = (
