@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="prefix of every topic name (the benchmark isolates its runs with it)")
     partitions: int = Field(4, description="partitions of every topic safewatch creates")
     # The embedded broker never answers a waiting fetch early, so end-to-end latency equals
-    # this wait; Faust hard-codes 1,500 ms, streams/faust_tuning.py overrides it.
+    # this wait (Faust's own consumer hard-codes 1,500 ms; the worker reads telemetry with its own).
     fetch_wait_ms: int = 20
     # A short session timeout keeps the embedded broker's slow group join (about half the
     # session timeout) bearable.
@@ -49,10 +49,8 @@ class Settings(BaseSettings):
     # aiokafka fails a queued message after its request timeout (40 s by default), which would
     # drop readings during a broker restart; producers keep them this long instead.
     producer_timeout_s: float = Field(300.0, description="how long a producer keeps retrying one message")
-    take_max: int = Field(1000, description="most telemetry messages one worker batch takes")
-    # 10 ms: 30 ms gave bigger batches under backlog (~110-120k readings/s against ~90-100k) but,
-    # measured after a backlog, p50 telemetry → hazard of ~235 ms against ~85 ms. Alerts come first.
-    take_within_s: float = Field(0.01, description="longest a batch waits to fill (keep short: alerts wait on it)")
+    take_max: int = Field(1000, description="most telemetry messages one worker batch takes (getmany)")
+    commit_interval_s: float = Field(1.0, description="how often a worker commits the offsets of finished batches")
     worker_id: str = "safewatch-worker"
     worker_web_port: int = 16066
 

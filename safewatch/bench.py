@@ -419,7 +419,7 @@ def print_rows(
         )
     console.print(table)
     console.print(
-        f"fetch wait {settings.fetch_wait_ms} ms · take ≤ {settings.take_max} msgs within "
-        f"{settings.take_within_s * 1000:.0f} ms · producer linger {settings.producer_linger_ms} ms · "
+        f"fetch wait {settings.fetch_wait_ms} ms · batches ≤ {settings.take_max} msgs · "
+        f"producer linger {settings.producer_linger_ms} ms · "
         f"{os.cpu_count()} cores shared by broker, InfluxDB, load and worker"
     )

@@ -163,6 +163,7 @@ class Pipeline:
         self.last_offset: dict[tuple[str, int], int] = {}  # newest offset handled per partition
         self.partition_sites: dict[tuple[str, int], list[int]] = {}  # our partitions → their site rows
         self.live: dict[tuple[str, int], bool] = {}
+        self.dirty: set[str] = set()  # sites whose state changed since their last checkpoint
 
     def _prefix(self, sensor) -> str:
         info = self.engine.site_info[sensor.site_id]
@@ -213,13 +214,14 @@ class Pipeline:
             SKIPPED.labels("redelivered").inc(len(redelivered))
 
         self._observe(batch)
-        # Readings go to InfluxDB while hazards and checkpoints go to the broker; both are
-        # through before we return and the caller acknowledges the batch.
+        # Readings go to InfluxDB while hazards go to the broker. The points are stored (or spooled)
+        # before we return; the events are flushed by the next `checkpoint`, which comes before the
+        # offsets of this batch are committed.
         stored = asyncio.ensure_future(self._store_readings(batch, result.late, redelivered))
         try:
             await self._emit(result, dead)
         finally:
-            await asyncio.gather(stored, self.flush())
+            await stored
         MESSAGES.inc(len(messages))
         READINGS.inc(len(batch) + len(redelivered))
         BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -335,6 +337,7 @@ class Pipeline:
         """The partition went to another worker: forget its sites' state; returns their ids."""
         rows = self.partition_sites.pop((topic, partition), [])
         sites = [self.engine.site_ids[r] for r in rows]
+        self.dirty.difference_update(sites)
         for site in sites:
             self.engine.restore_site(site, EMPTY_SNAPSHOT)
             self.site_offset.pop(site, None)
@@ -343,6 +346,20 @@ class Pipeline:
         self.live.pop((topic, partition), None)
         self.last_offset.pop((topic, partition), None)
         return sites
+
+    async def checkpoint(self, sites: list[str] | None = None) -> None:
+        """Checkpoint every site changed since its last checkpoint (or `sites`), after the events before it.
+
+        The caller commits offsets only after this: a restart then finds every committed message
+        covered by its site's checkpoint (treated as redelivered), and re-evaluates only what
+        came after, re-emitting at most the same events (their ids are stable) and never a gap.
+        """
+        # Events first: a checkpoint on the broker says the events of what it covers are there too.
+        await self.flush()
+        for site in sorted(self.dirty) if sites is None else sites:
+            await self.send(self.checkpoint_topic, site.encode(), self.snapshot(site))
+            self.dirty.discard(site)
+        await self.flush()
 
     def snapshot(self, site_id: str) -> bytes:
         """A site's checkpoint: its rule state and the newest telemetry offset it covers."""
@@ -412,18 +429,10 @@ class Pipeline:
             reasons[reason] += 1
         for reason, n in reasons.items():
             DEADLETTERS.labels(reason).inc(n)
-        if result.hazards or result.incidents or dead:
-            # On the broker before the checkpoint that says this batch is done: a restart treats
-            # what the checkpoint covers as redelivered and does not evaluate it again.
-            await self.flush()
         for why, n in result.skipped.items():
             if n:
                 SKIPPED.labels(why).inc(n)
-
-        # Every site the batch touched, every batch: a restart then never sees a gap (or a stale
-        # rate window) that the live worker had already seen past.
-        for site in result.sites:
-            await self.send(self.checkpoint_topic, site.encode(), self.snapshot(site))
+        self.dirty.update(result.sites)
 
         if self.writer is not None:
             await self.writer.write(self._lines(result, reasons))
