@@ -14,6 +14,11 @@ from sensors.registry import Registry, Sensor
 
 from .catalog import Catalog, FaultRule, InterlockRule, OfflineRule, RateRule, StuckRule, ThresholdRule, resolve
 
+# NAMUR NE 43 as fractions of the measuring span (4-20 mA: 3.6 / 21.0 mA and 3.8 / 20.5 mA): a little
+# outside the range is a saturated measurement (zero drift, a gas detector pegged at full scale), only
+# beyond the failure limits is it instrument failure information.
+NE43_FAILURE = (-0.025, 1.0625)
+NE43_MEASUREMENT = (-0.0125, 1.03125)
 MAX_LEVELS = 4  # per direction
 DEFAULT_COLOURS = {"high": "yellow", "high_high": "orange", "low": "yellow", "low_low": "orange"}
 
@@ -69,8 +74,10 @@ class Bindings:
     interlocks: list[tuple[BoundInterlock, ...]]  # rules this sensor triggers
     up_clear: np.ndarray  # (n, 4): below these nothing above-level is open or opening
     down_clear: np.ndarray  # (n, 4)
-    range_lo: np.ndarray
+    range_lo: np.ndarray  # failure limits (NE 43): beyond them a value is not a measurement
     range_hi: np.ndarray
+    band_lo: np.ndarray  # measurement band: an open fault clears only inside it
+    band_hi: np.ndarray
     offline_gap_ms: np.ndarray  # k × period, +inf where no offline rule
     rate_mask: np.ndarray
     stuck_mask: np.ndarray
@@ -124,6 +131,8 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
     down_clear = np.full((n, MAX_LEVELS), -np.inf)
     range_lo = np.full(n, -np.inf)
     range_hi = np.full(n, np.inf)
+    band_lo = np.full(n, -np.inf)
+    band_hi = np.full(n, np.inf)
     gap = np.full(n, np.inf)
     b = Bindings(
         threshold=[None] * n,
@@ -136,6 +145,8 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
         down_clear=down_clear,
         range_lo=range_lo,
         range_hi=range_hi,
+        band_lo=band_lo,
+        band_hi=band_hi,
         offline_gap_ms=gap,
         rate_mask=np.zeros(n, bool),
         stuck_mask=np.zeros(n, bool),
@@ -177,7 +188,10 @@ def bind(registry: Registry, catalog: Catalog | None) -> Bindings:
         if stuck:
             b.stuck_mask[i] = True
         if fault:
-            range_lo[i], range_hi[i] = s.range
+            lo, hi = s.range
+            span = hi - lo
+            range_lo[i], range_hi[i] = lo + NE43_FAILURE[0] * span, lo + NE43_FAILURE[1] * span
+            band_lo[i], band_hi[i] = lo + NE43_MEASUREMENT[0] * span, lo + NE43_MEASUREMENT[1] * span
         if offline:
             gap[i] = offline.periods * s.period_s * 1000
     for site_id, site in registry.sites.items():

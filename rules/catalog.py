@@ -127,8 +127,14 @@ class StuckRule(RuleBase):
 
 
 class FaultRule(RuleBase):
+    """An instrument fault after NAMUR NE 43: quality `bad` at once, or a value beyond the failure
+    limits (−2.5 % / +106.25 % of the measuring span) held for `on_delay_s`; it clears only once a
+    good value is back inside the measurement band (−1.25 % / +103.125 %)."""
+
     kind: Literal["fault"]
     colour: Severity
+    # NE 43 practice: a failure level must persist about 4 s before it counts as a fault.
+    on_delay_s: float = Field(4.0, ge=0)
 
 
 class Trigger(Strict):

@@ -188,7 +188,9 @@ class RuleEngine:
         late = ts < newest - self.lateness_ms
         stale = (ts <= newest) & ~late
         fresh = ~late & ~stale
+        # Not a measurement: bad quality, or beyond the NE 43 failure limits (a fault only once held).
         fault = fresh & (~good | (value < b.range_lo[idx]) | (value > b.range_hi[idx]))
+        in_band = good & (value >= b.band_lo[idx]) & (value <= b.band_hi[idx])
         ok = fresh & ~fault
         prev_val = self._previous_values(idx, value, order, first)
         same = ok & (value == prev_val) & b.stuck_mask[idx]
@@ -225,6 +227,8 @@ class RuleEngine:
                 int(ts[p]),
                 float(value[p]),
                 bool(fault[p]),
+                bool(good[p]),
+                bool(in_band[p]),
                 bool(same[p]),
                 bool(gap[p]),
                 bool(site_gap[p]),
@@ -267,6 +271,8 @@ class RuleEngine:
         t: int,
         v: float,
         fault: bool,
+        good: bool,
+        in_band: bool,
         same: bool,
         gap: bool,
         site_gap: bool,
@@ -298,17 +304,11 @@ class RuleEngine:
             if not ongoing and start < t:
                 emit("offline", "open", ts=start, value=v, colour=off.colour, rule_id=off.id)
                 emit("offline", "clear", ts=t, value=v, colour=off.colour, rule_id=off.id)
+        if flt is not None:
+            fault = self._step_fault(st, flt, i, t, v, fault, good, in_band, emit)
         self._check_responses(i, t, v, fault, out)
 
-        if fault:
-            if not st.fault_active and flt is not None:
-                st.fault_active = True
-                limit = float(self.sensors[i].range[0 if v < b.range_lo[i] else 1])
-                emit("sensor_fault", "open", ts=t, value=v, threshold=limit, colour=flt.colour, rule_id=flt.id, peak=v)
-        else:
-            if st.fault_active and flt is not None:
-                st.fault_active = False
-                emit("sensor_fault", "clear", ts=t, value=v, colour=flt.colour, rule_id=flt.id, peak=v)
+        if not fault:
             thr, rate, stuck = b.threshold[i], b.rate[i], b.stuck[i]
             if thr is not None:
                 step_threshold(st, thr, t, v, emit)
@@ -321,6 +321,26 @@ class RuleEngine:
             self.last_ts[i], self.last_val[i] = max(t, int(self.last_ts[i])), v
         self.hot[i] = st.busy()
         return out
+
+    def _step_fault(self, st, flt, i: int, t: int, v: float, beyond: bool, good: bool, in_band: bool, emit) -> bool:
+        """NE 43 fault state of one reading; returns whether the reading is not a measurement."""
+        b = self.bindings
+        if st.fault_active:
+            if in_band:  # hysteresis: the transition zone keeps an open fault open
+                st.fault_active, st.fault_since = False, None
+                emit("sensor_fault", "clear", ts=t, value=v, colour=flt.colour, rule_id=flt.id, peak=v)
+                return False
+            return True
+        if not beyond:
+            st.fault_since = None
+            return False
+        if good and st.fault_since is None:
+            st.fault_since = t
+        if not good or t - st.fault_since >= flt.on_delay_s * 1000:
+            st.fault_active = True
+            limit = float(b.range_lo[i] if v < b.range_lo[i] else b.range_hi[i])
+            emit("sensor_fault", "open", ts=t, value=v, threshold=limit, colour=flt.colour, rule_id=flt.id, peak=v)
+        return True
 
     # --- offline -----------------------------------------------------------------------------
     def _sensor_deadline(self, site_id: str, last: int, gap_ms: float) -> tuple[int, bool]:

@@ -40,6 +40,7 @@ class SensorState:
     stuck_count: int = 0
     stuck_active: bool = False
     fault_active: bool = False
+    fault_since: int | None = None  # first of an unbroken run of readings beyond the failure limits
     offline_active: bool = False
 
     def busy(self) -> bool:
@@ -48,6 +49,7 @@ class SensorState:
             self.stuck_count > 0
             or self.stuck_active
             or self.fault_active
+            or self.fault_since is not None
             or self.offline_active
             or any(lv.active or lv.pending_on is not None for lv in self.levels.values())
         )
@@ -64,6 +66,8 @@ class SensorState:
             "fault": self.fault_active,
             "offline": self.offline_active,
         }
+        if self.fault_since is not None:
+            d["fault_since"] = self.fault_since
         if self.rate is not None:
             r = self.rate
             d["rate"] = {"samples": list(r.samples), "active": r.active, "peak": r.peak, "pending_off": r.pending_off}
@@ -80,6 +84,7 @@ class SensorState:
             stuck_count=d.get("stuck", [0, False])[0],
             stuck_active=d.get("stuck", [0, False])[1],
             fault_active=d.get("fault", False),
+            fault_since=d.get("fault_since"),
             offline_active=d.get("offline", False),
         )
         if "rate" in d:

@@ -252,6 +252,61 @@ def test_out_of_range_and_bad_quality_are_sensor_faults_not_process_hazards(tmp_
     assert seq(ev) == [("open", "sensor_fault"), ("clear", "sensor_fault")]
 
 
+# NAMUR NE 43 on a 0-100 %LEL detector: failure below -2.5 or above 106.25, measurement band -1.25 .. 103.125.
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_zero_drift_is_a_measurement_not_a_fault(tmp_path_factory, mini_registry, seed):
+    drift = np.random.default_rng(seed).normal(-0.4, 0.5, 300).clip(-2.4, 3).round(2)
+    eng = RuleEngine(mini_registry, catalog(tmp_path_factory.mktemp("z"), GAS, FAULT))
+    assert feed(eng, [(t, {"a-gas1": float(v)}) for t, v in enumerate(drift)]) == []
+
+
+def test_a_detector_pegged_just_past_full_scale_alarms_and_is_no_fault(tmp_path, mini_registry):
+    eng = RuleEngine(mini_registry, catalog(tmp_path, GAS, FAULT))
+    ev = feed(eng, [(t, {"a-gas1": 104.0}) for t in range(10)])
+    assert seq(ev) == [("open", "high"), ("open", "high_high")]
+
+
+def test_a_failure_level_shorter_than_the_on_delay_is_no_fault(tmp_path, mini_registry):
+    eng = RuleEngine(mini_registry, catalog(tmp_path, GAS, FAULT))
+    ev = feed(
+        eng, [(0, {"a-gas1": 1}), (1, {"a-gas1": -3}), (2, {"a-gas1": -3}), (4, {"a-gas1": -3}), (5, {"a-gas1": 1})]
+    )
+    assert ev == []  # held 3 s < 4 s, and never read as a low value either
+
+
+def test_a_held_failure_opens_once_and_clears_only_back_in_the_band(tmp_path, mini_registry):
+    eng = RuleEngine(mini_registry, catalog(tmp_path, GAS, FAULT))
+    points = [(t, {"a-gas1": 110}) for t in range(6)] + [(6, {"a-gas1": 104}), (7, {"a-gas1": 20})]
+    ev = feed(eng, points)
+    assert seq(ev) == [("open", "sensor_fault"), ("clear", "sensor_fault")]
+    assert ev[0].ts == T0 + 4000 and ev[0].threshold == pytest.approx(106.25)
+    assert ev[1].ts == T0 + 7000  # 104 is in the transition zone: the fault stays open
+
+
+@settings(max_examples=30, deadline=None)
+@given(cut=st.integers(1, 12), seed=st.integers(0, 2**31))
+def test_fault_delay_does_not_depend_on_batch_cuts(tmp_path_factory, mini_registry, cut, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.choice([1.0, 104.0, 110.0, -3.0, -1.0], size=40).tolist()
+    frames = [
+        Frame(site_id="site-a", ts=T0 + t * 1000, readings=[{"sensor_id": "a-gas1", "value": v}])
+        for t, v in enumerate(values)
+    ]
+
+    def run(size):
+        eng = RuleEngine(mini_registry, catalog(tmp_path_factory.mktemp("c"), GAS, FAULT))
+        out = []
+        for k in range(0, len(frames), size):
+            b = eng.new_batch()
+            for f in frames[k : k + size]:
+                b.add(f)
+            out += [(e.event, e.kind, e.ts) for e in eng.process(b.build()).hazards]
+        return out
+
+    assert run(cut) == run(1)
+
+
 # --- flapping, maintenance -------------------------------------------------------------------------
 def test_flapping_collapses_a_burst_into_one_held_hazard(tmp_path, mini_registry):
     eng = RuleEngine(mini_registry, catalog(tmp_path, GAS, flapping=(3, 60)))
