@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
 
-.PHONY: setup demo test check stack-up stack-down bench clean
+.PHONY: setup demo test check stack-up stack-down bench bench-quix clean
 
 $(BIN)/safewatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ stack-down:
 bench: setup
 	$(BIN)/safewatch bench
 
+# The per-message peer of the bench: quixstreams pins pydantic below safewatch's floor, so it gets a venv of its own.
+.venv-quix/bin/python:
+	$(PYTHON) -m venv .venv-quix
+	.venv-quix/bin/pip install -q 'quixstreams>=3.28'
+
+bench-quix: setup .venv-quix/bin/python
+	$(BIN)/safewatch bench --quix-python .venv-quix/bin/python
+
 clean:
 	-$(BIN)/safewatch stack down
-	rm -rf $(VENV) .safewatch
+	rm -rf $(VENV) .venv-quix .safewatch

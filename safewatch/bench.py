@@ -255,11 +255,37 @@ def drain_rate(settings: Settings, proc: subprocess.Popen, total_readings: int, 
     return (last_n - first_n) / (last_t - first_t)
 
 
+def quix_row(settings: Settings, python: Path, prefix: str, messages) -> Row:
+    """The same single-reading messages through a Quix Streams app (decode + threshold), on fresh topics."""
+    import json
+
+    from . import quix_peer
+
+    ensure_topics(settings, {telemetry_topic(s, prefix): {} for s in SECTORS})
+    asyncio.run(produce_all(settings, prefix, messages))
+    topics = ",".join(telemetry_topic(s, prefix) for s in SECTORS)
+    argv = [str(python), quix_peer.__file__, settings.bootstrap, f"{prefix}group", topics, str(len(messages)), "25"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return Row("Quix Streams, single-reading messages", note=f"failed: {done.stderr.strip()[-200:]}")
+    rate = json.loads(lines[-1])["per_s"]
+    return Row("Quix Streams app, single-reading messages (decode + threshold)", rate, rate)
+
+
 def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, latency_seconds: float) -> list[Row]:
+def run_bench(
+    settings: Settings,
+    *,
+    readings: int,
+    frame_size: int,
+    rate: int,
+    latency_seconds: float,
+    quix_python: Path | None = None,
+) -> list[Row]:
     """Run all phases and print the table."""
     stack_up(settings)
     rng = np.random.default_rng(1)
@@ -341,7 +367,8 @@ def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, 
         progress.update(task, description=f"pipeline: {n_single:,} single-reading messages")
         one_prefix = f"bench-{run_id}-single."
         ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": one_prefix})))
-        asyncio.run(produce_all(settings, one_prefix, frames(layout, n_single, 1, t0_ms=t0, rng=rng)))
+        singles = frames(layout, n_single, 1, t0_ms=t0, rng=rng)
+        asyncio.run(produce_all(settings, one_prefix, singles))
         worker = start_worker(settings, one_prefix, registry, logs / "bench-worker.log")
         try:
             s_rate = drain_rate(settings, worker, n_single)
@@ -349,6 +376,10 @@ def run_bench(settings: Settings, *, readings: int, frame_size: int, rate: int, 
         finally:
             stop_process(worker)
         progress.advance(task)
+
+        if quix_python is not None:
+            progress.update(task, description=f"Quix Streams: {n_single:,} single-reading messages")
+            rows.append(quix_row(settings, quix_python, f"bench-{run_id}-quix.", singles))
 
     print_rows(rows, raw_readings=rows[1].readings_per_s, settings=settings)
     return rows

@@ -249,6 +249,9 @@ def bench(
     rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
     sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
     storage: bool = typer.Option(False, "--storage", help="instead: raw broker rates, memory vs s3 storage"),
+    quix_python: Path | None = typer.Option(
+        None, help="a Python with quixstreams: also run the single-reading messages through a Quix Streams app"
+    ),
 ) -> None:
     """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
     if storage:
@@ -263,7 +266,14 @@ def bench(
         return
     from .bench import run_bench
 
-    run_bench(get_settings(), readings=readings, frame_size=frame_size, rate=rate, latency_seconds=latency_seconds)
+    run_bench(
+        get_settings(),
+        readings=readings,
+        frame_size=frame_size,
+        rate=rate,
+        latency_seconds=latency_seconds,
+        quix_python=quix_python,
+    )
 
 
 @app.command()
