@@ -1,7 +1,9 @@
 """Link hazards on one site into incidents.
 
 Hazards from two or more distinct sensors of one site opening within the window make one
-incident; a hazard of orange or red opens one alone (gas L2, high-high, interlock failed).
+incident; so do two or more distinct sensors' hazards that are open at the same time, however far
+apart they opened (a tailings pond whose rainfall, pond level and dry beach go into alarm over
+hours); a hazard of orange or red opens one alone (gas L2, high-high, interlock failed).
 While an incident is open every new hazard on its site joins it. The incident's severity is
 its worst hazard's, raised by GB 39496 point counting where the sector's catalogue asks for it
 (tailings: 4 points of one item at blue → yellow, 3 at yellow → orange, 2 at orange → red).
@@ -18,6 +20,7 @@ from .models import SEVERITY_RANK, HazardEvent, IncidentEvent, TimelineEntry, st
 
 RULE_PAIR = "correlation.site_window"
 RULE_SEVERE = "correlation.severe_alone"
+RULE_COACTIVE = "correlation.site_coactive"
 NOT_CORRELATED = frozenset({"offline", "site_offline", "stuck", "sensor_fault"})
 
 
@@ -160,10 +163,10 @@ def correlate(
         inc.updated_at = ts
         return [_event(inc, info, "update", ts)]
     if hazard.event == "clear":
-        state.recent = [r for r in state.recent if ts - r.start <= window_ms]
         for r in state.recent:
             if r.hazard_id == hazard.hazard_id:
                 r.cleared = True
+        state.recent = [r for r in state.recent if _kept(r, ts, window_ms)]
         if inc is None or hazard.hazard_id not in inc.open_hazard_ids:
             return []
         inc.open_hazard_ids.remove(hazard.hazard_id)
@@ -196,7 +199,7 @@ def correlate(
 
     if hazard.event != "open":
         return []
-    state.recent = [r for r in state.recent if ts - r.start <= window_ms and r.hazard_id != hazard.hazard_id]
+    state.recent = [r for r in state.recent if _kept(r, ts, window_ms) and r.hazard_id != hazard.hazard_id]
     state.recent.append(
         Recent(
             hazard.hazard_id,
@@ -207,11 +210,12 @@ def correlate(
             quantity=hazard.quantity,
         )
     )
-    sensors = {r.sensor_id for r in state.recent}
     if SEVERITY_RANK[hazard.severity] >= SEVERITY_RANK["orange"]:
         rule = RULE_SEVERE
-    elif len(sensors) >= 2:
+    elif len({r.sensor_id for r in state.recent if ts - r.start <= window_ms}) >= 2:
         rule = RULE_PAIR
+    elif len({r.sensor_id for r in state.recent if not r.cleared}) >= 2:
+        rule = RULE_COACTIVE
     else:
         return []
     linked = state.recent
@@ -234,3 +238,8 @@ def correlate(
     state.recent = []
     state.incident = inc
     return [_event(inc, info, "open", ts)]
+
+
+def _kept(r: Recent, ts: int, window_ms: int) -> bool:
+    """A site remembers a hazard while it may still pair: opened within the window, or still open."""
+    return not r.cleared or ts - r.start <= window_ms

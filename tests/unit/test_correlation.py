@@ -27,11 +27,40 @@ def test_two_sensors_within_window_open_one_incident(mini_registry):
     assert inc[0].rule_id == "correlation.site_window"
 
 
-def test_two_sensors_outside_window_open_nothing(mini_registry):
+def test_two_sensors_outside_window_and_never_open_together_open_nothing(mini_registry):
     eng = RuleEngine(mini_registry, correlation_window_s=60)
-    res = [run(eng, frame("site-a", 0, a_gas1=30)), run(eng, frame("site-a", 61, a_gas1=30, a_temp1=65))]
+    res = [
+        run(eng, frame("site-a", 0, a_gas1=30)),
+        run(eng, frame("site-a", 30, a_gas1=1)),  # cleared before the other one opens
+        run(eng, frame("site-a", 61, a_gas1=1, a_temp1=65)),
+    ]
     assert opened(res) == [("a-gas1", "high"), ("a-temp1", "high")]  # both hazards, 61 s apart
     assert incidents(res) == []
+
+
+def test_hazards_open_at_the_same_time_make_one_incident_however_far_apart_they_opened(mini_registry):
+    """The slow tailings case: alarms that develop over hours are still one situation while they last."""
+    eng = RuleEngine(mini_registry, correlation_window_s=300)
+    hour = 3600
+    res = [
+        run(eng, frame("site-a", 0, a_gas1=30, a_temp1=20)),
+        run(eng, frame("site-a", 2 * hour, a_gas1=30, a_temp1=65)),  # the first is still open
+        run(eng, frame("site-a", 3 * hour, a_gas1=30, a_temp1=65, a_o2=18)),  # a third joins
+    ]
+    inc = incidents(res)
+    assert [i.status for i in inc] == ["open", "update"]
+    assert inc[0].rule_id == "correlation.site_coactive" and len(inc[0].hazard_ids) == 2
+    assert inc[0].severity == "yellow" and len(inc[1].hazard_ids) == 3
+
+
+def test_a_restored_site_still_pairs_an_old_open_hazard(mini_registry):
+    eng = RuleEngine(mini_registry, correlation_window_s=300)
+    run(eng, frame("site-a", 0, a_gas1=30))
+    snap = orjson.loads(orjson.dumps(eng.snapshot_site("site-a")))
+    eng2 = RuleEngine(mini_registry, correlation_window_s=300)
+    eng2.restore_site("site-a", snap)
+    inc = incidents([run(eng2, frame("site-a", 7200, a_gas1=30, a_temp1=65))])
+    assert [i.rule_id for i in inc] == ["correlation.site_coactive"]
 
 
 def test_same_sensor_twice_is_not_a_pair(mini_registry):
