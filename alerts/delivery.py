@@ -1,8 +1,10 @@
-"""Hand a task to its department: HTTP POST to the webhook, retried with exponential backoff.
+"""Send one outbox notification to its department: HTTP POST to the webhook, with one retry
+policy (tenacity: exponential backoff with jitter) for every transient failure.
 
 Every attempt is recorded before it is made (and its outcome after), so an attempt cut short
-by a crash is still on record. The `Idempotency-Key: <task_id>` header lets receivers drop the
-repeats that at-least-once delivery (a retry after a lost response, a restart) can cause.
+by a crash is still on record. The `Idempotency-Key: <task>:<channel>:<seq>` header lets
+receivers drop the repeats that at-least-once delivery (a retry after a lost response, a
+restart) can cause. Store calls run in worker threads, off the event loop.
 """
 
 from __future__ import annotations
@@ -11,21 +13,24 @@ import asyncio
 import logging
 
 import httpx
-import orjson
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from alerts import metrics
+from alerts.payload import encode, webhook_body
 from alerts.routing import Routing
-from alerts.store import Task, TaskStore
+from alerts.store import UNACKNOWLEDGED, Notification, TaskStore
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 
 
-def delivery_body(task: Task, store: TaskStore) -> bytes:
-    """The JSON a department receives: the task and the newest event of its incident."""
-    incident = store.latest_incident(task.incident_id) or task.incident
-    return orjson.dumps({"task": task.model_dump(exclude={"incident"}), "incident": incident})
+class DeliveryFailed(Exception):
+    """One attempt did not reach the department; `permanent` ones are not retried."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def is_permanent(status: int) -> bool:
@@ -33,53 +38,82 @@ def is_permanent(status: int) -> bool:
     return 400 <= status < 500 and status not in (408, 425, 429)
 
 
+def retry_policy(settings: Settings, attempts: int) -> AsyncRetrying:
+    """The one retry policy of every channel: `attempts` tries, exponential backoff with jitter."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(
+            multiplier=settings.delivery_backoff_s, max=MAX_BACKOFF_S, jitter=settings.delivery_backoff_s
+        ),
+        retry=retry_if_exception(lambda exc: isinstance(exc, DeliveryFailed) and not exc.permanent),
+        reraise=True,
+    )
+
+
 async def deliver(
-    task: Task,
+    notification: Notification,
     *,
     routing: Routing,
     client: httpx.AsyncClient,
     store: TaskStore,
     settings: Settings,
     attempts: int | None = None,
-) -> Task:
-    """Deliver one task (default 1 + settings.delivery_retries attempts); returns it as stored after."""
+) -> str:
+    """Send one notification (default 1 + settings.delivery_retries attempts); returns its final
+    outbox status: sent, failed or skipped."""
     attempts = settings.delivery_retries + 1 if attempts is None else attempts
-    department = routing.departments.get(task.department)
+    department = routing.departments.get(notification.department)
     if department is None:
-        # The routing file changed since the task was created; keep the task visible as failed.
-        store.mark_failed(task.task_id, f"department {task.department!r} is not in the routing file")
-        return store.get_task(task.task_id) or task
+        # The routing file changed since the task was created; keep it visible as failed.
+        await asyncio.to_thread(
+            store.mark_failed, notification.id, f"department {notification.department!r} is not in the routing file"
+        )
+        return "failed"
     url = department.webhook
-    headers = {"Content-Type": "application/json", "Idempotency-Key": task.task_id}
-    last_error = "no attempt made"
-    for n in range(attempts):
-        current = store.get_task(task.task_id)
-        if current is None or current.status not in ("pending", "failed"):
-            return current or task  # acknowledged or delivered meanwhile: nothing left to do
-        status, error = None, None
-        row, attempt = store.begin_attempt(task.task_id, url)
-        try:
-            response = await client.post(
-                url, content=delivery_body(current, store), headers=headers, timeout=settings.delivery_timeout_s
-            )
-            status = response.status_code
-            if not response.is_success:
-                error = f"HTTP {status}: {response.text[:200]}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        ok = error is None
-        store.finish_attempt(row, http_status=status, error=error, ok=ok)
-        metrics.DELIVERY_ATTEMPTS.labels(task.department, "ok" if ok else "error").inc()
-        if ok:
-            store.mark_delivered(task.task_id, f"HTTP {status} on attempt {attempt}")
-            metrics.DELIVERIES.labels(task.department, "delivered").inc()
-            return store.get_task(task.task_id) or task
-        last_error = error or ""
-        log.warning("delivery of %s to %s failed (attempt %d): %s", task.task_id, task.department, attempt, error)
-        if status is not None and is_permanent(status):
-            break
-        if n + 1 < attempts:
-            await asyncio.sleep(min(settings.delivery_backoff_s * 2**n, MAX_BACKOFF_S))
-    if store.mark_failed(task.task_id, last_error):
-        metrics.DELIVERIES.labels(task.department, "failed").inc()
-    return store.get_task(task.task_id) or task
+    try:
+        async for attempt in retry_policy(settings, attempts):
+            with attempt:
+                outcome = await _attempt(notification, url, client=client, store=store, settings=settings)
+                if outcome != "sent":
+                    return outcome  # sent or skipped by someone else meanwhile
+    except DeliveryFailed as exc:
+        if await asyncio.to_thread(store.mark_failed, notification.id, str(exc)):
+            metrics.DELIVERIES.labels(notification.department, "failed").inc()
+        log.warning("notification %s to %s failed: %s", notification.key, notification.department, exc)
+        return "failed"
+    return "sent"
+
+
+async def _attempt(
+    notification: Notification, url: str, *, client: httpx.AsyncClient, store: TaskStore, settings: Settings
+) -> str:
+    """One POST; returns 'sent', or the outbox status that made it unnecessary; raises DeliveryFailed."""
+    current = await asyncio.to_thread(store.get_notification, notification.id)
+    if current is None or current.status in ("sent", "skipped"):
+        return "done" if current is None else current.status
+    task = await asyncio.to_thread(store.get_task, notification.task_id)
+    assert task is not None
+    if notification.kind in ("task", "escalation") and task.status not in UNACKNOWLEDGED:
+        # Someone acted (perhaps by phone) before the webhook went out: a reminder is noise now.
+        await asyncio.to_thread(store.mark_skipped, notification.id, f"task {task.status} before it was sent")
+        return "skipped"
+    body = encode(webhook_body(current, task, settings.alerts_api))
+    headers = {"Content-Type": "application/json", "Idempotency-Key": current.key}
+    row, n = await asyncio.to_thread(store.begin_attempt, current, url)
+    status, error = None, None
+    try:
+        response = await client.post(url, content=body, headers=headers, timeout=settings.delivery_timeout_s)
+        status = response.status_code
+        if not response.is_success:
+            error = f"HTTP {status}: {response.text[:200]}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    ok = error is None
+    await asyncio.to_thread(store.finish_attempt, row, http_status=status, error=error, ok=ok)
+    metrics.DELIVERY_ATTEMPTS.labels(notification.department, "ok" if ok else "error").inc()
+    if not ok:
+        log.warning("delivery of %s to %s failed (attempt %d): %s", current.key, notification.department, n, error)
+        raise DeliveryFailed(error or "", permanent=status is not None and is_permanent(status))
+    await asyncio.to_thread(store.mark_sent, notification.id, f"HTTP {status} on attempt {n}")
+    metrics.DELIVERIES.labels(notification.department, "delivered").inc()
+    return "sent"

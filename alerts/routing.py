@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -25,12 +25,23 @@ class RoutingError(ValueError):
     """A routing file that cannot be used; the message names the file, line and field."""
 
 
+Level = Literal["enterprise", "county", "city", "province"]
+CHAIN: tuple[str, ...] = ("enterprise", "county", "city", "province")  # the escalation chain, lowest first
+
+
 class Department(BaseModel):
-    """A body that must act on incidents, reached by an HTTP webhook."""
+    """A body that must act on incidents, reached by an HTTP webhook.
+
+    `level` and `region` place it in the escalation chain: the level it answers at and the
+    region code prefix it covers. A department without a level (fire-rescue, environment)
+    is outside the chain; its unacknowledged tasks escalate to the province level.
+    """
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     webhook: str = Field(min_length=1)
+    level: Level | None = None
+    region: str | None = Field(None, pattern=r"^[0-9]{2,6}$")
 
 
 class AckMinutes(BaseModel):
@@ -89,6 +100,36 @@ def route(incident: IncidentEvent, routing: Routing) -> list[str]:
             continue
         chosen.update(dict.fromkeys(r.departments))
     return list(chosen)
+
+
+def escalation_target(routing: Routing, department: str, region: str) -> str | None:
+    """The department one level up the chain from `department` for an incident in `region`, or None.
+
+    The next level is the first level above the department's own (levels with no department
+    covering the region are skipped); at that level the department whose `region` is the
+    longest prefix of the incident's region code wins.
+    """
+    own = routing.departments.get(department)
+    start = CHAIN.index(own.level) + 1 if own is not None and own.level is not None else len(CHAIN) - 1
+    for level in CHAIN[start:]:
+        covering = [
+            (len(d.region or ""), dept_id)
+            for dept_id, d in routing.departments.items()
+            if d.level == level and region.startswith(d.region or "") and dept_id != department
+        ]
+        if covering:
+            return max(covering)[1]
+    return None
+
+
+def escalation_path(routing: Routing, department: str, region: str) -> list[str]:
+    """Every department above `department` in the chain for `region`, lowest first."""
+    path: list[str] = []
+    current = escalation_target(routing, department, region)
+    while current is not None and current not in path:
+        path.append(current)
+        current = escalation_target(routing, current, region)
+    return path
 
 
 def load_routing(path: Path | str, *, alerts_api: str) -> Routing:

@@ -1,13 +1,16 @@
-"""The alert service: consume `incidents`, store dispatch tasks, deliver them, serve the API.
+"""The alert service: consume `incidents`, store dispatch tasks, send their notifications,
+escalate what nobody acknowledges, serve the API.
 
-Order of work per message: route → store the missing tasks (one SQLite transaction) → commit
-the Kafka offset → deliver in the background. A crash after the commit loses nothing: tasks
-not yet delivered are picked up from the store at startup and by a periodic sweep.
+Order of work per message: route → store the missing tasks and their first notifications
+(one SQLite transaction) → commit the Kafka offset → send from the outbox in the background.
+A crash after the commit loses nothing: the outbox is read at startup, after every change
+and by a periodic sweep; escalation deadlines are in the store, read by a 1 s timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sqlite3
@@ -24,8 +27,9 @@ from pydantic import ValidationError
 from alerts import metrics
 from alerts.api import create_app
 from alerts.delivery import deliver
+from alerts.escalation import escalate_forever
 from alerts.routing import Routing, load_routing, route
-from alerts.store import Task, TaskStore
+from alerts.store import Notification, Task, TaskStore
 from config.settings import Settings
 from config.topics import INCIDENTS_TOPIC
 from rules.models import IncidentEvent
@@ -68,41 +72,40 @@ def store_incident(raw: bytes | None, *, routing: Routing, store: TaskStore) -> 
 async def process_incident(
     raw: bytes, *, routing: Routing, store: TaskStore, client: httpx.AsyncClient, settings: Settings
 ) -> list[Task]:
-    """Store the tasks one incident message needs and deliver them; returns the new tasks as delivered.
-
-    A replay of a message already processed creates and delivers nothing and returns [].
-    """
-    new = store_incident(raw, routing=routing, store=store)
-    delivered = await asyncio.gather(
-        *(deliver(t, routing=routing, client=client, store=store, settings=settings) for t in new)
-    )
-    return list(delivered)
+    """Store the tasks one incident message needs and send their notifications; returns the new
+    tasks as they are after sending. A replay of a message already processed sends nothing and returns []."""
+    new = await asyncio.to_thread(store_incident, raw, routing=routing, store=store)
+    created = {t.task_id for t in new}
+    queued = [n for n in await asyncio.to_thread(store.unsent) if n.task_id in created]
+    await asyncio.gather(*(deliver(n, routing=routing, client=client, store=store, settings=settings) for n in queued))
+    return [t for t in [await asyncio.to_thread(store.get_task, t.task_id) for t in new] if t is not None]
 
 
 @dataclass
 class Deliveries:
-    """Background deliveries: at most one at a time per task, a bounded number in all."""
+    """Background sends of outbox notifications: at most one at a time per notification, a
+    bounded number in all."""
 
     routing: Routing
     store: TaskStore
     client: httpx.AsyncClient
     settings: Settings
-    running: dict[str, asyncio.Task] = field(default_factory=dict)
+    running: dict[int, asyncio.Task] = field(default_factory=dict)
     limit: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES))
 
-    def start(self, task: Task, attempts: int | None = None) -> None:
-        """Deliver a task in the background unless it is already being delivered."""
-        if task.task_id in self.running:
+    def start(self, notification: Notification, attempts: int | None = None) -> None:
+        """Send a notification in the background unless it is already being sent."""
+        if notification.id in self.running:
             return
-        job = asyncio.create_task(self._run(task, attempts), name=f"deliver-{task.task_id}")
-        self.running[task.task_id] = job
-        job.add_done_callback(lambda _: self.running.pop(task.task_id, None))
+        job = asyncio.create_task(self._run(notification, attempts), name=f"deliver-{notification.key}")
+        self.running[notification.id] = job
+        job.add_done_callback(lambda _: self.running.pop(notification.id, None))
 
-    async def _run(self, task: Task, attempts: int | None) -> None:
+    async def _run(self, notification: Notification, attempts: int | None) -> None:
         async with self.limit:
             try:
                 await deliver(
-                    task,
+                    notification,
                     routing=self.routing,
                     client=self.client,
                     store=self.store,
@@ -110,27 +113,32 @@ class Deliveries:
                     attempts=attempts,
                 )
             except Exception:
-                # The task stays pending/failed in the store, so the next sweep tries again.
-                log.exception("delivery of %s crashed", task.task_id)
+                # The notification stays pending/failed in the outbox, so the next sweep tries again.
+                log.exception("delivery of %s crashed", notification.key)
 
     async def close(self) -> None:
-        """Stop deliveries in progress; their tasks stay in the store for the next start."""
+        """Stop sends in progress; their notifications stay in the outbox for the next start."""
         jobs = list(self.running.values())
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
 
 
-async def redeliver_forever(deliveries: Deliveries, store: TaskStore, interval_s: float) -> None:
-    """At once and then every interval: deliver stored tasks that are not delivered yet.
-
-    Pending tasks (stored, then the process stopped) get the full retry ladder; failed ones
-    one attempt per sweep, so a department that is down for hours gets a steady, bounded retry.
-    """
+async def pump_outbox(deliveries: Deliveries, store: TaskStore, kick: asyncio.Event, sweep_s: float) -> None:
+    """Send what the outbox holds: pending notifications whenever `kick` is set, and at once and
+    then every `sweep_s` also the failed ones, one attempt each, so a department that is down for
+    hours gets a steady, bounded retry."""
+    loop = asyncio.get_running_loop()
+    next_sweep = loop.time()
     while True:
-        for task in store.undelivered():
-            deliveries.start(task, attempts=1 if task.status == "failed" else None)
-        await asyncio.sleep(interval_s)
+        kick.clear()  # before reading the outbox, so a kick during the read is not lost
+        sweep = loop.time() >= next_sweep
+        for n in await asyncio.to_thread(store.unsent, include_failed=sweep):
+            deliveries.start(n, attempts=1 if n.status == "failed" else None)
+        if sweep:
+            next_sweep = loop.time() + sweep_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(kick.wait(), timeout=max(0.0, next_sweep - loop.time()))
 
 
 def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -150,8 +158,9 @@ def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def consume_forever(settings: Settings, routing: Routing, store: TaskStore, deliveries: Deliveries) -> None:
-    """Read incidents until cancelled; commit each partition's offset once its tasks are stored."""
+async def consume_forever(settings: Settings, routing: Routing, store: TaskStore, kick: asyncio.Event) -> None:
+    """Read incidents until cancelled; commit each partition's offset once its tasks (and their
+    notifications, in the outbox) are stored."""
     consumer = incident_consumer(settings)
     await _start_consumer(consumer, settings)
     try:
@@ -159,8 +168,8 @@ async def consume_forever(settings: Settings, routing: Routing, store: TaskStore
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
             for tp, messages in batches.items():
                 for message in messages:
-                    for task in await _store_until_done(message.value, routing, store):
-                        deliveries.start(task)
+                    if await _store_until_done(message.value, routing, store):
+                        kick.set()
                 await _commit(consumer, tp, messages[-1].offset + 1)
     finally:
         await consumer.stop()
@@ -169,20 +178,17 @@ async def consume_forever(settings: Settings, routing: Routing, store: TaskStore
 async def serve(settings: Settings) -> None:
     """Run the consumer, the delivery sweep and the HTTP API in this loop until cancelled or SIGTERM."""
     routing = load_routing(settings.routing, alerts_api=settings.alerts_api)
-    store = TaskStore(settings.alerts_db_path)
+    store = await asyncio.to_thread(TaskStore, settings.alerts_db_path)
     client = httpx.AsyncClient(timeout=settings.delivery_timeout_s)
     deliveries = Deliveries(routing=routing, store=store, client=client, settings=settings)
+    loop = asyncio.get_running_loop()
+    kick = asyncio.Event()
+    app = create_app(settings, store, lambda: routing)
+    app.state.on_queued = lambda: loop.call_soon_threadsafe(kick.set)  # called from API worker threads
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, store),
-            host=settings.alerts_host,
-            port=settings.alerts_port,
-            access_log=False,
-            log_config=None,
-        )
+        uvicorn.Config(app, host=settings.alerts_host, port=settings.alerts_port, access_log=False, log_config=None)
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     restore_signals = _handle_signals(lambda: loop.call_soon_threadsafe(stop.set))
     api = asyncio.create_task(_run_server(server, settings), name="alerts-api")
     jobs: list[asyncio.Task] = []
@@ -195,9 +201,15 @@ async def serve(settings: Settings) -> None:
             len(routing.routes),
             store.path,
         )
-        jobs.append(asyncio.create_task(consume_forever(settings, routing, store, deliveries), name="alerts-consumer"))
+        jobs.append(asyncio.create_task(consume_forever(settings, routing, store, kick), name="alerts-consumer"))
         jobs.append(
-            asyncio.create_task(redeliver_forever(deliveries, store, settings.alerts_redeliver_s), name="alerts-sweep")
+            asyncio.create_task(pump_outbox(deliveries, store, kick, settings.alerts_redeliver_s), name="alerts-outbox")
+        )
+        jobs.append(
+            asyncio.create_task(
+                escalate_forever(store, lambda: routing, lambda _: kick.set(), settings.alerts_escalation_tick_s),
+                name="alerts-escalation",
+            )
         )
         jobs.append(asyncio.create_task(stop.wait(), name="alerts-stop"))
         done, _ = await asyncio.wait([api, *jobs], return_when=asyncio.FIRST_COMPLETED)
@@ -238,7 +250,7 @@ async def _store_until_done(raw: bytes | None, routing: Routing, store: TaskStor
     # offset uncommitted meanwhile.
     while True:
         try:
-            return store_incident(raw, routing=routing, store=store)
+            return await asyncio.to_thread(store_incident, raw, routing=routing, store=store)
         except sqlite3.Error as exc:
             log.error("cannot store tasks in %s (%s); retrying in 1 s", store.path, exc)
             await asyncio.sleep(1)

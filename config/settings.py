@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     delivery_timeout_s: float = 5.0
     delivery_backoff_s: float = Field(0.5, description="first retry delay of a delivery; doubles each retry")
     alerts_redeliver_s: float = Field(60.0, description="how often stored tasks not yet delivered are retried")
+    # --- alerts: issue 7 (auth, workflow, escalation) ---
+    alerts_demo_inbox: bool = Field(False, description="mount the demo inbox (the embedded demo turns it on)")
+    alerts_escalation_tick_s: float = Field(1.0, description="how often due escalations are looked for")
 
     @property
     def bootstrap(self) -> str:

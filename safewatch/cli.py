@@ -115,6 +115,63 @@ def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None
         asyncio.run(serve(get_settings()))
 
 
+# --- alert service: API tokens (issue 7) -----------------------------------------------------
+token_app = typer.Typer(help="API tokens of the alert service (hashed at rest; shown once).", no_args_is_help=True)
+alerts_app.add_typer(token_app, name="token")
+
+
+@token_app.command("issue")
+def token_issue(
+    name: str = typer.Argument(..., help="who holds it, e.g. 'Suzhou duty desk'"),
+    role: str = typer.Option(..., help="admin, duty_officer, inspector or enterprise"),
+    enterprise: str = typer.Option(None, help="with --role enterprise: its unified social credit code"),
+) -> None:
+    """Issue a token and print it once (only its hash is kept)."""
+    from alerts.auth import issue_token
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        info, secret = issue_token(store, name, role, enterprise)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    err.print(f"issued {info.token_id} ({info.role}) for {info.name}; it is shown once, keep it safe:")
+    print(secret)  # alone on stdout, so `TOKEN=$(safewatch alerts token issue …)` works
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="the token's id (tok-…), from `token list`")) -> None:
+    """Revoke a token at once."""
+    from alerts.auth import revoke_token
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        if not revoke_token(store, token_id):
+            _fail(f"no live token {token_id}")
+    finally:
+        store.close()
+    console.print(f"revoked {token_id}")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every token issued: id, holder, role, enterprise, when issued and revoked (never the secret)."""
+    from alerts.auth import list_tokens
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        tokens = list_tokens(store)
+    finally:
+        store.close()
+    print("id\tname\trole\tenterprise\tissued_ms\trevoked_ms")  # tab-separated: greppable, never cut short
+    for t in tokens:
+        print(f"{t.token_id}\t{t.name}\t{t.role}\t{t.enterprise_id or ''}\t{t.created_at}\t{t.revoked_at or ''}")
+
+
 @registry_app.command("check")
 def registry_check(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Validate a registry file; every error names the file, line and field."""
