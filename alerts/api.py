@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -75,7 +76,9 @@ class Handover(BaseModel):
 
 def create_app(settings: Settings, store: TaskStore, routing: Callable[[], Routing]) -> FastAPI:
     """The FastAPI app over one task store; `routing()` gives the routing in force."""
-    app = FastAPI(title="safewatch alerts", summary="Dispatch tasks for incidents, per department")
+    # FastAPIOffline serves Swagger UI and ReDoc from files in the package: no CDN, so the docs
+    # open on a duty room's network that has no way out.
+    app = FastAPIOffline(title="safewatch alerts", summary="Dispatch tasks for incidents, per department")
     bearer = HTTPBearer(auto_error=False, description="an API token from `safewatch alerts token issue`")
 
     def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:

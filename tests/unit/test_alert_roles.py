@@ -74,7 +74,13 @@ MATRIX = [
     ),
     ("GET", "/tokens", None, None, {**dict.fromkeys(CALLERS[3:], 403), "admin": 200}),
 ]
-PUBLIC = {("GET", "/health"), ("GET", "/metrics")}
+PUBLIC = {
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
 
 
 class World:
@@ -154,6 +160,16 @@ def test_the_matrix_covers_every_endpoint(tmp_path: Path):
         for method in r.methods
     }
     assert routes == {(m, p) for m, p, *_ in MATRIX} | PUBLIC
+    world.store.close()
+
+
+def test_api_docs_need_no_cdn(tmp_path: Path):
+    world = World(tmp_path)
+    for page in ("/docs", "/redoc"):
+        html = world.client.get(page).text
+        assert "cdn" not in html.lower() and "https://" not in html
+    assert world.client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert "/tasks/{task_id}/ack" in world.client.get("/openapi.json").json()["paths"]
     world.store.close()
 
 
