@@ -15,7 +15,7 @@ import logging
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -28,17 +28,20 @@ from alerts import metrics
 from alerts.api import create_app
 from alerts.delivery import deliver
 from alerts.escalation import escalate_forever
-from alerts.routing import Routing, load_routing, route
+from alerts.routing import LiveRouting, Routing, all_routes, facts_of, route_matches
 from alerts.store import Notification, Task, TaskStore
 from config.settings import Settings
 from config.topics import INCIDENTS_TOPIC
 from rules.models import IncidentEvent
+from sensors.registry import RegistryError, load_registry
 
 log = logging.getLogger(__name__)
 MAX_CONCURRENT_DELIVERIES = 32
 
 
-def store_incident(raw: bytes | None, *, routing: Routing, store: TaskStore) -> list[Task]:
+def store_incident(
+    raw: bytes | None, *, routing: Routing, store: TaskStore, classes: Mapping[str, str] | None = None
+) -> list[Task]:
     """Decode, route and store one incident message; returns the tasks it newly created.
 
     Unreadable messages are logged, counted and skipped (returns []): a poison message must
@@ -55,14 +58,18 @@ def store_incident(raw: bytes | None, *, routing: Routing, store: TaskStore) -> 
         metrics.BAD_INCIDENTS.labels(reason).inc()
         log.warning("skipped a bad incident message (%s): %s; raw=%.200r", reason, exc.errors()[0]["msg"], raw)
         return []
-    departments = route(incident, routing)
-    if not departments:
+    matches = route_matches(facts_of(incident, (classes or {}).get(incident.enterprise_id)), routing)
+    if not matches:
         metrics.UNROUTED.inc()
         log.warning(
             "incident %s (%s, region %s) matched no route", incident.incident_id, incident.sector, incident.region
         )
     # A closed incident still gets its tasks: it happened, and it must be reported (docs/standards.md §10).
-    new = store.record_incident(incident, departments, routing.ack_minutes_for(incident.severity))
+    new = store.record_incident(
+        incident,
+        [m.department for m in matches],
+        {m.department: getattr(m.ack_minutes, incident.severity) for m in matches},
+    )
     metrics.INCIDENTS.inc()
     for task in new:
         metrics.TASKS_CREATED.labels(task.department, task.severity).inc()
@@ -141,6 +148,28 @@ async def pump_outbox(deliveries: Deliveries, store: TaskStore, kick: asyncio.Ev
             await asyncio.wait_for(kick.wait(), timeout=max(0.0, next_sweep - loop.time()))
 
 
+async def reload_forever(live: LiveRouting, deliveries: Deliveries, interval_s: float) -> None:
+    """Every interval: swap in the routing file if it changed and is valid (checked off the loop)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if await asyncio.to_thread(live.reload_if_changed):
+                deliveries.routing = live.current
+        except Exception:
+            log.exception("routing reload failed; the old routing stays")
+
+
+def supervision_classes(settings: Settings) -> dict[str, str]:
+    """Each enterprise's supervision class from the registry, for routes that match on it."""
+    try:
+        registry = load_registry(settings.registry)
+    except (RegistryError, OSError) as exc:
+        # Routing still works without it; only supervision_classes matchers go unmatched.
+        log.error("registry %s not readable (%s): routes on supervision class will not match", settings.registry, exc)
+        return {}
+    return {e.id: e.supervision_class for e in registry.enterprises.values()}
+
+
 def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
     """The `incidents` consumer: manual commits after the tasks are stored, from the earliest offset."""
     session_ms = int(settings.session_timeout_s * 1000)
@@ -158,7 +187,13 @@ def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def consume_forever(settings: Settings, routing: Routing, store: TaskStore, kick: asyncio.Event) -> None:
+async def consume_forever(
+    settings: Settings,
+    routing: Callable[[], Routing],
+    store: TaskStore,
+    kick: asyncio.Event,
+    classes: Mapping[str, str] | None = None,
+) -> None:
     """Read incidents until cancelled; commit each partition's offset once its tasks (and their
     notifications, in the outbox) are stored."""
     consumer = incident_consumer(settings)
@@ -168,7 +203,7 @@ async def consume_forever(settings: Settings, routing: Routing, store: TaskStore
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
             for tp, messages in batches.items():
                 for message in messages:
-                    if await _store_until_done(message.value, routing, store):
+                    if await _store_until_done(message.value, routing(), store, classes):
                         kick.set()
                 await _commit(consumer, tp, messages[-1].offset + 1)
     finally:
@@ -177,13 +212,14 @@ async def consume_forever(settings: Settings, routing: Routing, store: TaskStore
 
 async def serve(settings: Settings) -> None:
     """Run the consumer, the delivery sweep and the HTTP API in this loop until cancelled or SIGTERM."""
-    routing = load_routing(settings.routing, alerts_api=settings.alerts_api)
+    live = LiveRouting(settings.routing, settings.alerts_api)
+    classes = supervision_classes(settings)
     store = await asyncio.to_thread(TaskStore, settings.alerts_db_path)
     client = httpx.AsyncClient(timeout=settings.delivery_timeout_s)
-    deliveries = Deliveries(routing=routing, store=store, client=client, settings=settings)
+    deliveries = Deliveries(routing=live.current, store=store, client=client, settings=settings)
     loop = asyncio.get_running_loop()
     kick = asyncio.Event()
-    app = create_app(settings, store, lambda: routing)
+    app = create_app(settings, store, lambda: live.current)
     app.state.on_queued = lambda: loop.call_soon_threadsafe(kick.set)  # called from API worker threads
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.alerts_host, port=settings.alerts_port, access_log=False, log_config=None)
@@ -197,17 +233,22 @@ async def serve(settings: Settings) -> None:
         log.info(
             "alert service: API on %s, %d departments, %d routes, tasks in %s",
             settings.alerts_api,
-            len(routing.departments),
-            len(routing.routes),
+            len(live.current.departments),
+            len(all_routes(live.current)),
             store.path,
         )
-        jobs.append(asyncio.create_task(consume_forever(settings, routing, store, kick), name="alerts-consumer"))
+        jobs.append(
+            asyncio.create_task(
+                consume_forever(settings, lambda: live.current, store, kick, classes), name="alerts-consumer"
+            )
+        )
+        jobs.append(asyncio.create_task(reload_forever(live, deliveries, settings.alerts_reload_s), name="reload"))
         jobs.append(
             asyncio.create_task(pump_outbox(deliveries, store, kick, settings.alerts_redeliver_s), name="alerts-outbox")
         )
         jobs.append(
             asyncio.create_task(
-                escalate_forever(store, lambda: routing, lambda _: kick.set(), settings.alerts_escalation_tick_s),
+                escalate_forever(store, lambda: live.current, lambda _: kick.set(), settings.alerts_escalation_tick_s),
                 name="alerts-escalation",
             )
         )
@@ -245,12 +286,14 @@ async def _start_consumer(consumer: AIOKafkaConsumer, settings: Settings) -> Non
             await asyncio.sleep(2)
 
 
-async def _store_until_done(raw: bytes | None, routing: Routing, store: TaskStore) -> list[Task]:
+async def _store_until_done(
+    raw: bytes | None, routing: Routing, store: TaskStore, classes: Mapping[str, str] | None
+) -> list[Task]:
     # A database error is not the message's fault: retry rather than skip it, and keep the
     # offset uncommitted meanwhile.
     while True:
         try:
-            return await asyncio.to_thread(store_incident, raw, routing=routing, store=store)
+            return await asyncio.to_thread(store_incident, raw, routing=routing, store=store, classes=classes)
         except sqlite3.Error as exc:
             log.error("cannot store tasks in %s (%s); retrying in 1 s", store.path, exc)
             await asyncio.sleep(1)

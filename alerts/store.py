@@ -179,21 +179,25 @@ class TaskStore:
     # --- incidents and task creation ----------------------------------------------------------
 
     def record_incident(
-        self, incident: IncidentEvent, departments: list[str], ack_minutes: float, now: int | None = None
+        self,
+        incident: IncidentEvent,
+        departments: list[str],
+        ack_minutes: float | dict[str, float],
+        now: int | None = None,
     ) -> list[Task]:
         """Keep the incident's latest event and create the missing tasks (each with its first
-        notification queued); returns only the new tasks."""
+        notification queued); returns only the new tasks. `ack_minutes` is one figure for all,
+        or one per department (the route that chose it may set its own)."""
         now = now_ms() if now is None else now
+        raw = incident.to_json().decode()
         with self.transaction() as db:
             _save_incident(db, incident, now)
-            created = [
-                task
-                for task, is_new in (
-                    _create_task(db, incident.incident_id, d, ack_minutes, now, incident.to_json().decode())
-                    for d in departments
-                )
-                if is_new
-            ]
+            created = []
+            for d in departments:
+                minutes = ack_minutes[d] if isinstance(ack_minutes, dict) else ack_minutes
+                task, is_new = _create_task(db, incident.incident_id, d, minutes, now, raw)
+                if is_new:
+                    created.append(task)
         return created
 
     def create_task(

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     # --- alerts: issue 7 (auth, workflow, escalation) ---
     alerts_demo_inbox: bool = Field(False, description="mount the demo inbox (the embedded demo turns it on)")
     alerts_escalation_tick_s: float = Field(1.0, description="how often due escalations are looked for")
+    alerts_reload_s: float = Field(2.0, description="how often the routing file is looked at for changes")
 
     @property
     def bootstrap(self) -> str:

@@ -115,6 +115,50 @@ def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None
         asyncio.run(serve(get_settings()))
 
 
+# --- alert service: routing check and generated county routes (issue 7) -----------------------
+
+
+@alerts_app.command("check")
+def alerts_check(path: Path = typer.Argument(None, help="routing file; default SAFEWATCH_ROUTING")) -> None:
+    """Validate a routing file (and its routes_files); every error names the file, line and field."""
+    from alerts.routing import RoutingError, all_routes, load_routing
+
+    settings = get_settings()
+    path = path or settings.routing
+    try:
+        routing = load_routing(path, alerts_api=settings.alerts_api)
+    except RoutingError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False, highlight=False)
+        _fail(f"{len(exc.issues)} problem(s) in {path}")
+    console.print(f"{path}: ok — {len(routing.departments)} departments, {len(all_routes(routing))} routes")
+
+
+@alerts_app.command("counties")
+def alerts_counties(
+    prefix: str = typer.Option(..., help="region code prefix of the province (or city), e.g. 32"),
+    webhook: str = typer.Option(
+        "${ALERTS_API}/inbox/county-{code}", help="webhook of each county; {code} is its region code"
+    ),
+    registry: Path = typer.Option(None, exists=True, dir_okay=False, help="default SAFEWATCH_REGISTRY"),
+    out: Path = typer.Option(None, help="write here instead of stdout"),
+) -> None:
+    """Generate one department and one route per county from the registry's regions (a routes_file)."""
+    from alerts.counties import county_routes_yaml
+    from sensors.registry import RegistryError, load_registry
+
+    try:
+        reg = load_registry(registry or get_settings().registry)
+    except RegistryError as exc:
+        _fail(str(exc))
+    text = county_routes_yaml(reg.regions.values(), prefix=prefix, webhook=webhook)
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"wrote {out}")
+
+
 # --- alert service: API tokens (issue 7) -----------------------------------------------------
 token_app = typer.Typer(help="API tokens of the alert service (hashed at rest; shown once).", no_args_is_help=True)
 alerts_app.add_typer(token_app, name="token")

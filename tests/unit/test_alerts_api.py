@@ -32,9 +32,9 @@ departments:
   city: {name: City emergency bureau, webhook: "${ALERTS_API}/inbox/city"}
   fire: {name: Fire and rescue, webhook: "${ALERTS_API}/inbox/fire"}
 routes:
-  - {sectors: ["*"], region_prefix: "32", departments: [enterprise, county]}
-  - {sectors: ["*"], region_prefix: "32", min_severity: yellow, departments: [city]}
-  - {sectors: [hazchem], min_severity: orange, departments: [fire]}
+  - {sectors: ["*"], region_prefix: "32", departments: [enterprise, county], continue: true}
+  - {sectors: ["*"], region_prefix: "32", min_severity: yellow, departments: [city], continue: true}
+  - {sectors: [hazchem], min_severity: orange, departments: [fire], continue: true}
 """
 
 
