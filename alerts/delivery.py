@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from alerts import metrics
 from alerts.payload import encode, webhook_body
-from alerts.routing import Routing
+from alerts.routing import Department, Routing
+from alerts.signing import sign
 from alerts.store import UNACKNOWLEDGED, Notification, TaskStore
 from config.settings import Settings
 
@@ -69,11 +71,10 @@ async def deliver(
             store.mark_failed, notification.id, f"department {notification.department!r} is not in the routing file"
         )
         return "failed"
-    url = department.webhook
     try:
         async for attempt in retry_policy(settings, attempts):
             with attempt:
-                outcome = await _attempt(notification, url, client=client, store=store, settings=settings)
+                outcome = await _attempt(notification, department, client=client, store=store, settings=settings)
                 if outcome != "sent":
                     return outcome  # sent or skipped by someone else meanwhile
     except DeliveryFailed as exc:
@@ -85,7 +86,12 @@ async def deliver(
 
 
 async def _attempt(
-    notification: Notification, url: str, *, client: httpx.AsyncClient, store: TaskStore, settings: Settings
+    notification: Notification,
+    department: Department,
+    *,
+    client: httpx.AsyncClient,
+    store: TaskStore,
+    settings: Settings,
 ) -> str:
     """One POST; returns 'sent', or the outbox status that made it unnecessary; raises DeliveryFailed."""
     current = await asyncio.to_thread(store.get_notification, notification.id)
@@ -99,6 +105,9 @@ async def _attempt(
         return "skipped"
     body = encode(webhook_body(current, task, settings.alerts_api))
     headers = {"Content-Type": "application/json", "Idempotency-Key": current.key}
+    if department.secret:
+        headers |= sign(department.secret, int(time.time()), body)  # a fresh timestamp on every attempt
+    url = department.webhook
     row, n = await asyncio.to_thread(store.begin_attempt, current, url)
     status, error = None, None
     try:

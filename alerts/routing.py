@@ -7,13 +7,14 @@ are set by each province's operating rules (docs/standards.md §10 found no nati
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from config.topics import SECTORS
 from rules.models import SEVERITY_RANK, IncidentEvent, Severity
@@ -23,6 +24,7 @@ from sensors.yamlsource import Issue, dotted, issue_from_pydantic, line_of, read
 DepartmentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 M = TypeVar("M", bound=BaseModel)
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 log = logging.getLogger(__name__)
 
 
@@ -51,6 +53,15 @@ class Department(BaseModel):
     webhook: str = Field(min_length=1)
     level: Level | None = None
     region: str | None = Field(None, pattern=r"^[0-9]{2,6}$")
+    # The NAME of an environment variable holding this department's HMAC key (never the key:
+    # the routing file is configuration anyone may read). Overrides the file's webhook_secret_env.
+    secret_env: str | None = Field(None, pattern=ENV_NAME)
+    _secret: str | None = PrivateAttr(None)
+
+    @property
+    def secret(self) -> str | None:
+        """The HMAC key webhooks to this department are signed with, if any."""
+        return self._secret
 
 
 class AckMinutes(BaseModel):
@@ -147,6 +158,7 @@ class Routing(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ack_minutes: AckMinutes = AckMinutes()
     send_resolved: bool = True
+    webhook_secret_env: str | None = Field(None, pattern=ENV_NAME)  # default HMAC key's variable
     departments: dict[DepartmentId, Department] = Field(min_length=1)
     routes: list[Route] = Field(min_length=1)
 
@@ -343,6 +355,12 @@ def _cross_check(
         dept.webhook = dept.webhook.replace("${ALERTS_API}", alerts_api.rstrip("/"))
         if not dept.webhook.startswith(("http://", "https://")):
             problems.append((loc, f"webhook must be an http(s) URL, got {dept.webhook!r}"))
+        env = dept.secret_env or routing.webhook_secret_env
+        if env:
+            dept._secret = os.environ.get(env) or None
+            if dept._secret is None:
+                where = ("departments", dept_id, "secret_env") if dept.secret_env else ("webhook_secret_env",)
+                problems.append((where, f"environment variable {env} (the HMAC key) is not set or empty"))
     for loc, node in nodes:
         for j, dept_id in enumerate(node.departments):
             if dept_id not in routing.departments:

@@ -161,7 +161,15 @@ def _v2(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(db: sqlite3.Connection) -> None:
+    # Revisions: the newest incident event each task has taken in (a replayed older one is
+    # not notified again), and whether its route wants the all-clear.
+    db.execute("ALTER TABLE tasks ADD COLUMN incident_rev INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE tasks ADD COLUMN send_resolved INTEGER NOT NULL DEFAULT 1")
+    db.execute("UPDATE tasks SET incident_rev = COALESCE(json_extract(incident_json, '$.updated_at'), 0)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -69,6 +69,7 @@ def store_incident(
         incident,
         [m.department for m in matches],
         {m.department: getattr(m.ack_minutes, incident.severity) for m in matches},
+        send_resolved={m.department: m.send_resolved for m in matches},
     )
     metrics.INCIDENTS.inc()
     for task in new:
@@ -79,11 +80,11 @@ def store_incident(
 async def process_incident(
     raw: bytes, *, routing: Routing, store: TaskStore, client: httpx.AsyncClient, settings: Settings
 ) -> list[Task]:
-    """Store the tasks one incident message needs and send their notifications; returns the new
-    tasks as they are after sending. A replay of a message already processed sends nothing and returns []."""
+    """Store the tasks one incident message needs (and its revision of existing tasks) and send
+    what that queued; returns the new tasks as they are after sending. A replay of a message
+    already processed sends nothing and returns []."""
     new = await asyncio.to_thread(store_incident, raw, routing=routing, store=store)
-    created = {t.task_id for t in new}
-    queued = [n for n in await asyncio.to_thread(store.unsent) if n.task_id in created]
+    queued = await asyncio.to_thread(store.unsent, include_failed=False)  # new tasks and revisions
     await asyncio.gather(*(deliver(n, routing=routing, client=client, store=store, settings=settings) for n in queued))
     return [t for t in [await asyncio.to_thread(store.get_task, t.task_id) for t in new] if t is not None]
 

@@ -23,7 +23,7 @@ import orjson
 from pydantic import BaseModel
 
 from alerts.schema import migrate
-from rules.models import IncidentEvent, stable_id
+from rules.models import SEVERITY_RANK, IncidentEvent, stable_id
 
 TaskStatus = Literal["new", "delivered", "escalated", "acknowledged", "in_progress", "resolved", "closed"]
 STATUSES: tuple[str, ...] = ("new", "delivered", "escalated", "acknowledged", "in_progress", "resolved", "closed")
@@ -52,6 +52,8 @@ class Task(BaseModel):
     acknowledged_at: int | None = None
     ack_note: str | None = None
     assignee: str | None = None
+    incident_rev: int = 0  # updated_at of the newest incident event this task has taken in
+    send_resolved: bool = True  # whether its department is told of the all-clear
     incident: dict[str, Any]  # snapshot of the incident event that created the task
 
 
@@ -184,20 +186,29 @@ class TaskStore:
         departments: list[str],
         ack_minutes: float | dict[str, float],
         now: int | None = None,
+        send_resolved: bool | dict[str, bool] = True,
     ) -> list[Task]:
-        """Keep the incident's latest event and create the missing tasks (each with its first
-        notification queued); returns only the new tasks. `ack_minutes` is one figure for all,
+        """Keep the incident's latest event, create the missing tasks (each with its first
+        notification queued) and append this event to the incident's existing tasks as a
+        revision (notified; the all-clear only where the route's send_resolved says so).
+        Returns only the new tasks. `ack_minutes` and `send_resolved` are one value for all,
         or one per department (the route that chose it may set its own)."""
         now = now_ms() if now is None else now
         raw = incident.to_json().decode()
         with self.transaction() as db:
+            before = db.execute(
+                "SELECT incident_json FROM incidents WHERE incident_id = ?", (incident.incident_id,)
+            ).fetchone()
             _save_incident(db, incident, now)
             created = []
             for d in departments:
                 minutes = ack_minutes[d] if isinstance(ack_minutes, dict) else ack_minutes
-                task, is_new = _create_task(db, incident.incident_id, d, minutes, now, raw)
+                resolved = send_resolved.get(d, True) if isinstance(send_resolved, dict) else send_resolved
+                task, is_new = _create_task(db, incident.incident_id, d, minutes, now, raw, send_resolved=resolved)
                 if is_new:
                     created.append(task)
+            previous = orjson.loads(before["incident_json"]) if before else None
+            _append_revision(db, incident, raw, previous, {t.task_id for t in created}, ack_minutes, now)
         return created
 
     def create_task(
@@ -618,6 +629,60 @@ def _save_incident(db: sqlite3.Connection, incident: IncidentEvent, now: int) ->
     )
 
 
+def _append_revision(
+    db: sqlite3.Connection,
+    incident: IncidentEvent,
+    raw: str,
+    previous: dict[str, Any] | None,
+    skip: set[str],
+    ack_minutes: float | dict[str, float],
+    now: int,
+) -> None:
+    """Give every existing task of the incident this newer event: a `revision` notification
+    and an audit row; a worse severity also brings an unacknowledged task's deadline forward."""
+    change = describe_change(previous, incident)
+    rows = db.execute(
+        "SELECT * FROM tasks WHERE incident_id = ? AND incident_rev < ?", (incident.incident_id, incident.updated_at)
+    ).fetchall()
+    for row in rows:
+        if row["task_id"] in skip:
+            continue
+        sets: dict[str, Any] = {"incident_rev": incident.updated_at, "updated_at": now}
+        minutes = ack_minutes.get(row["department"]) if isinstance(ack_minutes, dict) else ack_minutes
+        if minutes is not None and row["status"] in UNACKNOWLEDGED and row["next_escalation_at"] is not None:
+            sooner = now + round(minutes * 60_000)
+            if sooner < row["next_escalation_at"] and previous and _worse(incident.severity, previous):
+                sets["next_escalation_at"] = sooner
+        db.execute(
+            "UPDATE tasks SET " + ", ".join(f"{k} = ?" for k in sets) + " WHERE task_id = ?",
+            (*sets.values(), row["task_id"]),
+        )
+        if incident.status == "closed" and not row["send_resolved"]:
+            detail = f"{change} (not notified: its route has send_resolved false)"
+        else:
+            _enqueue(db, row["task_id"], row["department"], "revision", now, raw, change)
+            detail = change
+        _audit(db, row["task_id"], now, "revision", row["status"], row["status"], "router", None, detail)
+
+
+def _worse(severity: str, previous: dict[str, Any]) -> bool:
+    return SEVERITY_RANK[severity] > SEVERITY_RANK.get(previous.get("severity", "blue"), 1)
+
+
+def describe_change(previous: dict[str, Any] | None, incident: IncidentEvent) -> str:
+    """What an incident event changed, in a line a duty officer reads."""
+    parts = []
+    if incident.status == "closed":
+        parts.append("all clear: the incident is closed")
+    if previous is not None and previous.get("severity") != incident.severity:
+        parts.append(f"severity {previous.get('severity')} → {incident.severity}")
+    new_hazards = len(incident.hazard_ids) - len((previous or {}).get("hazard_ids", []))
+    if new_hazards > 0:
+        parts.append(f"{new_hazards} new hazard(s)")
+    parts.append(f"{len(incident.open_hazard_ids)} of {len(incident.hazard_ids)} hazard(s) open")
+    return "; ".join(parts)
+
+
 def _create_task(
     db: sqlite3.Connection,
     incident_id: str,
@@ -627,14 +692,15 @@ def _create_task(
     incident_json: str,
     kind: NotificationKind = "task",
     reason: str | None = None,
+    send_resolved: bool = True,
 ) -> tuple[Task, bool]:
     task_id = task_id_for(incident_id, department)
     incident = orjson.loads(incident_json)
     deadline = now + round(ack_minutes * 60_000)
     cursor = db.execute(
         "INSERT INTO tasks (task_id, incident_id, department, enterprise_id, severity, status, delivery_status,"
-        " created_at, updated_at, ack_deadline, next_escalation_at, incident_json)"
-        " VALUES (?, ?, ?, ?, ?, 'new', 'pending', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        " created_at, updated_at, ack_deadline, next_escalation_at, incident_json, incident_rev, send_resolved)"
+        " VALUES (?, ?, ?, ?, ?, 'new', 'pending', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             task_id,
             incident_id,
@@ -646,6 +712,8 @@ def _create_task(
             deadline,
             deadline,
             incident_json,
+            incident.get("updated_at", 0),
+            int(send_resolved),
         ),
     )
     created = cursor.rowcount == 1

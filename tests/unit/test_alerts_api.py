@@ -18,6 +18,7 @@ from alerts.api import create_app
 from alerts.auth import issue_token
 from alerts.delivery import deliver
 from alerts.routing import load_routing
+from alerts.schema import SCHEMA_VERSION
 from alerts.service import Deliveries, process_incident, pump_outbox, store_incident
 from alerts.store import TaskStore, task_id_for
 from config.settings import Settings
@@ -124,7 +125,7 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset], float
 
 def test_health(api: TestClient, store: TaskStore):
     body = api.get("/health", headers={"Authorization": ""}).json()  # no token needed
-    assert body["status"] == "ok" and body["schema_version"] == 2 and body["demo_inbox"] is True
+    assert body["status"] == "ok" and body["schema_version"] == SCHEMA_VERSION and body["demo_inbox"] is True
 
 
 def test_list_and_filter_tasks(api: TestClient, store: TaskStore):
@@ -150,8 +151,12 @@ def test_task_detail_has_deliveries_and_audit(api: TestClient, store: TaskStore)
     body = api.get(f"/tasks/{task.task_id}").json()
     assert body["task"]["status"] == "delivered" and body["task"]["incident"]["severity"] == "yellow"
     assert [d["http_status"] for d in body["deliveries"]] == [502, 200]
-    assert [(n["seq"], n["status"]) for n in body["notifications"]] == [(0, "sent")]
-    assert [a["event"] for a in body["audit"]] == ["created", "delivered"]
+    # The orange update is appended to the task as a revision, queued for the county.
+    assert [(n["seq"], n["kind"], n["status"]) for n in body["notifications"]] == [
+        (0, "task", "sent"),
+        (1, "revision", "pending"),
+    ]
+    assert [a["event"] for a in body["audit"]] == ["created", "delivered", "revision"]
     assert body["latest_incident"]["severity"] == "orange"
     assert api.get("/tasks/task-nope").status_code == 404
 
@@ -264,14 +269,22 @@ async def test_process_incident_delivers_once_and_replay_sends_nothing(settings,
 
 
 @pytest.mark.asyncio
-async def test_raised_severity_reaches_only_the_new_departments(settings, routing, store, inbox):
+async def test_raised_severity_gives_new_departments_a_task_and_the_others_a_revision(settings, routing, store, inbox):
     await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=inbox, settings=settings)
     raised = incident("orange", updated_at=T0 + 60_000).to_json()
     new = await process_incident(raised, routing=routing, store=store, client=inbox, settings=settings)
     assert [(t.department, t.status) for t in new] == [("fire", "delivered")]
-    assert (await inbox.get("/inbox/county")).json()["received"] == 1
-    fire = (await inbox.get("/inbox/fire")).json()["messages"][0]["body"]
-    assert fire["task"]["severity"] == "orange" and fire["incident"]["severity"] == "orange"
+    fire = (await inbox.get("/inbox/fire")).json()["messages"]
+    assert len(fire) == 1 and fire[0]["body"]["kind"] == "task"
+    assert fire[0]["body"]["task"]["severity"] == "orange" and fire[0]["body"]["incident"]["severity"] == "orange"
+    for dept in ("enterprise", "county", "city"):  # told at yellow, kept informed
+        told = [m["body"] for m in (await inbox.get(f"/inbox/{dept}")).json()["messages"]]
+        assert [(b["kind"], b["incident"]["severity"]) for b in told] == [("task", "yellow"), ("revision", "orange")]
+        assert "severity yellow → orange" in told[1]["reason"]
+        assert told[1]["labels"]["severity"] == "orange" and told[1]["status"] == "firing"
+    # The same update again (a replay) appends and sends nothing.
+    assert await process_incident(raised, routing=routing, store=store, client=inbox, settings=settings) == []
+    assert (await inbox.get("/inbox/county")).json()["received"] == 2
 
 
 @pytest.mark.parametrize(
@@ -380,3 +393,14 @@ async def test_acknowledged_task_is_not_reminded(settings, routing, store):
     assert outcome == "skipped" and after.status == "acknowledged" and seen == []
     [n] = store.notifications(task.task_id)
     assert n.status == "skipped" and "acknowledged before it was sent" in n.reason
+
+
+@pytest.mark.asyncio
+async def test_an_acknowledged_department_still_gets_revisions(settings, routing, store, inbox):
+    await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=inbox, settings=settings)
+    store.acknowledge(task_id_for("inc-a1", "county"), "Wang")
+    closed = incident("yellow", updated_at=T0 + 60_000).model_copy(update={"status": "closed", "open_hazard_ids": []})
+    await process_incident(closed.to_json(), routing=routing, store=store, client=inbox, settings=settings)
+    told = [m["body"] for m in (await inbox.get("/inbox/county")).json()["messages"]]
+    assert [(b["kind"], b["status"]) for b in told] == [("task", "firing"), ("revision", "resolved")]
+    assert told[1]["task"]["status"] == "acknowledged"

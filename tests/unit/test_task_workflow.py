@@ -138,6 +138,7 @@ def test_a_store_of_the_previous_release_is_migrated(tmp_path: Path):
         "t-ack": ("acknowledged", "pending", None),  # acknowledged: no more escalation
     }
     assert all(t.enterprise_id == "91320583MA1XXXXXX0" for t in store.list_tasks())
+    assert all(t.incident_rev == T0 and t.send_resolved for t in store.list_tasks())  # version 3
     # Undelivered tasks of the old release are in the outbox, to be sent after the upgrade.
     assert sorted(n.task_id for n in store.unsent()) == ["t-ack", "t-fail", "t-new"]
     assert store.audit("t-new")[0].source is None  # old rows kept, new column empty
