@@ -1,5 +1,5 @@
-"""Send one outbox notification to its department: HTTP POST to the webhook, with one retry
-policy (tenacity: exponential backoff with jitter) for every transient failure.
+"""Send one outbox notification to its department on its channel (webhook POST or email over
+SMTP), with one retry policy (tenacity: exponential backoff with jitter) for every transient failure.
 
 Every attempt is recorded before it is made (and its outcome after), so an attempt cut short
 by a crash is still on record. The `Idempotency-Key: <task>:<channel>:<seq>` header lets
@@ -17,6 +17,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from alerts import metrics
+from alerts.email import email_message, send_email
 from alerts.payload import encode, webhook_body
 from alerts.routing import Department, Routing
 from alerts.signing import sign
@@ -103,26 +104,48 @@ async def _attempt(
         # Someone acted (perhaps by phone) before the webhook went out: a reminder is noise now.
         await asyncio.to_thread(store.mark_skipped, notification.id, f"task {task.status} before it was sent")
         return "skipped"
-    body = encode(webhook_body(current, task, settings.alerts_api))
-    headers = {"Content-Type": "application/json", "Idempotency-Key": current.key}
-    if department.secret:
-        headers |= sign(department.secret, int(time.time()), body)  # a fresh timestamp on every attempt
-    url = department.webhook
-    row, n = await asyncio.to_thread(store.begin_attempt, current, url)
-    status, error = None, None
-    try:
-        response = await client.post(url, content=body, headers=headers, timeout=settings.delivery_timeout_s)
-        status = response.status_code
-        if not response.is_success:
-            error = f"HTTP {status}: {response.text[:200]}"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    payload = webhook_body(current, task, settings.alerts_api)
+    if current.channel == "email" and department.email:
+        target = "mailto:" + ",".join(department.email)
+        row, n = await asyncio.to_thread(store.begin_attempt, current, target)
+        message = email_message(current, task, payload, settings, department.email)
+        status, error, permanent = await asyncio.to_thread(send_email, settings, message)
+    elif current.channel == "webhook" and department.webhook:
+        row, n = await asyncio.to_thread(store.begin_attempt, current, department.webhook)
+        status, error, permanent = await _post(department, current, encode(payload), client, settings)
+    else:
+        # The routing changed: this department no longer has the channel the message was queued for.
+        raise DeliveryFailed(f"department {department.name!r} has no {current.channel} channel now", permanent=True)
     ok = error is None
     await asyncio.to_thread(store.finish_attempt, row, http_status=status, error=error, ok=ok)
     metrics.DELIVERY_ATTEMPTS.labels(notification.department, "ok" if ok else "error").inc()
     if not ok:
         log.warning("delivery of %s to %s failed (attempt %d): %s", current.key, notification.department, n, error)
-        raise DeliveryFailed(error or "", permanent=status is not None and is_permanent(status))
-    await asyncio.to_thread(store.mark_sent, notification.id, f"HTTP {status} on attempt {n}")
+        raise DeliveryFailed(error or "", permanent=permanent)
+    reply = f"SMTP {status}" if current.channel == "email" else f"HTTP {status}"
+    await asyncio.to_thread(store.mark_sent, notification.id, f"{reply} on attempt {n}")
     metrics.DELIVERIES.labels(notification.department, "delivered").inc()
     return "sent"
+
+
+async def _post(
+    department: Department, notification: Notification, body: bytes, client: httpx.AsyncClient, settings: Settings
+) -> tuple[int | None, str | None, bool]:
+    """One webhook POST: (HTTP status, error or None, whether the error is permanent)."""
+    assert department.webhook is not None
+    headers = {"Content-Type": "application/json", "Idempotency-Key": notification.key}
+    if department.secret:
+        headers |= sign(department.secret, int(time.time()), body)  # a fresh timestamp on every attempt
+    try:
+        response = await client.post(
+            department.webhook, content=body, headers=headers, timeout=settings.delivery_timeout_s
+        )
+    except httpx.HTTPError as exc:
+        return None, (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), False
+    if response.is_success:
+        return response.status_code, None, False
+    return (
+        response.status_code,
+        f"HTTP {response.status_code}: {response.text[:200]}",
+        is_permanent(response.status_code),
+    )

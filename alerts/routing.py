@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from config.topics import SECTORS
 from rules.models import SEVERITY_RANK, IncidentEvent, Severity
@@ -50,13 +59,25 @@ class Department(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
-    webhook: str = Field(min_length=1)
+    webhook: str | None = Field(None, min_length=1)
+    email: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] | None = Field(None, min_length=1)
     level: Level | None = None
     region: str | None = Field(None, pattern=r"^[0-9]{2,6}$")
     # The NAME of an environment variable holding this department's HMAC key (never the key:
     # the routing file is configuration anyone may read). Overrides the file's webhook_secret_env.
     secret_env: str | None = Field(None, pattern=ENV_NAME)
     _secret: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Department:
+        if self.webhook is None and self.email is None:
+            raise ValueError("a department needs a webhook, an email list, or both")
+        return self
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels it is told on, in sending order."""
+        return (["webhook"] if self.webhook else []) + (["email"] if self.email else [])
 
     @property
     def secret(self) -> str | None:
@@ -165,6 +186,12 @@ class Routing(BaseModel):
     def ack_minutes_for(self, severity: str) -> float:
         """The default acknowledge deadline, in minutes, for an incident of this severity."""
         return getattr(self.ack_minutes, severity)
+
+    def channels_of(self, department: str) -> list[str]:
+        """The channels a department is told on (a department no longer in the file: its webhook,
+        which the delivery then reports as failed)."""
+        dept = self.departments.get(department)
+        return dept.channels if dept is not None else ["webhook"]
 
 
 @dataclass(frozen=True)
@@ -348,13 +375,14 @@ def _cross_check(
     problems: list[tuple[tuple, str]] = []
     for dept_id, dept in departments.items():
         loc = ("departments", dept_id, "webhook")
-        unknown = [name for name in PLACEHOLDER.findall(dept.webhook) if name != "ALERTS_API"]
-        if unknown:
-            problems.append((loc, f"unknown placeholder(s) {unknown}; only ${{ALERTS_API}} is replaced"))
-            continue
-        dept.webhook = dept.webhook.replace("${ALERTS_API}", alerts_api.rstrip("/"))
-        if not dept.webhook.startswith(("http://", "https://")):
-            problems.append((loc, f"webhook must be an http(s) URL, got {dept.webhook!r}"))
+        if dept.webhook is not None:
+            unknown = [name for name in PLACEHOLDER.findall(dept.webhook) if name != "ALERTS_API"]
+            if unknown:
+                problems.append((loc, f"unknown placeholder(s) {unknown}; only ${{ALERTS_API}} is replaced"))
+                continue
+            dept.webhook = dept.webhook.replace("${ALERTS_API}", alerts_api.rstrip("/"))
+            if not dept.webhook.startswith(("http://", "https://")):
+                problems.append((loc, f"webhook must be an http(s) URL, got {dept.webhook!r}"))
         env = dept.secret_env or routing.webhook_secret_env
         if env:
             dept._secret = os.environ.get(env) or None

@@ -216,6 +216,7 @@ async def serve(settings: Settings) -> None:
     live = LiveRouting(settings.routing, settings.alerts_api)
     classes = supervision_classes(settings)
     store = await asyncio.to_thread(TaskStore, settings.alerts_db_path)
+    store.channels_of = lambda department: live.current.channels_of(department)
     client = httpx.AsyncClient(timeout=settings.delivery_timeout_s)
     deliveries = Deliveries(routing=live.current, store=store, client=client, settings=settings)
     loop = asyncio.get_running_loop()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,12 @@ UNACKNOWLEDGED = ("new", "delivered", "escalated")  # the states whose deadline 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 NotificationKind = Literal["task", "escalation", "handover", "revision"]
 SYSTEM = "alert service"  # the actor of transitions no person made
+ChannelsOf = Callable[[str], list[str]]
+
+
+def webhook_only(department: str) -> list[str]:
+    """The default channels of a department: its webhook."""
+    return ["webhook"]
 
 
 class Task(BaseModel):
@@ -154,6 +160,8 @@ class TaskStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             self.migrated_from = migrate(self._db)
+        # Which channels a department is told on; the service sets it from the routing in force.
+        self.channels_of: ChannelsOf = webhook_only
 
     def close(self) -> None:
         """Close the database file."""
@@ -204,11 +212,15 @@ class TaskStore:
             for d in departments:
                 minutes = ack_minutes[d] if isinstance(ack_minutes, dict) else ack_minutes
                 resolved = send_resolved.get(d, True) if isinstance(send_resolved, dict) else send_resolved
-                task, is_new = _create_task(db, incident.incident_id, d, minutes, now, raw, send_resolved=resolved)
+                task, is_new = _create_task(
+                    db, incident.incident_id, d, minutes, now, raw, send_resolved=resolved, channels_of=self.channels_of
+                )
                 if is_new:
                     created.append(task)
             previous = orjson.loads(before["incident_json"]) if before else None
-            _append_revision(db, incident, raw, previous, {t.task_id for t in created}, ack_minutes, now)
+            _append_revision(
+                db, incident, raw, previous, {t.task_id for t in created}, ack_minutes, now, self.channels_of
+            )
         return created
 
     def create_task(
@@ -217,7 +229,15 @@ class TaskStore:
         """Create one task, or return the existing one for this incident and department (False)."""
         now = now_ms() if now is None else now
         with self.transaction() as db:
-            return _create_task(db, incident.incident_id, department, ack_minutes, now, incident.to_json().decode())
+            return _create_task(
+                db,
+                incident.incident_id,
+                department,
+                ack_minutes,
+                now,
+                incident.to_json().decode(),
+                channels_of=self.channels_of,
+            )
 
     def latest_incident(self, incident_id: str) -> dict[str, Any] | None:
         """The newest event seen of an incident (by its updated_at), as a dict."""
@@ -466,10 +486,20 @@ class TaskStore:
                 raise TransitionRefused(_task(row), f"task {task_id} already belongs to {department}")
             reason = f"handed over from {row['department']} by {by}" + (f": {note}" if note else "")
             target, created = _create_task(
-                db, row["incident_id"], department, ack_minutes, now, _incident_json(db, row), "handover", reason
+                db,
+                row["incident_id"],
+                department,
+                ack_minutes,
+                now,
+                _incident_json(db, row),
+                "handover",
+                reason,
+                channels_of=self.channels_of,
             )
             if not created:
-                _enqueue(db, target.task_id, department, "handover", now, _incident_json(db, row), reason)
+                _enqueue(
+                    db, target.task_id, department, "handover", now, _incident_json(db, row), reason, self.channels_of
+                )
             detail = f"handed over to {department}" + (f": {note}" if note else "")
             db.execute(
                 "UPDATE tasks SET assignee = ?, updated_at = ? WHERE task_id = ?",
@@ -571,14 +601,24 @@ class TaskStore:
             if target is not None:
                 reason = f"escalated from {row['department']}: not acknowledged after {minutes}"
                 target_task, created = _create_task(
-                    db, row["incident_id"], target, ack_minutes, now, incident_json, "escalation", reason
+                    db,
+                    row["incident_id"],
+                    target,
+                    ack_minutes,
+                    now,
+                    incident_json,
+                    "escalation",
+                    reason,
+                    channels_of=self.channels_of,
                 )
                 if not created:
-                    _enqueue(db, target_task.task_id, target, "escalation", now, incident_json, reason)
+                    _enqueue(
+                        db, target_task.task_id, target, "escalation", now, incident_json, reason, self.channels_of
+                    )
                 detail = f"level {level}: not acknowledged after {minutes}; escalated to {target}"
             else:
                 detail = f"level {level}: not acknowledged after {minutes}; no higher level in the chain"
-            _enqueue(db, task_id, row["department"], "escalation", now, incident_json, detail)
+            _enqueue(db, task_id, row["department"], "escalation", now, incident_json, detail, self.channels_of)
             _audit(db, task_id, now, "escalated", row["status"], "escalated", SYSTEM, None, detail)
             return _task(_row(db, task_id)), target_task
 
@@ -637,6 +677,7 @@ def _append_revision(
     skip: set[str],
     ack_minutes: float | dict[str, float],
     now: int,
+    channels_of: ChannelsOf,
 ) -> None:
     """Give every existing task of the incident this newer event: a `revision` notification
     and an audit row; a worse severity also brings an unacknowledged task's deadline forward."""
@@ -660,7 +701,7 @@ def _append_revision(
         if incident.status == "closed" and not row["send_resolved"]:
             detail = f"{change} (not notified: its route has send_resolved false)"
         else:
-            _enqueue(db, row["task_id"], row["department"], "revision", now, raw, change)
+            _enqueue(db, row["task_id"], row["department"], "revision", now, raw, change, channels_of)
             detail = change
         _audit(db, row["task_id"], now, "revision", row["status"], row["status"], "router", None, detail)
 
@@ -693,7 +734,9 @@ def _create_task(
     kind: NotificationKind = "task",
     reason: str | None = None,
     send_resolved: bool = True,
+    channels_of: ChannelsOf | None = None,
 ) -> tuple[Task, bool]:
+    channels_of = channels_of or webhook_only
     task_id = task_id_for(incident_id, department)
     incident = orjson.loads(incident_json)
     deadline = now + round(ack_minutes * 60_000)
@@ -720,7 +763,7 @@ def _create_task(
     if created:
         detail = f"severity {incident['severity']}" + (f"; {reason}" if reason else "")
         _audit(db, task_id, now, "created", None, "new", "router", None, detail)
-        _enqueue(db, task_id, department, kind, now, incident_json, reason)
+        _enqueue(db, task_id, department, kind, now, incident_json, reason, channels_of)
     return _task(_row(db, task_id)), created
 
 
@@ -732,19 +775,23 @@ def _enqueue(
     now: int,
     incident_json: str,
     reason: str | None,
-    channel: str = "webhook",
-) -> int:
-    """Queue the task's next notification on a channel (sequence numbers count per task and channel)."""
-    seq = db.execute(
-        "SELECT COALESCE(MAX(seq) + 1, 0) FROM notifications WHERE task_id = ? AND channel = ?", (task_id, channel)
-    ).fetchone()[0]
-    cur = db.execute(
-        "INSERT INTO notifications (task_id, department, channel, seq, kind, created_at, status, reason, incident_json)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-        (task_id, department, channel, seq, kind, now, reason, incident_json),
-    )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+    channels_of: ChannelsOf,
+) -> list[int]:
+    """Queue the task's next message on each channel its department has (sequence numbers count
+    per task and channel); returns the outbox row ids."""
+    ids = []
+    for channel in channels_of(department):
+        seq = db.execute(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM notifications WHERE task_id = ? AND channel = ?", (task_id, channel)
+        ).fetchone()[0]
+        cur = db.execute(
+            "INSERT INTO notifications (task_id, department, channel, seq, kind, created_at, status, reason,"
+            " incident_json) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (task_id, department, channel, seq, kind, now, reason, incident_json),
+        )
+        assert cur.lastrowid is not None
+        ids.append(cur.lastrowid)
+    return ids
 
 
 def _audit(

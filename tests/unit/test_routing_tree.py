@@ -219,3 +219,26 @@ def test_hot_reload_sees_a_changed_routes_file(tmp_path):
     _touch(sub, "routes:\n  - {departments: [city]}\n", 1)
     assert live.reload_if_changed()
     assert route(facts(), live.current) == ["ent", "city"]
+
+
+def test_channels_of_a_department(tmp_path):
+    text = (
+        "departments:\n"
+        "  a: {name: A, webhook: 'http://x/a'}\n"
+        "  b: {name: B, email: [duty@b.example]}\n"
+        "  c: {name: C, webhook: 'http://x/c', email: [duty@c.example, chief@c.example]}\n"
+        "routes:\n  - {departments: [a, b, c]}\n"
+    )
+    tree = load(tmp_path, text)
+    assert [tree.channels_of(d) for d in ("a", "b", "c", "gone")] == [
+        ["webhook"],
+        ["email"],
+        ["webhook", "email"],
+        ["webhook"],
+    ]
+    with pytest.raises(RoutingError) as info:
+        load(tmp_path, text.replace("{name: B, email: [duty@b.example]}", "{name: B}"))
+    assert ":3: departments.b: a department needs a webhook, an email list, or both" in str(info.value)
+    with pytest.raises(RoutingError) as info:
+        load(tmp_path, text.replace("duty@b.example", "duty-at-b"))
+    assert ":3: departments.b.email[0]" in str(info.value)
