@@ -14,12 +14,22 @@ import logging
 import time
 
 import httpx
+import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from alerts import metrics
 from alerts.email import email_message, send_email
 from alerts.payload import encode, webhook_body
-from alerts.routing import Department, Routing
+from alerts.robots import (
+    dingtalk_body,
+    feishu_body,
+    redact_url,
+    robot_answer_ok,
+    signed_dingtalk_url,
+    sms_body,
+    wecom_body,
+)
+from alerts.routing import Department, Robot, Routing
 from alerts.signing import sign
 from alerts.store import UNACKNOWLEDGED, Notification, TaskStore
 from config.settings import Settings
@@ -111,8 +121,23 @@ async def _attempt(
         message = email_message(current, task, payload, settings, department.email)
         status, error, permanent = await asyncio.to_thread(send_email, settings, message)
     elif current.channel == "webhook" and department.webhook:
-        row, n = await asyncio.to_thread(store.begin_attempt, current, department.webhook)
+        row, n = await asyncio.to_thread(store.begin_attempt, current, redact_url(department.webhook))
         status, error, permanent = await _post(department, current, encode(payload), client, settings)
+    elif (robot := department.robot(current.channel)) is not None:
+        url, robot_body = _robot_request(current.channel, robot, payload)
+        row, n = await asyncio.to_thread(store.begin_attempt, current, redact_url(url))
+        status, error, permanent = await _post_json(
+            url, orjson.dumps(robot_body), {}, client, settings, robot_kind=current.channel
+        )
+    elif current.channel == "sms" and department.sms:
+        if not settings.sms_gateway_url:
+            raise DeliveryFailed("no SMS gateway is configured (SAFEWATCH_SMS_GATEWAY_URL)", permanent=True)
+        headers = {"Idempotency-Key": current.key}
+        if settings.sms_gateway_token:
+            headers["Authorization"] = f"Bearer {settings.sms_gateway_token}"
+        row, n = await asyncio.to_thread(store.begin_attempt, current, redact_url(settings.sms_gateway_url))
+        body = orjson.dumps(sms_body(payload, department.sms, current.key))
+        status, error, permanent = await _post_json(settings.sms_gateway_url, body, headers, client, settings)
     else:
         # The routing changed: this department no longer has the channel the message was queued for.
         raise DeliveryFailed(f"department {department.name!r} has no {current.channel} channel now", permanent=True)
@@ -122,7 +147,7 @@ async def _attempt(
     if not ok:
         log.warning("delivery of %s to %s failed (attempt %d): %s", current.key, notification.department, n, error)
         raise DeliveryFailed(error or "", permanent=permanent)
-    reply = f"SMTP {status}" if current.channel == "email" else f"HTTP {status}"
+    reply = f"SMTP {status}" if current.channel == "email" else f"HTTP {status}"  # SMTP reply code for email
     await asyncio.to_thread(store.mark_sent, notification.id, f"{reply} on attempt {n}")
     metrics.DELIVERIES.labels(notification.department, "delivered").inc()
     return "sent"
@@ -149,3 +174,51 @@ async def _post(
         f"HTTP {response.status_code}: {response.text[:200]}",
         is_permanent(response.status_code),
     )
+
+
+def _robot_request(kind: str, robot: Robot, payload: dict) -> tuple[str, dict]:
+    """The URL and JSON body of one robot message, signed as its vendor wants it."""
+    now = time.time()
+    if kind == "wecom":
+        return robot.target, wecom_body(payload)
+    if kind == "dingtalk":
+        return signed_dingtalk_url(robot.target, robot.secret, int(now * 1000)), dingtalk_body(
+            payload, robot.at_mobiles
+        )
+    return robot.target, feishu_body(payload, robot.secret, int(now))
+
+
+async def _post_json(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    client: httpx.AsyncClient,
+    settings: Settings,
+    robot_kind: str | None = None,
+) -> tuple[int | None, str | None, bool]:
+    """POST JSON; for a robot, its answer's code decides (robots answer 200 when they refuse).
+    Errors never quote the URL: robot keys travel in it."""
+    try:
+        response = await client.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=settings.delivery_timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        return None, type(exc).__name__, False
+    if not response.is_success:
+        return (
+            response.status_code,
+            f"HTTP {response.status_code}: {response.text[:200]}",
+            is_permanent(response.status_code),
+        )
+    if robot_kind is not None:
+        try:
+            refused = robot_answer_ok(robot_kind, response.json())
+        except ValueError:
+            refused = f"{robot_kind} answered {response.text[:100]!r}, not JSON"
+        if refused:
+            # A refusal may be a rate limit (robots allow about 20 messages a minute): retried.
+            return response.status_code, refused, False
+    return response.status_code, None, False

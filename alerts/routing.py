@@ -49,6 +49,38 @@ Level = Literal["enterprise", "county", "city", "province"]
 CHAIN: tuple[str, ...] = ("enterprise", "county", "city", "province")  # the escalation chain, lowest first
 
 
+class Robot(BaseModel):
+    """A chat group robot (WeCom, DingTalk or Feishu). Its URL carries its key, so it may come
+    from an environment variable (`url_env`) instead of the file; so does its signing secret."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, min_length=1)
+    url_env: str | None = Field(None, pattern=ENV_NAME)
+    secret_env: str | None = Field(None, pattern=ENV_NAME)
+    at_mobiles: list[Annotated[str, Field(pattern=r"^\+?[0-9]{5,20}$")]] = []  # DingTalk @-mentions
+    _url: str = PrivateAttr("")
+    _secret: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Robot:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give url or url_env (exactly one)")
+        return self
+
+    @property
+    def target(self) -> str:
+        """The robot's URL (resolved from its environment variable if so configured)."""
+        return self._url
+
+    @property
+    def secret(self) -> str | None:
+        """The robot's signing secret, if any."""
+        return self._secret
+
+
+ROBOTS = ("wecom", "dingtalk", "feishu")
+
+
 class Department(BaseModel):
     """A body that must act on incidents, reached by an HTTP webhook.
 
@@ -61,6 +93,10 @@ class Department(BaseModel):
     name: str = Field(min_length=1)
     webhook: str | None = Field(None, min_length=1)
     email: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] | None = Field(None, min_length=1)
+    wecom: Robot | None = None
+    dingtalk: Robot | None = None
+    feishu: Robot | None = None
+    sms: list[Annotated[str, Field(pattern=r"^\+?[0-9]{5,20}$")]] | None = Field(None, min_length=1)
     level: Level | None = None
     region: str | None = Field(None, pattern=r"^[0-9]{2,6}$")
     # The NAME of an environment variable holding this department's HMAC key (never the key:
@@ -70,14 +106,18 @@ class Department(BaseModel):
 
     @model_validator(mode="after")
     def _reachable(self) -> Department:
-        if self.webhook is None and self.email is None:
-            raise ValueError("a department needs a webhook, an email list, or both")
+        if not self.channels:
+            raise ValueError("a department needs at least one channel: webhook, email, wecom, dingtalk, feishu or sms")
         return self
 
     @property
     def channels(self) -> list[str]:
         """The channels it is told on, in sending order."""
-        return (["webhook"] if self.webhook else []) + (["email"] if self.email else [])
+        return [c for c in ("webhook", "email", *ROBOTS, "sms") if getattr(self, c) is not None]
+
+    def robot(self, channel: str) -> Robot | None:
+        """The robot of a robot channel."""
+        return getattr(self, channel) if channel in ROBOTS else None
 
     @property
     def secret(self) -> str | None:
@@ -383,8 +423,29 @@ def _cross_check(
             dept.webhook = dept.webhook.replace("${ALERTS_API}", alerts_api.rstrip("/"))
             if not dept.webhook.startswith(("http://", "https://")):
                 problems.append((loc, f"webhook must be an http(s) URL, got {dept.webhook!r}"))
+        for kind in ROBOTS:
+            robot: Robot | None = getattr(dept, kind)
+            if robot is None:
+                continue
+            loc_robot = ("departments", dept_id, kind)
+            if robot.url_env:
+                robot._url = os.environ.get(robot.url_env) or ""
+                if not robot._url:
+                    problems.append(
+                        ((*loc_robot, "url_env"), f"environment variable {robot.url_env} is not set or empty")
+                    )
+            else:
+                robot._url = (robot.url or "").replace("${ALERTS_API}", alerts_api.rstrip("/"))
+            if robot._url and not robot._url.startswith(("http://", "https://")):
+                problems.append((loc_robot, f"{kind} robot URL must be http(s) (from {robot.url_env or 'url'})"))
+            if robot.secret_env:
+                robot._secret = os.environ.get(robot.secret_env) or None
+                if robot._secret is None:
+                    problems.append(
+                        ((*loc_robot, "secret_env"), f"environment variable {robot.secret_env} is not set or empty")
+                    )
         env = dept.secret_env or routing.webhook_secret_env
-        if env:
+        if env and dept.webhook is not None:
             dept._secret = os.environ.get(env) or None
             if dept._secret is None:
                 where = ("departments", dept_id, "secret_env") if dept.secret_env else ("webhook_secret_env",)

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     smtp_password: str | None = Field(None, repr=False)  # never printed with the settings
     smtp_starttls: bool = False
     smtp_from: str = "safewatch@localhost"
+    sms_gateway_url: str | None = Field(None, description="HTTP SMS gateway the sms channel posts to")
+    sms_gateway_token: str | None = Field(None, repr=False)  # sent as a Bearer token; never printed
 
     @property
     def bootstrap(self) -> str:

@@ -238,7 +238,7 @@ def test_channels_of_a_department(tmp_path):
     ]
     with pytest.raises(RoutingError) as info:
         load(tmp_path, text.replace("{name: B, email: [duty@b.example]}", "{name: B}"))
-    assert ":3: departments.b: a department needs a webhook, an email list, or both" in str(info.value)
+    assert ":3: departments.b: a department needs at least one channel" in str(info.value)
     with pytest.raises(RoutingError) as info:
         load(tmp_path, text.replace("duty@b.example", "duty-at-b"))
     assert ":3: departments.b.email[0]" in str(info.value)
