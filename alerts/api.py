@@ -22,6 +22,7 @@ from alerts import inbox, metrics
 from alerts.auth import Principal, TokenInfo, authenticate, list_tokens
 from alerts.routing import Routing
 from alerts.schema import SCHEMA_VERSION
+from alerts.silences import Matcher, Silence
 from alerts.store import AuditEntry, Delivery, Notification, Task, TaskStatus, TaskStore, TransitionRefused, now_ms
 from config.settings import Settings
 
@@ -55,6 +56,16 @@ class HandoverBody(BaseModel):
 
     department: Annotated[str, Field(min_length=1, max_length=64)]
     note: Text | None = None
+
+
+class SilenceBody(BaseModel):
+    """A new silence: what it matches, when (default from now), for how long or until when, why."""
+
+    matcher: Matcher
+    starts_at: int | None = None
+    ends_at: int | None = None
+    minutes: float | None = Field(None, gt=0, le=60 * 24 * 31)
+    reason: Text
 
 
 class TaskDetail(BaseModel):
@@ -251,6 +262,41 @@ def create_app(settings: Settings, store: TaskStore, routing: Callable[[], Routi
     def stats(principal: Annotated[Principal, Depends(role(*OVERVIEW))]) -> dict[str, Any]:
         """Task counts per department and status, how many are overdue, how many notifications wait."""
         return store.stats()
+
+    @app.get("/silences", response_model=list[Silence])
+    def list_silences(principal: Annotated[Principal, Depends(role(*OVERVIEW))], active: bool = False) -> list[Silence]:
+        """Every silence, newest first (`active=true`: only those in force now)."""
+        return store.silences(active_at=now_ms() if active else None)
+
+    @app.post("/silences", response_model=Silence, status_code=201)
+    def add_silence(
+        body: SilenceBody, principal: Annotated[Principal, Depends(role("admin", "duty_officer"))]
+    ) -> Silence:
+        """Hold back matching messages for a while; they are recorded, and what is still open is
+        told when the silence ends."""
+        now = now_ms()
+        starts = body.starts_at if body.starts_at is not None else now
+        if (body.ends_at is None) == (body.minutes is None):
+            raise HTTPException(422, "give ends_at or minutes (exactly one)")
+        ends = body.ends_at if body.ends_at is not None else starts + round((body.minutes or 0) * 60_000)
+        try:
+            return store.add_silence(
+                body.matcher, starts_at=starts, ends_at=ends, created_by=principal.name, reason=body.reason, now=now
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.delete("/silences/{silence_id}", response_model=Silence)
+    def expire_silence(
+        silence_id: str, principal: Annotated[Principal, Depends(role("admin", "duty_officer"))]
+    ) -> Silence:
+        """End a silence now; what it held is told at the next tick (about a second)."""
+        try:
+            return store.expire_silence(silence_id)
+        except KeyError:
+            raise HTTPException(404, f"no silence {silence_id}") from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
 
     @app.get("/tokens", response_model=list[TokenInfo])
     def tokens(principal: Annotated[Principal, Depends(role(*ADMIN))]) -> list[TokenInfo]:

@@ -49,11 +49,16 @@ async def escalate_forever(
     interval_s: float,
     clock: Callable[[], int] = now_ms,
 ) -> None:
-    """Every interval: escalate what is due (in a worker thread) and hand the queued notifications on."""
+    """Every interval: escalate what is due, release what an ended silence or a closed inhibiting
+    incident held back (in worker threads), and hand the queued notifications on."""
     while True:
         try:
-            done = await asyncio.to_thread(escalate_due, store, routing(), clock())
-            if done:
+            now = clock()
+            done = await asyncio.to_thread(escalate_due, store, routing(), now)
+            released = await asyncio.to_thread(store.release_held, now)
+            if released:
+                log.info("released held messages: %d task(s) told what is still open", len(released))
+            if done or released:
                 on_queued(await asyncio.to_thread(store.unsent))
         except Exception:
             # A database hiccup must not end escalation for good; the next tick tries again.

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from alerts.silences import InhibitRule
 from config.topics import SECTORS
 from rules.models import SEVERITY_RANK, IncidentEvent, Severity
 from sensors.yamlsource import Issue, dotted, issue_from_pydantic, line_of, read_yaml
@@ -222,6 +223,7 @@ class Routing(BaseModel):
     webhook_secret_env: str | None = Field(None, pattern=ENV_NAME)  # default HMAC key's variable
     departments: dict[DepartmentId, Department] = Field(min_length=1)
     routes: list[Route] = Field(min_length=1)
+    inhibit_rules: list[InhibitRule] = []
 
     def ack_minutes_for(self, severity: str) -> float:
         """The default acknowledge deadline, in minutes, for an incident of this severity."""

@@ -169,7 +169,19 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("UPDATE tasks SET incident_rev = COALESCE(json_extract(incident_json, '$.updated_at'), 0)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite3.Connection) -> None:
+    # Silences, and messages held back (by a silence or an inhibiting incident) until it ends:
+    # still `pending`, with `held_by` saying what holds them; the outbox sends only unheld ones.
+    db.execute(
+        "CREATE TABLE silences (silence_id TEXT PRIMARY KEY, matcher_json TEXT NOT NULL, starts_at INTEGER NOT NULL,"
+        " ends_at INTEGER NOT NULL, created_by TEXT NOT NULL, reason TEXT NOT NULL, created_at INTEGER NOT NULL,"
+        " expired_at INTEGER)"
+    )
+    db.execute("ALTER TABLE notifications ADD COLUMN held_by TEXT")
+    db.execute("CREATE INDEX notifications_held ON notifications (held_by) WHERE held_by IS NOT NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -149,13 +149,14 @@ async def pump_outbox(deliveries: Deliveries, store: TaskStore, kick: asyncio.Ev
             await asyncio.wait_for(kick.wait(), timeout=max(0.0, next_sweep - loop.time()))
 
 
-async def reload_forever(live: LiveRouting, deliveries: Deliveries, interval_s: float) -> None:
+async def reload_forever(live: LiveRouting, deliveries: Deliveries, store: TaskStore, interval_s: float) -> None:
     """Every interval: swap in the routing file if it changed and is valid (checked off the loop)."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             if await asyncio.to_thread(live.reload_if_changed):
                 deliveries.routing = live.current
+                store.inhibit_rules = live.current.inhibit_rules
         except Exception:
             log.exception("routing reload failed; the old routing stays")
 
@@ -217,6 +218,7 @@ async def serve(settings: Settings) -> None:
     classes = supervision_classes(settings)
     store = await asyncio.to_thread(TaskStore, settings.alerts_db_path)
     store.channels_of = lambda department: live.current.channels_of(department)
+    store.inhibit_rules = live.current.inhibit_rules
     client = httpx.AsyncClient(timeout=settings.delivery_timeout_s)
     deliveries = Deliveries(routing=live.current, store=store, client=client, settings=settings)
     loop = asyncio.get_running_loop()
@@ -244,7 +246,9 @@ async def serve(settings: Settings) -> None:
                 consume_forever(settings, lambda: live.current, store, kick, classes), name="alerts-consumer"
             )
         )
-        jobs.append(asyncio.create_task(reload_forever(live, deliveries, settings.alerts_reload_s), name="reload"))
+        jobs.append(
+            asyncio.create_task(reload_forever(live, deliveries, store, settings.alerts_reload_s), name="reload")
+        )
         jobs.append(
             asyncio.create_task(pump_outbox(deliveries, store, kick, settings.alerts_redeliver_s), name="alerts-outbox")
         )

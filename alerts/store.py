@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel
 
 from alerts.schema import migrate
+from alerts.silences import InhibitRule, Matcher, Silence
 from rules.models import SEVERITY_RANK, IncidentEvent, stable_id
 
 TaskStatus = Literal["new", "delivered", "escalated", "acknowledged", "in_progress", "resolved", "closed"]
@@ -76,6 +77,7 @@ class Notification(BaseModel):
     status: Literal["pending", "sent", "failed", "skipped"]
     sent_at: int | None
     reason: str | None
+    held_by: str | None = None  # a silence id, or "incident:<id>" of the incident inhibiting it
     incident: dict[str, Any]
 
     @property
@@ -160,8 +162,10 @@ class TaskStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._lock:
             self.migrated_from = migrate(self._db)
-        # Which channels a department is told on; the service sets it from the routing in force.
+        # Which channels a department is told on, and the inhibition rules; the service sets
+        # both from the routing in force.
         self.channels_of: ChannelsOf = webhook_only
+        self.inhibit_rules: list[InhibitRule] = []
 
     def close(self) -> None:
         """Close the database file."""
@@ -213,13 +217,29 @@ class TaskStore:
                 minutes = ack_minutes[d] if isinstance(ack_minutes, dict) else ack_minutes
                 resolved = send_resolved.get(d, True) if isinstance(send_resolved, dict) else send_resolved
                 task, is_new = _create_task(
-                    db, incident.incident_id, d, minutes, now, raw, send_resolved=resolved, channels_of=self.channels_of
+                    db,
+                    incident.incident_id,
+                    d,
+                    minutes,
+                    now,
+                    raw,
+                    send_resolved=resolved,
+                    channels_of=self.channels_of,
+                    inhibit_rules=self.inhibit_rules,
                 )
                 if is_new:
                     created.append(task)
             previous = orjson.loads(before["incident_json"]) if before else None
             _append_revision(
-                db, incident, raw, previous, {t.task_id for t in created}, ack_minutes, now, self.channels_of
+                db,
+                incident,
+                raw,
+                previous,
+                {t.task_id for t in created},
+                ack_minutes,
+                now,
+                self.channels_of,
+                self.inhibit_rules,
             )
         return created
 
@@ -237,6 +257,7 @@ class TaskStore:
                 now,
                 incident.to_json().decode(),
                 channels_of=self.channels_of,
+                inhibit_rules=self.inhibit_rules,
             )
 
     def latest_incident(self, incident_id: str) -> dict[str, Any] | None:
@@ -311,9 +332,9 @@ class TaskStore:
                 f"SELECT COUNT(*) FROM tasks WHERE status IN {UNACKNOWLEDGED} AND ack_deadline < ?", (now,)
             ).fetchone()[0]
             incidents = db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
-            outbox = db.execute("SELECT COUNT(*) FROM notifications WHERE status IN ('pending', 'failed')").fetchone()[
-                0
-            ]
+            outbox = db.execute(
+                "SELECT COUNT(*) FROM notifications WHERE status IN ('pending', 'failed') AND held_by IS NULL"
+            ).fetchone()[0]
         by_department: dict[str, dict[str, int]] = {}
         by_status = dict.fromkeys(STATUSES, 0)
         for r in rows:
@@ -342,7 +363,8 @@ class TaskStore:
         states = "('pending', 'failed')" if include_failed else "('pending')"
         with self.reading() as db:
             rows = db.execute(
-                f"SELECT * FROM notifications WHERE status IN {states} ORDER BY id LIMIT ?", (limit,)
+                f"SELECT * FROM notifications WHERE status IN {states} AND held_by IS NULL ORDER BY id LIMIT ?",
+                (limit,),
             ).fetchall()
         return [_notification(r) for r in rows]
 
@@ -495,10 +517,19 @@ class TaskStore:
                 "handover",
                 reason,
                 channels_of=self.channels_of,
+                inhibit_rules=self.inhibit_rules,
             )
             if not created:
                 _enqueue(
-                    db, target.task_id, department, "handover", now, _incident_json(db, row), reason, self.channels_of
+                    db,
+                    target.task_id,
+                    department,
+                    "handover",
+                    now,
+                    _incident_json(db, row),
+                    reason,
+                    self.channels_of,
+                    self.inhibit_rules,
                 )
             detail = f"handed over to {department}" + (f": {note}" if note else "")
             db.execute(
@@ -558,6 +589,141 @@ class TaskStore:
             _audit(db, task_id, now, event, row["status"], target, by, source, detail)
             return _task(_row(db, task_id))
 
+    # --- silences and held messages --------------------------------------------------------------
+
+    def add_silence(
+        self, matcher: Matcher, *, starts_at: int, ends_at: int, created_by: str, reason: str, now: int | None = None
+    ) -> Silence:
+        """Hold back messages matching `matcher` from `starts_at` to `ends_at` (epoch ms)."""
+        now = now_ms() if now is None else now
+        if ends_at <= max(starts_at, now):
+            raise ValueError("a silence must end after it starts and after now")
+        silence = Silence(
+            silence_id=stable_id("sil", matcher.model_dump_json(), starts_at, ends_at, created_by, now),
+            matcher=matcher,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=created_by,
+            reason=reason,
+            created_at=now,
+        )
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO silences (silence_id, matcher_json, starts_at, ends_at, created_by, reason, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    silence.silence_id,
+                    matcher.model_dump_json(exclude_none=True),
+                    starts_at,
+                    ends_at,
+                    created_by,
+                    reason,
+                    now,
+                ),
+            )
+        return silence
+
+    def silences(self, *, active_at: int | None = None) -> list[Silence]:
+        """Every silence (or those in force at `active_at`), newest first."""
+        with self.reading() as db:
+            rows = db.execute("SELECT * FROM silences ORDER BY created_at DESC, silence_id").fetchall()
+        found = [
+            Silence(
+                silence_id=r["silence_id"],
+                matcher=Matcher.model_validate_json(r["matcher_json"]),
+                starts_at=r["starts_at"],
+                ends_at=r["ends_at"],
+                created_by=r["created_by"],
+                reason=r["reason"],
+                created_at=r["created_at"],
+                expired_at=r["expired_at"],
+            )
+            for r in rows
+        ]
+        return [x for x in found if active_at is None or x.active(active_at)]
+
+    def expire_silence(self, silence_id: str, now: int | None = None) -> Silence:
+        """End a silence now (what it held is released at the next tick); KeyError if unknown,
+        ValueError if it has ended already."""
+        now = now_ms() if now is None else now
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM silences WHERE silence_id = ?", (silence_id,)).fetchone()
+            if row is None:
+                raise KeyError(silence_id)
+            if row["expired_at"] is not None or row["ends_at"] <= now:
+                raise ValueError(f"silence {silence_id} has ended already")
+            db.execute("UPDATE silences SET expired_at = ? WHERE silence_id = ?", (now, silence_id))
+        return next(x for x in self.silences() if x.silence_id == silence_id)
+
+    def held(self) -> list[Notification]:
+        """Messages held back now, oldest first."""
+        with self.reading() as db:
+            rows = db.execute(
+                "SELECT * FROM notifications WHERE held_by IS NOT NULL AND status = 'pending' ORDER BY id"
+            ).fetchall()
+        return [_notification(r) for r in rows]
+
+    def release_held(self, now: int) -> list[str]:
+        """Release what a silence that ended, or an inhibiting incident that closed, held back:
+        each task whose incident is still open gets one message with its current state (the held
+        ones stay on record as superseded); returns the ids of the tasks told."""
+        told: list[str] = []
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM notifications WHERE held_by IS NOT NULL AND status = 'pending' ORDER BY id"
+            ).fetchall()
+            ended = {h: why for h in {r["held_by"] for r in rows} if (why := _hold_ended(db, h, now))}
+            by_task: dict[str, list[sqlite3.Row]] = {}
+            for r in rows:
+                if r["held_by"] in ended:
+                    by_task.setdefault(r["task_id"], []).append(r)
+            for task_id, held in by_task.items():
+                why = ended[held[-1]["held_by"]]
+                for r in held:
+                    db.execute(
+                        "UPDATE notifications SET status = 'skipped', sent_at = ?,"
+                        " reason = COALESCE(reason || '; ', '') || ? WHERE id = ?",
+                        (now, f"held ({r['held_by']}) until {why}; superseded by one message then", r["id"]),
+                    )
+                task = _row(db, task_id)
+                incident_json = _incident_json(db, task)
+                incident = orjson.loads(incident_json)
+                if incident.get("status") == "closed":
+                    _audit(
+                        db,
+                        task_id,
+                        now,
+                        "released",
+                        task["status"],
+                        task["status"],
+                        SYSTEM,
+                        None,
+                        f"{why}; the incident closed meanwhile: nothing to send",
+                    )
+                    continue
+                ever_sent = db.execute(
+                    "SELECT 1 FROM notifications WHERE task_id = ? AND status = 'sent' LIMIT 1", (task_id,)
+                ).fetchone()
+                kind = "revision" if ever_sent else "task"
+                _enqueue(
+                    db,
+                    task_id,
+                    task["department"],
+                    kind,
+                    now,
+                    incident_json,
+                    f"{why}: still open, so told now",
+                    self.channels_of,
+                    self.inhibit_rules,
+                )
+                if task["status"] in UNACKNOWLEDGED and task["next_escalation_at"] is None and kind == "task":
+                    # The clock starts now, with the time the task was given at its creation.
+                    restart = now + (task["ack_deadline"] - task["created_at"])
+                    db.execute("UPDATE tasks SET next_escalation_at = ? WHERE task_id = ?", (restart, task_id))
+                _audit(db, task_id, now, "released", task["status"], task["status"], SYSTEM, None, why)
+                told.append(task_id)
+        return told
+
     # --- escalation ------------------------------------------------------------------------------
 
     def due_escalations(self, now: int) -> list[Task]:
@@ -610,15 +776,34 @@ class TaskStore:
                     "escalation",
                     reason,
                     channels_of=self.channels_of,
+                    inhibit_rules=self.inhibit_rules,
                 )
                 if not created:
                     _enqueue(
-                        db, target_task.task_id, target, "escalation", now, incident_json, reason, self.channels_of
+                        db,
+                        target_task.task_id,
+                        target,
+                        "escalation",
+                        now,
+                        incident_json,
+                        reason,
+                        self.channels_of,
+                        self.inhibit_rules,
                     )
                 detail = f"level {level}: not acknowledged after {minutes}; escalated to {target}"
             else:
                 detail = f"level {level}: not acknowledged after {minutes}; no higher level in the chain"
-            _enqueue(db, task_id, row["department"], "escalation", now, incident_json, detail, self.channels_of)
+            _enqueue(
+                db,
+                task_id,
+                row["department"],
+                "escalation",
+                now,
+                incident_json,
+                detail,
+                self.channels_of,
+                self.inhibit_rules,
+            )
             _audit(db, task_id, now, "escalated", row["status"], "escalated", SYSTEM, None, detail)
             return _task(_row(db, task_id)), target_task
 
@@ -678,6 +863,7 @@ def _append_revision(
     ack_minutes: float | dict[str, float],
     now: int,
     channels_of: ChannelsOf,
+    inhibit_rules: list[InhibitRule],
 ) -> None:
     """Give every existing task of the incident this newer event: a `revision` notification
     and an audit row; a worse severity also brings an unacknowledged task's deadline forward."""
@@ -701,7 +887,7 @@ def _append_revision(
         if incident.status == "closed" and not row["send_resolved"]:
             detail = f"{change} (not notified: its route has send_resolved false)"
         else:
-            _enqueue(db, row["task_id"], row["department"], "revision", now, raw, change, channels_of)
+            _enqueue(db, row["task_id"], row["department"], "revision", now, raw, change, channels_of, inhibit_rules)
             detail = change
         _audit(db, row["task_id"], now, "revision", row["status"], row["status"], "router", None, detail)
 
@@ -735,6 +921,7 @@ def _create_task(
     reason: str | None = None,
     send_resolved: bool = True,
     channels_of: ChannelsOf | None = None,
+    inhibit_rules: list[InhibitRule] | None = None,
 ) -> tuple[Task, bool]:
     channels_of = channels_of or webhook_only
     task_id = task_id_for(incident_id, department)
@@ -763,7 +950,7 @@ def _create_task(
     if created:
         detail = f"severity {incident['severity']}" + (f"; {reason}" if reason else "")
         _audit(db, task_id, now, "created", None, "new", "router", None, detail)
-        _enqueue(db, task_id, department, kind, now, incident_json, reason, channels_of)
+        _enqueue(db, task_id, department, kind, now, incident_json, reason, channels_of, inhibit_rules)
     return _task(_row(db, task_id)), created
 
 
@@ -776,22 +963,68 @@ def _enqueue(
     incident_json: str,
     reason: str | None,
     channels_of: ChannelsOf,
+    inhibit_rules: list[InhibitRule] | None = None,
 ) -> list[int]:
     """Queue the task's next message on each channel its department has (sequence numbers count
     per task and channel); returns the outbox row ids."""
     ids = []
+    held = _hold(db, orjson.loads(incident_json), department, now, inhibit_rules or [])
     for channel in channels_of(department):
         seq = db.execute(
             "SELECT COALESCE(MAX(seq) + 1, 0) FROM notifications WHERE task_id = ? AND channel = ?", (task_id, channel)
         ).fetchone()[0]
         cur = db.execute(
             "INSERT INTO notifications (task_id, department, channel, seq, kind, created_at, status, reason,"
-            " incident_json) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (task_id, department, channel, seq, kind, now, reason, incident_json),
+            " incident_json, held_by) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (task_id, department, channel, seq, kind, now, reason, incident_json, held[0] if held else None),
         )
         assert cur.lastrowid is not None
         ids.append(cur.lastrowid)
+    if held:
+        status = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()["status"]
+        _audit(db, task_id, now, "held", status, status, SYSTEM, None, f"{kind} message held: {held[1]}")
+        if kind == "task":
+            # Nobody was told, so no clock runs; it starts when the message is released.
+            db.execute("UPDATE tasks SET next_escalation_at = NULL WHERE task_id = ?", (task_id,))
     return ids
+
+
+def _hold_ended(db: sqlite3.Connection, held_by: str, now: int) -> str | None:
+    """Why what `held_by` holds may go now (the silence ended, the inhibiting incident closed), or None."""
+    if held_by.startswith("incident:"):
+        row = db.execute("SELECT status FROM incidents WHERE incident_id = ?", (held_by[9:],)).fetchone()
+        return f"inhibiting incident {held_by[9:]} closed" if row is None or row["status"] == "closed" else None
+    row = db.execute("SELECT * FROM silences WHERE silence_id = ?", (held_by,)).fetchone()
+    if row is None:
+        return f"silence {held_by} is gone"
+    if row["expired_at"] is not None and row["expired_at"] <= now:
+        return f"silence {held_by} was ended early"
+    return f"silence {held_by} ended" if row["ends_at"] <= now else None
+
+
+def _hold(
+    db: sqlite3.Connection, incident: dict[str, Any], department: str, now: int, rules: list[InhibitRule]
+) -> tuple[str, str] | None:
+    """What holds a message back now, if anything: (held_by, why)."""
+    for row in db.execute(
+        "SELECT * FROM silences WHERE starts_at <= ? AND ends_at > ? AND (expired_at IS NULL OR expired_at > ?)"
+        " ORDER BY ends_at DESC",
+        (now, now, now),
+    ):
+        if Matcher.model_validate_json(row["matcher_json"]).matches(incident, department):
+            return row["silence_id"], f"silenced by {row['silence_id']} ({row['created_by']}: {row['reason']})"
+    for rule in rules:
+        if not rule.target.matches(incident, department):
+            continue
+        for other in db.execute(
+            "SELECT incident_id, incident_json FROM incidents WHERE status != 'closed' AND incident_id != ?",
+            (incident.get("incident_id"),),
+        ):
+            source = orjson.loads(other["incident_json"])
+            if rule.source.matches(source) and all(source.get(k) == incident.get(k) for k in rule.equal):
+                why = f"inhibited by open {source.get('severity')} incident {other['incident_id']}"
+                return f"incident:{other['incident_id']}", f"{why} (equal {', '.join(rule.equal)})"
+    return None
 
 
 def _audit(

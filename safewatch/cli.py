@@ -159,6 +159,74 @@ def alerts_counties(
         err.print(f"wrote {out}")
 
 
+# --- alert service: silences (issue 7) --------------------------------------------------------
+silence_app = typer.Typer(help="Silences: hold back matching messages for a while (on record).", no_args_is_help=True)
+alerts_app.add_typer(silence_app, name="silence")
+
+
+@silence_app.command("add")
+def silence_add(
+    matchers: list[str] = typer.Argument(..., help="key=value[,value]: site_ids, enterprise_ids, severities, …"),
+    minutes: float = typer.Option(..., help="how long it lasts from now"),
+    reason: str = typer.Option(..., help="why (kept with the silence)"),
+    by: str = typer.Option(..., help="who sets it"),
+) -> None:
+    """Add a silence starting now; prints its id."""
+    from alerts.silences import parse_matchers
+    from alerts.store import TaskStore, now_ms
+
+    try:
+        matcher = parse_matchers(matchers)
+    except ValueError as exc:
+        _fail(str(exc))
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        now = now_ms()
+        silence = store.add_silence(
+            matcher, starts_at=now, ends_at=now + round(minutes * 60_000), created_by=by, reason=reason, now=now
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    print(silence.silence_id)
+
+
+@silence_app.command("list")
+def silence_list(all_: bool = typer.Option(False, "--all", help="also those that ended")) -> None:
+    """Silences in force (or all): id, start, end, who, why, matchers (tab-separated)."""
+    from alerts.store import TaskStore, now_ms
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        found = store.silences(active_at=None if all_ else now_ms())
+    finally:
+        store.close()
+    print("id\tstarts_ms\tends_ms\texpired_ms\tby\treason\tmatcher")
+    for x in found:
+        matcher = x.matcher.model_dump_json(exclude_none=True)
+        print(
+            f"{x.silence_id}\t{x.starts_at}\t{x.ends_at}\t{x.expired_at or ''}\t{x.created_by}\t{x.reason}\t{matcher}"
+        )
+
+
+@silence_app.command("expire")
+def silence_expire(silence_id: str = typer.Argument(...)) -> None:
+    """End a silence now; the service tells what is still open at its next tick."""
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        store.expire_silence(silence_id)
+    except KeyError:
+        _fail(f"no silence {silence_id}")
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(f"expired {silence_id}")
+
+
 # --- alert service: API tokens (issue 7) -----------------------------------------------------
 token_app = typer.Typer(help="API tokens of the alert service (hashed at rest; shown once).", no_args_is_help=True)
 alerts_app.add_typer(token_app, name="token")

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from alerts.api import create_app
 from alerts.auth import hash_token, issue_token, revoke_token
 from alerts.routing import load_routing
-from alerts.store import TaskStore, task_id_for
+from alerts.silences import Matcher
+from alerts.store import TaskStore, now_ms, task_id_for
 from config.settings import Settings
 
 from .test_alerts_api import incident
@@ -73,6 +74,34 @@ MATRIX = [
         },
     ),
     ("GET", "/tokens", None, None, {**dict.fromkeys(CALLERS[3:], 403), "admin": 200}),
+    (
+        "GET",
+        "/silences",
+        None,
+        None,
+        {
+            "admin": 200,
+            "duty_officer": 200,
+            "inspector": 200,
+            "ent_own": 403,
+            "ent_regulator_task": 403,
+            "ent_other": 403,
+        },
+    ),
+    (
+        "POST",
+        "/silences",
+        {"matcher": {"site_ids": ["site-1"]}, "minutes": 30, "reason": "drill at the tank farm"},
+        None,
+        {**dict.fromkeys(CALLERS[3:], 403), "admin": 201, "duty_officer": 201},
+    ),
+    (
+        "DELETE",
+        "/silences/{silence_id}",
+        None,
+        None,
+        {**dict.fromkeys(CALLERS[3:], 403), "admin": 200, "duty_officer": 200},
+    ),
 ]
 PUBLIC = {
     ("GET", "/health"),
@@ -98,6 +127,10 @@ class World:
             self.store.record_incident(inc, ["enterprise", "county"], 30)
         self.secrets = {r: issue_token(self.store, f"{r} holder", r)[1] for r in ("admin", "duty_officer", "inspector")}
         self.secrets["ent"] = issue_token(self.store, "operator", "enterprise", OWN)[1]
+        now = now_ms()
+        self.silence_id = self.store.add_silence(
+            Matcher(site_ids=["elsewhere"]), starts_at=now, ends_at=now + 3_600_000, created_by="x", reason="y"
+        ).silence_id
         revoked, self.secrets["revoked"] = issue_token(self.store, "former", "duty_officer")
         revoke_token(self.store, revoked.token_id)
         self.client = TestClient(create_app(self.settings, self.store, lambda: self.routing))
@@ -134,10 +167,10 @@ def test_role_matrix(tmp_path: Path, method, path, body, state, caller, expected
         world.store.acknowledge(task_id, "setup")
     if state == "resolved":
         world.store.resolve(task_id, "setup")
-    url = path.format(task_id=task_id, incident_id=incident_id)
+    url = path.format(task_id=task_id, incident_id=incident_id, silence_id=world.silence_id)
     params = {"enterprise_id": OTHER} if caller == "ent_other" and path in ("/tasks", "/incidents") else None
     if body is not None:
-        body = {k: v.format(handover_to=handover_to) for k, v in body.items()}
+        body = {k: v.format(handover_to=handover_to) if isinstance(v, str) else v for k, v in body.items()}
     trail_before = world.store.audit(task_id)
     response = world.client.request(method, url, json=body, params=params, headers=world.headers(caller))
     assert response.status_code == expected, response.text
