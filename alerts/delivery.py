@@ -1,31 +1,49 @@
-"""Hand a task to its department: HTTP POST to the webhook, retried with exponential backoff.
+"""Send one outbox notification to its department on its channel (webhook POST or email over
+SMTP), with one retry policy (tenacity: exponential backoff with jitter) for every transient failure.
 
 Every attempt is recorded before it is made (and its outcome after), so an attempt cut short
-by a crash is still on record. The `Idempotency-Key: <task_id>` header lets receivers drop the
-repeats that at-least-once delivery (a retry after a lost response, a restart) can cause.
+by a crash is still on record. The `Idempotency-Key: <task>:<channel>:<seq>` header lets
+receivers drop the repeats that at-least-once delivery (a retry after a lost response, a
+restart) can cause. Store calls run in worker threads, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 import orjson
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from alerts import metrics
-from alerts.routing import Routing
-from alerts.store import Task, TaskStore
+from alerts.email import email_message, send_email
+from alerts.payload import encode, webhook_body
+from alerts.robots import (
+    dingtalk_body,
+    feishu_body,
+    redact_url,
+    robot_answer_ok,
+    signed_dingtalk_url,
+    sms_body,
+    wecom_body,
+)
+from alerts.routing import Department, Robot, Routing
+from alerts.signing import sign
+from alerts.store import UNACKNOWLEDGED, Notification, TaskStore
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 
 
-def delivery_body(task: Task, store: TaskStore) -> bytes:
-    """The JSON a department receives: the task and the newest event of its incident."""
-    incident = store.latest_incident(task.incident_id) or task.incident
-    return orjson.dumps({"task": task.model_dump(exclude={"incident"}), "incident": incident})
+class DeliveryFailed(Exception):
+    """One attempt did not reach the department; `permanent` ones are not retried."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def is_permanent(status: int) -> bool:
@@ -33,53 +51,174 @@ def is_permanent(status: int) -> bool:
     return 400 <= status < 500 and status not in (408, 425, 429)
 
 
+def retry_policy(settings: Settings, attempts: int) -> AsyncRetrying:
+    """The one retry policy of every channel: `attempts` tries, exponential backoff with jitter."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(
+            multiplier=settings.delivery_backoff_s, max=MAX_BACKOFF_S, jitter=settings.delivery_backoff_s
+        ),
+        retry=retry_if_exception(lambda exc: isinstance(exc, DeliveryFailed) and not exc.permanent),
+        reraise=True,
+    )
+
+
 async def deliver(
-    task: Task,
+    notification: Notification,
     *,
     routing: Routing,
     client: httpx.AsyncClient,
     store: TaskStore,
     settings: Settings,
     attempts: int | None = None,
-) -> Task:
-    """Deliver one task (default 1 + settings.delivery_retries attempts); returns it as stored after."""
+) -> str:
+    """Send one notification (default 1 + settings.delivery_retries attempts); returns its final
+    outbox status: sent, failed or skipped."""
     attempts = settings.delivery_retries + 1 if attempts is None else attempts
-    department = routing.departments.get(task.department)
+    department = routing.departments.get(notification.department)
     if department is None:
-        # The routing file changed since the task was created; keep the task visible as failed.
-        store.mark_failed(task.task_id, f"department {task.department!r} is not in the routing file")
-        return store.get_task(task.task_id) or task
-    url = department.webhook
-    headers = {"Content-Type": "application/json", "Idempotency-Key": task.task_id}
-    last_error = "no attempt made"
-    for n in range(attempts):
-        current = store.get_task(task.task_id)
-        if current is None or current.status not in ("pending", "failed"):
-            return current or task  # acknowledged or delivered meanwhile: nothing left to do
-        status, error = None, None
-        row, attempt = store.begin_attempt(task.task_id, url)
+        # The routing file changed since the task was created; keep it visible as failed.
+        await asyncio.to_thread(
+            store.mark_failed, notification.id, f"department {notification.department!r} is not in the routing file"
+        )
+        return "failed"
+    try:
+        async for attempt in retry_policy(settings, attempts):
+            with attempt:
+                outcome = await _attempt(notification, department, client=client, store=store, settings=settings)
+                if outcome != "sent":
+                    return outcome  # sent or skipped by someone else meanwhile
+    except DeliveryFailed as exc:
+        if await asyncio.to_thread(store.mark_failed, notification.id, str(exc)):
+            metrics.DELIVERIES.labels(notification.department, "failed").inc()
+        log.warning("notification %s to %s failed: %s", notification.key, notification.department, exc)
+        return "failed"
+    return "sent"
+
+
+async def _attempt(
+    notification: Notification,
+    department: Department,
+    *,
+    client: httpx.AsyncClient,
+    store: TaskStore,
+    settings: Settings,
+) -> str:
+    """One POST; returns 'sent', or the outbox status that made it unnecessary; raises DeliveryFailed."""
+    current = await asyncio.to_thread(store.get_notification, notification.id)
+    if current is None or current.status in ("sent", "skipped"):
+        return "done" if current is None else current.status
+    task = await asyncio.to_thread(store.get_task, notification.task_id)
+    assert task is not None
+    if notification.kind in ("task", "escalation") and task.status not in UNACKNOWLEDGED:
+        # Someone acted (perhaps by phone) before the webhook went out: a reminder is noise now.
+        await asyncio.to_thread(store.mark_skipped, notification.id, f"task {task.status} before it was sent")
+        return "skipped"
+    payload = webhook_body(current, task, settings.alerts_api)
+    if current.channel == "email" and department.email:
+        target = "mailto:" + ",".join(department.email)
+        row, n = await asyncio.to_thread(store.begin_attempt, current, target)
+        message = email_message(current, task, payload, settings, department.email)
+        status, error, permanent = await asyncio.to_thread(send_email, settings, message)
+    elif current.channel == "webhook" and department.webhook:
+        row, n = await asyncio.to_thread(store.begin_attempt, current, redact_url(department.webhook))
+        status, error, permanent = await _post(department, current, encode(payload), client, settings)
+    elif (robot := department.robot(current.channel)) is not None:
+        url, robot_body = _robot_request(current.channel, robot, payload)
+        row, n = await asyncio.to_thread(store.begin_attempt, current, redact_url(url))
+        status, error, permanent = await _post_json(
+            url, orjson.dumps(robot_body), {}, client, settings, robot_kind=current.channel
+        )
+    elif current.channel == "sms" and department.sms:
+        if not settings.sms_gateway_url:
+            raise DeliveryFailed("no SMS gateway is configured (SAFEWATCH_SMS_GATEWAY_URL)", permanent=True)
+        headers = {"Idempotency-Key": current.key}
+        if settings.sms_gateway_token:
+            headers["Authorization"] = f"Bearer {settings.sms_gateway_token}"
+        row, n = await asyncio.to_thread(store.begin_attempt, current, redact_url(settings.sms_gateway_url))
+        body = orjson.dumps(sms_body(payload, department.sms, current.key))
+        status, error, permanent = await _post_json(settings.sms_gateway_url, body, headers, client, settings)
+    else:
+        # The routing changed: this department no longer has the channel the message was queued for.
+        raise DeliveryFailed(f"department {department.name!r} has no {current.channel} channel now", permanent=True)
+    ok = error is None
+    await asyncio.to_thread(store.finish_attempt, row, http_status=status, error=error, ok=ok)
+    metrics.DELIVERY_ATTEMPTS.labels(notification.department, "ok" if ok else "error").inc()
+    if not ok:
+        log.warning("delivery of %s to %s failed (attempt %d): %s", current.key, notification.department, n, error)
+        raise DeliveryFailed(error or "", permanent=permanent)
+    reply = f"SMTP {status}" if current.channel == "email" else f"HTTP {status}"  # SMTP reply code for email
+    await asyncio.to_thread(store.mark_sent, notification.id, f"{reply} on attempt {n}")
+    metrics.DELIVERIES.labels(notification.department, "delivered").inc()
+    return "sent"
+
+
+async def _post(
+    department: Department, notification: Notification, body: bytes, client: httpx.AsyncClient, settings: Settings
+) -> tuple[int | None, str | None, bool]:
+    """One webhook POST: (HTTP status, error or None, whether the error is permanent)."""
+    assert department.webhook is not None
+    headers = {"Content-Type": "application/json", "Idempotency-Key": notification.key}
+    if department.secret:
+        headers |= sign(department.secret, int(time.time()), body)  # a fresh timestamp on every attempt
+    try:
+        response = await client.post(
+            department.webhook, content=body, headers=headers, timeout=settings.delivery_timeout_s
+        )
+    except httpx.HTTPError as exc:
+        return None, (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), False
+    if response.is_success:
+        return response.status_code, None, False
+    return (
+        response.status_code,
+        f"HTTP {response.status_code}: {response.text[:200]}",
+        is_permanent(response.status_code),
+    )
+
+
+def _robot_request(kind: str, robot: Robot, payload: dict) -> tuple[str, dict]:
+    """The URL and JSON body of one robot message, signed as its vendor wants it."""
+    now = time.time()
+    if kind == "wecom":
+        return robot.target, wecom_body(payload)
+    if kind == "dingtalk":
+        return signed_dingtalk_url(robot.target, robot.secret, int(now * 1000)), dingtalk_body(
+            payload, robot.at_mobiles
+        )
+    return robot.target, feishu_body(payload, robot.secret, int(now))
+
+
+async def _post_json(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    client: httpx.AsyncClient,
+    settings: Settings,
+    robot_kind: str | None = None,
+) -> tuple[int | None, str | None, bool]:
+    """POST JSON; for a robot, its answer's code decides (robots answer 200 when they refuse).
+    Errors never quote the URL: robot keys travel in it."""
+    try:
+        response = await client.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=settings.delivery_timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        return None, type(exc).__name__, False
+    if not response.is_success:
+        return (
+            response.status_code,
+            f"HTTP {response.status_code}: {response.text[:200]}",
+            is_permanent(response.status_code),
+        )
+    if robot_kind is not None:
         try:
-            response = await client.post(
-                url, content=delivery_body(current, store), headers=headers, timeout=settings.delivery_timeout_s
-            )
-            status = response.status_code
-            if not response.is_success:
-                error = f"HTTP {status}: {response.text[:200]}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        ok = error is None
-        store.finish_attempt(row, http_status=status, error=error, ok=ok)
-        metrics.DELIVERY_ATTEMPTS.labels(task.department, "ok" if ok else "error").inc()
-        if ok:
-            store.mark_delivered(task.task_id, f"HTTP {status} on attempt {attempt}")
-            metrics.DELIVERIES.labels(task.department, "delivered").inc()
-            return store.get_task(task.task_id) or task
-        last_error = error or ""
-        log.warning("delivery of %s to %s failed (attempt %d): %s", task.task_id, task.department, attempt, error)
-        if status is not None and is_permanent(status):
-            break
-        if n + 1 < attempts:
-            await asyncio.sleep(min(settings.delivery_backoff_s * 2**n, MAX_BACKOFF_S))
-    if store.mark_failed(task.task_id, last_error):
-        metrics.DELIVERIES.labels(task.department, "failed").inc()
-    return store.get_task(task.task_id) or task
+            refused = robot_answer_ok(robot_kind, response.json())
+        except ValueError:
+            refused = f"{robot_kind} answered {response.text[:100]!r}, not JSON"
+        if refused:
+            # A refusal may be a rate limit (robots allow about 20 messages a minute): retried.
+            return response.status_code, refused, False
+    return response.status_code, None, False

@@ -17,3 +17,7 @@ DELIVERIES = Counter(
 INBOX_DUPLICATES = Counter(
     "safewatch_alerts_inbox_duplicates_total", "Demo inbox posts repeated with a seen Idempotency-Key", ["department"]
 )
+ESCALATIONS = Counter(
+    "safewatch_alerts_escalations_total", "Tasks escalated for want of an acknowledgement", ["department", "to"]
+)
+AUTH_REFUSED = Counter("safewatch_alerts_auth_refused_total", "API requests refused", ["status"])

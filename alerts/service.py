@@ -1,18 +1,21 @@
-"""The alert service: consume `incidents`, store dispatch tasks, deliver them, serve the API.
+"""The alert service: consume `incidents`, store dispatch tasks, send their notifications,
+escalate what nobody acknowledges, serve the API.
 
-Order of work per message: route → store the missing tasks (one SQLite transaction) → commit
-the Kafka offset → deliver in the background. A crash after the commit loses nothing: tasks
-not yet delivered are picked up from the store at startup and by a periodic sweep.
+Order of work per message: route → store the missing tasks and their first notifications
+(one SQLite transaction) → commit the Kafka offset → send from the outbox in the background.
+A crash after the commit loses nothing: the outbox is read at startup, after every change
+and by a periodic sweep; escalation deadlines are in the store, read by a 1 s timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -24,17 +27,21 @@ from pydantic import ValidationError
 from alerts import metrics
 from alerts.api import create_app
 from alerts.delivery import deliver
-from alerts.routing import Routing, load_routing, route
-from alerts.store import Task, TaskStore
+from alerts.escalation import escalate_forever
+from alerts.routing import LiveRouting, Routing, all_routes, facts_of, route_matches
+from alerts.store import Notification, Task, TaskStore
 from config.settings import Settings
 from config.topics import INCIDENTS_TOPIC
 from rules.models import IncidentEvent
+from sensors.registry import RegistryError, load_registry
 
 log = logging.getLogger(__name__)
 MAX_CONCURRENT_DELIVERIES = 32
 
 
-def store_incident(raw: bytes | None, *, routing: Routing, store: TaskStore) -> list[Task]:
+def store_incident(
+    raw: bytes | None, *, routing: Routing, store: TaskStore, classes: Mapping[str, str] | None = None
+) -> list[Task]:
     """Decode, route and store one incident message; returns the tasks it newly created.
 
     Unreadable messages are logged, counted and skipped (returns []): a poison message must
@@ -51,14 +58,19 @@ def store_incident(raw: bytes | None, *, routing: Routing, store: TaskStore) -> 
         metrics.BAD_INCIDENTS.labels(reason).inc()
         log.warning("skipped a bad incident message (%s): %s; raw=%.200r", reason, exc.errors()[0]["msg"], raw)
         return []
-    departments = route(incident, routing)
-    if not departments:
+    matches = route_matches(facts_of(incident, (classes or {}).get(incident.enterprise_id)), routing)
+    if not matches:
         metrics.UNROUTED.inc()
         log.warning(
             "incident %s (%s, region %s) matched no route", incident.incident_id, incident.sector, incident.region
         )
     # A closed incident still gets its tasks: it happened, and it must be reported (docs/standards.md §10).
-    new = store.record_incident(incident, departments, routing.ack_minutes_for(incident.severity))
+    new = store.record_incident(
+        incident,
+        [m.department for m in matches],
+        {m.department: getattr(m.ack_minutes, incident.severity) for m in matches},
+        send_resolved={m.department: m.send_resolved for m in matches},
+    )
     metrics.INCIDENTS.inc()
     for task in new:
         metrics.TASKS_CREATED.labels(task.department, task.severity).inc()
@@ -68,41 +80,40 @@ def store_incident(raw: bytes | None, *, routing: Routing, store: TaskStore) -> 
 async def process_incident(
     raw: bytes, *, routing: Routing, store: TaskStore, client: httpx.AsyncClient, settings: Settings
 ) -> list[Task]:
-    """Store the tasks one incident message needs and deliver them; returns the new tasks as delivered.
-
-    A replay of a message already processed creates and delivers nothing and returns [].
-    """
-    new = store_incident(raw, routing=routing, store=store)
-    delivered = await asyncio.gather(
-        *(deliver(t, routing=routing, client=client, store=store, settings=settings) for t in new)
-    )
-    return list(delivered)
+    """Store the tasks one incident message needs (and its revision of existing tasks) and send
+    what that queued; returns the new tasks as they are after sending. A replay of a message
+    already processed sends nothing and returns []."""
+    new = await asyncio.to_thread(store_incident, raw, routing=routing, store=store)
+    queued = await asyncio.to_thread(store.unsent, include_failed=False)  # new tasks and revisions
+    await asyncio.gather(*(deliver(n, routing=routing, client=client, store=store, settings=settings) for n in queued))
+    return [t for t in [await asyncio.to_thread(store.get_task, t.task_id) for t in new] if t is not None]
 
 
 @dataclass
 class Deliveries:
-    """Background deliveries: at most one at a time per task, a bounded number in all."""
+    """Background sends of outbox notifications: at most one at a time per notification, a
+    bounded number in all."""
 
     routing: Routing
     store: TaskStore
     client: httpx.AsyncClient
     settings: Settings
-    running: dict[str, asyncio.Task] = field(default_factory=dict)
+    running: dict[int, asyncio.Task] = field(default_factory=dict)
     limit: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES))
 
-    def start(self, task: Task, attempts: int | None = None) -> None:
-        """Deliver a task in the background unless it is already being delivered."""
-        if task.task_id in self.running:
+    def start(self, notification: Notification, attempts: int | None = None) -> None:
+        """Send a notification in the background unless it is already being sent."""
+        if notification.id in self.running:
             return
-        job = asyncio.create_task(self._run(task, attempts), name=f"deliver-{task.task_id}")
-        self.running[task.task_id] = job
-        job.add_done_callback(lambda _: self.running.pop(task.task_id, None))
+        job = asyncio.create_task(self._run(notification, attempts), name=f"deliver-{notification.key}")
+        self.running[notification.id] = job
+        job.add_done_callback(lambda _: self.running.pop(notification.id, None))
 
-    async def _run(self, task: Task, attempts: int | None) -> None:
+    async def _run(self, notification: Notification, attempts: int | None) -> None:
         async with self.limit:
             try:
                 await deliver(
-                    task,
+                    notification,
                     routing=self.routing,
                     client=self.client,
                     store=self.store,
@@ -110,27 +121,55 @@ class Deliveries:
                     attempts=attempts,
                 )
             except Exception:
-                # The task stays pending/failed in the store, so the next sweep tries again.
-                log.exception("delivery of %s crashed", task.task_id)
+                # The notification stays pending/failed in the outbox, so the next sweep tries again.
+                log.exception("delivery of %s crashed", notification.key)
 
     async def close(self) -> None:
-        """Stop deliveries in progress; their tasks stay in the store for the next start."""
+        """Stop sends in progress; their notifications stay in the outbox for the next start."""
         jobs = list(self.running.values())
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
 
 
-async def redeliver_forever(deliveries: Deliveries, store: TaskStore, interval_s: float) -> None:
-    """At once and then every interval: deliver stored tasks that are not delivered yet.
-
-    Pending tasks (stored, then the process stopped) get the full retry ladder; failed ones
-    one attempt per sweep, so a department that is down for hours gets a steady, bounded retry.
-    """
+async def pump_outbox(deliveries: Deliveries, store: TaskStore, kick: asyncio.Event, sweep_s: float) -> None:
+    """Send what the outbox holds: pending notifications whenever `kick` is set, and at once and
+    then every `sweep_s` also the failed ones, one attempt each, so a department that is down for
+    hours gets a steady, bounded retry."""
+    loop = asyncio.get_running_loop()
+    next_sweep = loop.time()
     while True:
-        for task in store.undelivered():
-            deliveries.start(task, attempts=1 if task.status == "failed" else None)
+        kick.clear()  # before reading the outbox, so a kick during the read is not lost
+        sweep = loop.time() >= next_sweep
+        for n in await asyncio.to_thread(store.unsent, include_failed=sweep):
+            deliveries.start(n, attempts=1 if n.status == "failed" else None)
+        if sweep:
+            next_sweep = loop.time() + sweep_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(kick.wait(), timeout=max(0.0, next_sweep - loop.time()))
+
+
+async def reload_forever(live: LiveRouting, deliveries: Deliveries, store: TaskStore, interval_s: float) -> None:
+    """Every interval: swap in the routing file if it changed and is valid (checked off the loop)."""
+    while True:
         await asyncio.sleep(interval_s)
+        try:
+            if await asyncio.to_thread(live.reload_if_changed):
+                deliveries.routing = live.current
+                store.inhibit_rules = live.current.inhibit_rules
+        except Exception:
+            log.exception("routing reload failed; the old routing stays")
+
+
+def supervision_classes(settings: Settings) -> dict[str, str]:
+    """Each enterprise's supervision class from the registry, for routes that match on it."""
+    try:
+        registry = load_registry(settings.registry)
+    except (RegistryError, OSError) as exc:
+        # Routing still works without it; only supervision_classes matchers go unmatched.
+        log.error("registry %s not readable (%s): routes on supervision class will not match", settings.registry, exc)
+        return {}
+    return {e.id: e.supervision_class for e in registry.enterprises.values()}
 
 
 def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
@@ -150,8 +189,15 @@ def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def consume_forever(settings: Settings, routing: Routing, store: TaskStore, deliveries: Deliveries) -> None:
-    """Read incidents until cancelled; commit each partition's offset once its tasks are stored."""
+async def consume_forever(
+    settings: Settings,
+    routing: Callable[[], Routing],
+    store: TaskStore,
+    kick: asyncio.Event,
+    classes: Mapping[str, str] | None = None,
+) -> None:
+    """Read incidents until cancelled; commit each partition's offset once its tasks (and their
+    notifications, in the outbox) are stored."""
     consumer = incident_consumer(settings)
     await _start_consumer(consumer, settings)
     try:
@@ -159,8 +205,8 @@ async def consume_forever(settings: Settings, routing: Routing, store: TaskStore
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
             for tp, messages in batches.items():
                 for message in messages:
-                    for task in await _store_until_done(message.value, routing, store):
-                        deliveries.start(task)
+                    if await _store_until_done(message.value, routing(), store, classes):
+                        kick.set()
                 await _commit(consumer, tp, messages[-1].offset + 1)
     finally:
         await consumer.stop()
@@ -168,21 +214,21 @@ async def consume_forever(settings: Settings, routing: Routing, store: TaskStore
 
 async def serve(settings: Settings) -> None:
     """Run the consumer, the delivery sweep and the HTTP API in this loop until cancelled or SIGTERM."""
-    routing = load_routing(settings.routing, alerts_api=settings.alerts_api)
-    store = TaskStore(settings.alerts_db_path)
+    live = LiveRouting(settings.routing, settings.alerts_api)
+    classes = supervision_classes(settings)
+    store = await asyncio.to_thread(TaskStore, settings.alerts_db_path)
+    store.channels_of = lambda department: live.current.channels_of(department)
+    store.inhibit_rules = live.current.inhibit_rules
     client = httpx.AsyncClient(timeout=settings.delivery_timeout_s)
-    deliveries = Deliveries(routing=routing, store=store, client=client, settings=settings)
+    deliveries = Deliveries(routing=live.current, store=store, client=client, settings=settings)
+    loop = asyncio.get_running_loop()
+    kick = asyncio.Event()
+    app = create_app(settings, store, lambda: live.current)
+    app.state.on_queued = lambda: loop.call_soon_threadsafe(kick.set)  # called from API worker threads
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, store),
-            host=settings.alerts_host,
-            port=settings.alerts_port,
-            access_log=False,
-            log_config=None,
-        )
+        uvicorn.Config(app, host=settings.alerts_host, port=settings.alerts_port, access_log=False, log_config=None)
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     restore_signals = _handle_signals(lambda: loop.call_soon_threadsafe(stop.set))
     api = asyncio.create_task(_run_server(server, settings), name="alerts-api")
     jobs: list[asyncio.Task] = []
@@ -191,13 +237,26 @@ async def serve(settings: Settings) -> None:
         log.info(
             "alert service: API on %s, %d departments, %d routes, tasks in %s",
             settings.alerts_api,
-            len(routing.departments),
-            len(routing.routes),
+            len(live.current.departments),
+            len(all_routes(live.current)),
             store.path,
         )
-        jobs.append(asyncio.create_task(consume_forever(settings, routing, store, deliveries), name="alerts-consumer"))
         jobs.append(
-            asyncio.create_task(redeliver_forever(deliveries, store, settings.alerts_redeliver_s), name="alerts-sweep")
+            asyncio.create_task(
+                consume_forever(settings, lambda: live.current, store, kick, classes), name="alerts-consumer"
+            )
+        )
+        jobs.append(
+            asyncio.create_task(reload_forever(live, deliveries, store, settings.alerts_reload_s), name="reload")
+        )
+        jobs.append(
+            asyncio.create_task(pump_outbox(deliveries, store, kick, settings.alerts_redeliver_s), name="alerts-outbox")
+        )
+        jobs.append(
+            asyncio.create_task(
+                escalate_forever(store, lambda: live.current, lambda _: kick.set(), settings.alerts_escalation_tick_s),
+                name="alerts-escalation",
+            )
         )
         jobs.append(asyncio.create_task(stop.wait(), name="alerts-stop"))
         done, _ = await asyncio.wait([api, *jobs], return_when=asyncio.FIRST_COMPLETED)
@@ -233,12 +292,14 @@ async def _start_consumer(consumer: AIOKafkaConsumer, settings: Settings) -> Non
             await asyncio.sleep(2)
 
 
-async def _store_until_done(raw: bytes | None, routing: Routing, store: TaskStore) -> list[Task]:
+async def _store_until_done(
+    raw: bytes | None, routing: Routing, store: TaskStore, classes: Mapping[str, str] | None
+) -> list[Task]:
     # A database error is not the message's fault: retry rather than skip it, and keep the
     # offset uncommitted meanwhile.
     while True:
         try:
-            return store_incident(raw, routing=routing, store=store)
+            return await asyncio.to_thread(store_incident, raw, routing=routing, store=store, classes=classes)
         except sqlite3.Error as exc:
             log.error("cannot store tasks in %s (%s); retrying in 1 s", store.path, exc)
             await asyncio.sleep(1)

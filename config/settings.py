@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     delivery_timeout_s: float = 5.0
     delivery_backoff_s: float = Field(0.5, description="first retry delay of a delivery; doubles each retry")
     alerts_redeliver_s: float = Field(60.0, description="how often stored tasks not yet delivered are retried")
+    # --- alerts: issue 7 (auth, workflow, escalation) ---
+    alerts_demo_inbox: bool = Field(False, description="mount the demo inbox (the embedded demo turns it on)")
+    alerts_escalation_tick_s: float = Field(1.0, description="how often due escalations are looked for")
+    alerts_reload_s: float = Field(2.0, description="how often the routing file is looked at for changes")
+    smtp_host: str = Field("127.0.0.1", description="SMTP relay for the email channel")
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = Field(None, repr=False)  # never printed with the settings
+    smtp_starttls: bool = False
+    smtp_from: str = "safewatch@localhost"
+    sms_gateway_url: str | None = Field(None, description="HTTP SMS gateway the sms channel posts to")
+    sms_gateway_token: str | None = Field(None, repr=False)  # sent as a Bearer token; never printed
 
     @property
     def bootstrap(self) -> str:

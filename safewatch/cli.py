@@ -116,6 +116,175 @@ def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None
         asyncio.run(serve(get_settings()))
 
 
+# --- alert service: routing check and generated county routes (issue 7) -----------------------
+
+
+@alerts_app.command("check")
+def alerts_check(path: Path = typer.Argument(None, help="routing file; default SAFEWATCH_ROUTING")) -> None:
+    """Validate a routing file (and its routes_files); every error names the file, line and field."""
+    from alerts.routing import RoutingError, all_routes, load_routing
+
+    settings = get_settings()
+    path = path or settings.routing
+    try:
+        routing = load_routing(path, alerts_api=settings.alerts_api)
+    except RoutingError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False, highlight=False)
+        _fail(f"{len(exc.issues)} problem(s) in {path}")
+    console.print(f"{path}: ok — {len(routing.departments)} departments, {len(all_routes(routing))} routes")
+
+
+@alerts_app.command("counties")
+def alerts_counties(
+    prefix: str = typer.Option(..., help="region code prefix of the province (or city), e.g. 32"),
+    webhook: str = typer.Option(
+        "${ALERTS_API}/inbox/county-{code}", help="webhook of each county; {code} is its region code"
+    ),
+    registry: Path = typer.Option(None, exists=True, dir_okay=False, help="default SAFEWATCH_REGISTRY"),
+    out: Path = typer.Option(None, help="write here instead of stdout"),
+) -> None:
+    """Generate one department and one route per county from the registry's regions (a routes_file)."""
+    from alerts.counties import county_routes_yaml
+    from sensors.registry import RegistryError, load_registry
+
+    try:
+        reg = load_registry(registry or get_settings().registry)
+    except RegistryError as exc:
+        _fail(str(exc))
+    text = county_routes_yaml(reg.regions.values(), prefix=prefix, webhook=webhook)
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"wrote {out}")
+
+
+# --- alert service: silences (issue 7) --------------------------------------------------------
+silence_app = typer.Typer(help="Silences: hold back matching messages for a while (on record).", no_args_is_help=True)
+alerts_app.add_typer(silence_app, name="silence")
+
+
+@silence_app.command("add")
+def silence_add(
+    matchers: list[str] = typer.Argument(..., help="key=value[,value]: site_ids, enterprise_ids, severities, …"),
+    minutes: float = typer.Option(..., help="how long it lasts from now"),
+    reason: str = typer.Option(..., help="why (kept with the silence)"),
+    by: str = typer.Option(..., help="who sets it"),
+) -> None:
+    """Add a silence starting now; prints its id."""
+    from alerts.silences import parse_matchers
+    from alerts.store import TaskStore, now_ms
+
+    try:
+        matcher = parse_matchers(matchers)
+    except ValueError as exc:
+        _fail(str(exc))
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        now = now_ms()
+        silence = store.add_silence(
+            matcher, starts_at=now, ends_at=now + round(minutes * 60_000), created_by=by, reason=reason, now=now
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    print(silence.silence_id)
+
+
+@silence_app.command("list")
+def silence_list(all_: bool = typer.Option(False, "--all", help="also those that ended")) -> None:
+    """Silences in force (or all): id, start, end, who, why, matchers (tab-separated)."""
+    from alerts.store import TaskStore, now_ms
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        found = store.silences(active_at=None if all_ else now_ms())
+    finally:
+        store.close()
+    print("id\tstarts_ms\tends_ms\texpired_ms\tby\treason\tmatcher")
+    for x in found:
+        matcher = x.matcher.model_dump_json(exclude_none=True)
+        print(
+            f"{x.silence_id}\t{x.starts_at}\t{x.ends_at}\t{x.expired_at or ''}\t{x.created_by}\t{x.reason}\t{matcher}"
+        )
+
+
+@silence_app.command("expire")
+def silence_expire(silence_id: str = typer.Argument(...)) -> None:
+    """End a silence now; the service tells what is still open at its next tick."""
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        store.expire_silence(silence_id)
+    except KeyError:
+        _fail(f"no silence {silence_id}")
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(f"expired {silence_id}")
+
+
+# --- alert service: API tokens (issue 7) -----------------------------------------------------
+token_app = typer.Typer(help="API tokens of the alert service (hashed at rest; shown once).", no_args_is_help=True)
+alerts_app.add_typer(token_app, name="token")
+
+
+@token_app.command("issue")
+def token_issue(
+    name: str = typer.Argument(..., help="who holds it, e.g. 'Suzhou duty desk'"),
+    role: str = typer.Option(..., help="admin, duty_officer, inspector or enterprise"),
+    enterprise: str = typer.Option(None, help="with --role enterprise: its unified social credit code"),
+) -> None:
+    """Issue a token and print it once (only its hash is kept)."""
+    from alerts.auth import issue_token
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        info, secret = issue_token(store, name, role, enterprise)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    err.print(f"issued {info.token_id} ({info.role}) for {info.name}; it is shown once, keep it safe:")
+    print(secret)  # alone on stdout, so `TOKEN=$(safewatch alerts token issue …)` works
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="the token's id (tok-…), from `token list`")) -> None:
+    """Revoke a token at once."""
+    from alerts.auth import revoke_token
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        if not revoke_token(store, token_id):
+            _fail(f"no live token {token_id}")
+    finally:
+        store.close()
+    console.print(f"revoked {token_id}")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every token issued: id, holder, role, enterprise, when issued and revoked (never the secret)."""
+    from alerts.auth import list_tokens
+    from alerts.store import TaskStore
+
+    store = TaskStore(get_settings().alerts_db_path)
+    try:
+        tokens = list_tokens(store)
+    finally:
+        store.close()
+    print("id\tname\trole\tenterprise\tissued_ms\trevoked_ms")  # tab-separated: greppable, never cut short
+    for t in tokens:
+        print(f"{t.token_id}\t{t.name}\t{t.role}\t{t.enterprise_id or ''}\t{t.created_at}\t{t.revoked_at or ''}")
+
+
 @registry_app.command("check")
 def registry_check(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Validate a registry file; every error names the file, line and field."""

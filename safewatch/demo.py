@@ -11,12 +11,15 @@ import asyncio
 import os
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from alerts.auth import issue_token, list_tokens, revoke_token
+from alerts.store import TaskStore
 from config.settings import Settings
 from sensors.producer import TelemetryProducer
 from sensors.registry import load_registry
@@ -94,7 +97,7 @@ def summary(settings: Settings, since_ms: int) -> dict:
     )
     incidents = rows(query(settings, f'SELECT "incident_id", "severity", "status" FROM "incident" WHERE {where}'))
     dead = rows(query(settings, f'SELECT sum("count") FROM "deadletter" WHERE {where} GROUP BY "reason"'))
-    tasks = httpx.get(f"{settings.alerts_api}/tasks", timeout=5).json()
+    tasks = httpx.get(f"{settings.alerts_api}/tasks", headers=_auth(settings), timeout=5).json()
     # The alert store outlives a demo run: count only tasks for incidents of this run.
     tasks = [t for t in tasks if t["incident"].get("opened_at", 0) >= since_ms]
     return {
@@ -140,7 +143,15 @@ def print_summary(settings: Settings, s: dict, produced: Counter) -> None:
         f"InfluxDB: {settings.influx}  database [bold]{settings.influx_db}[/] "
         f"(measurements reading, hazard, incident, deadletter)"
     )
-    console.print(f"Alert API: {settings.alerts_api}/tasks  ·  demo inbox: {settings.alerts_api}/inbox/<department>")
+    token_file = demo_token_file(settings)
+    console.print(
+        f"Alert API: {settings.alerts_api}/tasks (needs the demo's duty-officer token: "
+        f'curl -H "Authorization: Bearer $(cat {token_file})" {settings.alerts_api}/tasks)'
+    )
+    console.print(
+        f"demo inbox (what each department received, no token): {settings.alerts_api}/inbox/<department>, "
+        f"e.g. {settings.alerts_api}/inbox/county-emergency"
+    )
     console.print(f"Logs: {settings.state_dir / 'logs'}")
 
 
@@ -151,6 +162,8 @@ def run_demo(settings: Settings, *, duration_s: float = 60.0, keep: bool = True)
     stack_up(settings)
     ensure_topics(settings, topic_specs(settings))
     since_ms = int(time.time() * 1000)
+    # The demo inbox stands in for the departments' endpoints; only the demo mounts it.
+    settings = settings.model_copy(update={"alerts_demo_inbox": True})
     env = settings_env(settings, dict(os.environ))
     logs = settings.state_dir / "logs"
     start_service(settings, "worker", env)
@@ -159,6 +172,8 @@ def run_demo(settings: Settings, *, duration_s: float = 60.0, keep: bool = True)
         if not _wait_for(lambda: _healthy(f"{settings.alerts_api}/health"), 30):
             console.print(f"[red]alert service did not come up; see {logs / 'alerts.log'}")
             return 1
+        token_file = provision_demo_token(settings)
+        console.print(f"a duty-officer API token for the demo is in {token_file}")
         console.print(f"worker and alert service running; simulating all sites for {duration_s:.0f} s …")
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -206,6 +221,35 @@ def run_demo(settings: Settings, *, duration_s: float = 60.0, keep: bool = True)
                 "worker and alert service stopped; the stack stays up (`safewatch stack down` stops it). "
                 "Start them again with `safewatch worker` and `safewatch alerts serve`."
             )
+
+
+DEMO_TOKEN_NAME = "make demo (duty officer)"
+
+
+def demo_token_file(settings: Settings) -> Path:
+    """Where the demo leaves its API token (readable by its owner only)."""
+    return settings.state_dir / "demo-token"
+
+
+def provision_demo_token(settings: Settings) -> Path:
+    """Revoke the previous demo token, issue a fresh duty-officer one, write it to its file (0600)."""
+    store = TaskStore(settings.alerts_db_path)
+    try:
+        for old in list_tokens(store):
+            if old.name == DEMO_TOKEN_NAME and old.revoked_at is None:
+                revoke_token(store, old.token_id)
+        _, secret = issue_token(store, DEMO_TOKEN_NAME, "duty_officer")
+    finally:
+        store.close()
+    path = demo_token_file(settings)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return path
+
+
+def _auth(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {demo_token_file(settings).read_text().strip()}"}
 
 
 def _healthy(url: str) -> bool:

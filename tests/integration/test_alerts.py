@@ -13,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from alerts.auth import issue_token
 from alerts.routing import load_routing, route
+from alerts.store import TaskStore
 from config.settings import PROJECT_ROOT
 from rules.models import IncidentEvent
 
@@ -69,6 +71,16 @@ def alerts_settings(leak_run, tmp_path, receiver, group: str):
     )
 
 
+def api_headers(settings) -> dict[str, str]:
+    """An admin token issued in the service's store (as `safewatch alerts token issue` does)."""
+    store = TaskStore(settings.alerts_db_path)
+    try:
+        _, secret = issue_token(store, "integration test", "admin")
+    finally:
+        store.close()
+    return {"Authorization": f"Bearer {secret}"}
+
+
 def expected_tasks(leak_run, settings) -> set[tuple[str, str]]:
     routing = load_routing(settings.routing, alerts_api=settings.alerts_api)
     out = set()
@@ -78,21 +90,47 @@ def expected_tasks(leak_run, settings) -> set[tuple[str, str]]:
     return out
 
 
+def expected_revisions(leak_run, settings) -> Counter:
+    """(incident, department) → how many later events of the incident its task must be told of."""
+    routing = load_routing(settings.routing, alerts_api=settings.alerts_api)
+    seen: dict[tuple[str, str], int] = {}  # task → updated_at of the newest event it took in
+    revisions: Counter = Counter()
+    for raw in leak_run.incidents:
+        inc = IncidentEvent.model_validate(raw)
+        for key, rev in list(seen.items()):
+            if key[0] == inc.incident_id and inc.updated_at > rev:
+                seen[key] = inc.updated_at
+                revisions[key] += 1
+        for d in route(inc, routing):
+            seen.setdefault((inc.incident_id, d), inc.updated_at)
+    return revisions
+
+
 def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run, tmp_path, receiver):
     settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-{uuid.uuid4().hex[:6]}")
     want = expected_tasks(leak_run, settings)
+    want_revisions = expected_revisions(leak_run, settings)
     assert len(want) >= 3, "the leak incident should reach several departments"
+    assert sum(want_revisions.values()) >= 1, "the leak incident should be updated or closed after it opened"
+    headers = api_headers(settings)
     proc = spawn(settings, tmp_path / "alerts.log", "alerts", "serve")
+    total = len(want) + sum(want_revisions.values())
     try:
-        wait_until(
-            lambda: len(receiver.received) >= len(want), 90, f"{len(want)} deliveries (log: {tmp_path / 'alerts.log'})"
-        )
+        wait_until(lambda: len(receiver.received) >= total, 90, f"{total} deliveries (log: {tmp_path / 'alerts.log'})")
         time.sleep(2)  # anything extra would arrive now
-        got = Counter((b["task"]["incident_id"], dept) for dept, _, b in receiver.received)
+        firsts = [(dept, key, b) for dept, key, b in receiver.received if b["kind"] == "task"]
+        got = Counter((b["task"]["incident_id"], dept) for dept, _, b in firsts)
         assert set(got) == want
         assert max(got.values()) == 1, f"duplicate deliveries: {got}"
-        assert all(key == b["task"]["task_id"] for _, key, b in receiver.received)
-        tasks = httpx.get(f"{settings.alerts_api}/tasks", timeout=5).json()
+        assert all(key == f"{b['task']['task_id']}:webhook:0" for _, key, b in firsts)
+        revisions = Counter(
+            (b["task"]["incident_id"], dept) for dept, _, b in receiver.received if b["kind"] == "revision"
+        )
+        assert revisions == want_revisions
+        assert max(Counter(key for _, key, _ in receiver.received).values()) == 1
+        assert {b["schema"] for _, _, b in receiver.received} == {"safewatch.alert/v1"}
+        assert httpx.get(f"{settings.alerts_api}/tasks", timeout=5).status_code == 401
+        tasks = httpx.get(f"{settings.alerts_api}/tasks", headers=headers, timeout=5).json()
         assert {(t["incident_id"], t["department"]) for t in tasks} == want
         assert {t["status"] for t in tasks} == {"delivered"}
     finally:

@@ -79,7 +79,7 @@ def test_task_id_is_stable_across_databases(tmp_path: Path):
 def test_record_incident_creates_only_missing_tasks(store: TaskStore):
     new = store.record_incident(incident("yellow"), ["enterprise", "county", "city"], 30, now=T0)
     assert [t.department for t in new] == ["enterprise", "county", "city"]
-    assert all(t.status == "pending" and t.severity == "yellow" for t in new)
+    assert all(t.status == "new" and t.delivery_status == "pending" and t.severity == "yellow" for t in new)
     # A replay of the same event: nothing new.
     assert store.record_incident(incident("yellow"), ["enterprise", "county", "city"], 30, now=T0 + 1) == []
     # The incident grows to red: only the departments it newly reaches get tasks.
@@ -118,6 +118,7 @@ def test_acknowledge(store: TaskStore):
         T0 + MINUTE,
         "on our way",
     )
+    assert acked.next_escalation_at is None  # acknowledgement stops the escalation clock
     with pytest.raises(AlreadyAcknowledged) as info:
         store.acknowledge(task.task_id, "someone else")
     assert info.value.task.acknowledged_by == "duty officer Wang"
@@ -125,8 +126,8 @@ def test_acknowledge(store: TaskStore):
         store.acknowledge("task-unknown", "x")
     trail = store.audit(task.task_id)
     assert [(a.event, a.from_status, a.to_status, a.actor) for a in trail] == [
-        ("created", None, "pending", "router"),
-        ("acknowledged", "pending", "acknowledged", "duty officer Wang"),
+        ("created", None, "new", "router"),
+        ("acknowledged", "new", "acknowledged", "duty officer Wang"),
     ]
     assert trail[1].detail == "on our way"
 
@@ -137,50 +138,74 @@ def test_late_acknowledgement_is_marked_in_the_audit(store: TaskStore):
     assert store.audit(task.task_id)[-1].detail == "after the deadline"
 
 
-def test_delivery_attempts_and_state_changes_are_recorded(store: TaskStore):
+def test_each_new_task_queues_its_first_notification(store: TaskStore):
     task = store.create_task(incident(), "county", 30, now=T0)[0]
-    url = "http://x/inbox/county"
-    assert store.record_attempt(task.task_id, url, http_status=None, error="ConnectError", ok=False, now=T0 + 1) == 1
-    assert store.record_attempt(task.task_id, url, http_status=503, error="HTTP 503", ok=False, now=T0 + 2) == 2
-    assert store.mark_failed(task.task_id, "HTTP 503", now=T0 + 3)
-    assert store.get_task(task.task_id).status == "failed"
-    assert [t.task_id for t in store.undelivered()] == [task.task_id]
-    assert store.record_attempt(task.task_id, url, http_status=200, error=None, ok=True, now=T0 + 60_000) == 3
-    assert store.mark_delivered(task.task_id, "HTTP 200 on attempt 3", now=T0 + 60_000)
-    assert store.undelivered() == []
+    [n] = store.notifications(task.task_id)
+    assert (n.seq, n.kind, n.status, n.channel, n.department) == (0, "task", "pending", "webhook", "county")
+    assert n.key == f"{task.task_id}:webhook:0"
+    assert store.unsent() == [n]
+    store.create_task(incident(), "county", 30, now=T0 + 1)  # a replay queues nothing more
+    assert len(store.notifications(task.task_id)) == 1
+
+
+def test_delivery_outcomes_move_the_task_and_the_outbox(store: TaskStore):
+    task = store.create_task(incident(), "county", 30, now=T0)[0]
+    [n] = store.unsent()
+    row, attempt = store.begin_attempt(n, "http://x/inbox/county", now=T0 + 1)
+    store.finish_attempt(row, http_status=503, error="HTTP 503", ok=False)
+    assert store.mark_failed(n.id, "HTTP 503", now=T0 + 3)
+    assert store.get_task(task.task_id).delivery_status == "failed"
+    assert store.get_task(task.task_id).status == "new"
+    assert store.unsent(include_failed=False) == [] and [x.id for x in store.unsent()] == [n.id]
+    row, attempt = store.begin_attempt(n, "http://x/inbox/county", now=T0 + 60_000)
+    assert attempt == 2
+    store.finish_attempt(row, http_status=200, error=None, ok=True)
+    assert store.mark_sent(n.id, "HTTP 200 on attempt 2", now=T0 + 60_000)
+    assert not store.mark_sent(n.id)  # once
+    assert store.unsent() == []
+    after = store.get_task(task.task_id)
+    assert (after.status, after.delivery_status) == ("delivered", "delivered")
     assert [(d.attempt, d.http_status, d.ok) for d in store.deliveries(task.task_id)] == [
-        (1, None, False),
-        (2, 503, False),
-        (3, 200, True),
+        (1, 503, False),
+        (2, 200, True),
     ]
-    assert [(a.from_status, a.to_status) for a in store.audit(task.task_id)] == [
-        (None, "pending"),
-        ("pending", "failed"),
-        ("failed", "delivered"),
+    assert [(a.event, a.from_status, a.to_status) for a in store.audit(task.task_id)] == [
+        ("created", None, "new"),
+        ("delivery_failed", "new", "new"),
+        ("delivered", "new", "delivered"),
     ]
 
 
 def test_delivery_never_overwrites_an_acknowledgement(store: TaskStore):
     task = store.create_task(incident(), "county", 30, now=T0)[0]
     store.acknowledge(task.task_id, "Zhao", now=T0 + 1)  # acknowledged by phone before the webhook answered
-    assert not store.mark_delivered(task.task_id)
-    assert not store.mark_failed(task.task_id)
-    assert store.get_task(task.task_id).status == "acknowledged"
-    assert len(store.audit(task.task_id)) == 2
+    [n] = store.unsent()
+    assert store.mark_sent(n.id)
+    after = store.get_task(task.task_id)
+    assert (after.status, after.delivery_status) == ("acknowledged", "delivered")
 
 
 def test_list_filters_and_stats(store: TaskStore):
     store.record_incident(incident("orange"), ["county", "city"], 15, now=T0)
     store.record_incident(incident("blue", incident_id="inc-b2"), ["county"], 60, now=T0)
     city = task_id_for("inc-a1", "city")
-    store.mark_delivered(city)
+    store.mark_sent(store.notifications(city)[0].id)
     assert len(store.list_tasks(department="county")) == 2
     assert [t.task_id for t in store.list_tasks(status="delivered")] == [city]
     assert len(store.list_tasks(department="county", incident_id="inc-b2")) == 1
     stats = store.stats(now=T0 + 20 * MINUTE)
     assert stats["tasks"] == 3 and stats["incidents"] == 2
-    assert stats["by_status"] == {"pending": 2, "delivered": 1, "failed": 0, "acknowledged": 0}
-    assert stats["by_department"]["county"]["pending"] == 2
+    assert stats["by_status"] == {
+        "new": 2,
+        "delivered": 1,
+        "escalated": 0,
+        "acknowledged": 0,
+        "in_progress": 0,
+        "resolved": 0,
+        "closed": 0,
+    }
+    assert stats["by_department"]["county"]["new"] == 2
+    assert stats["outbox_unsent"] == 2
     assert stats["by_department"]["city"]["delivered"] == 1
     assert stats["overdue"] == 2  # the orange ones (15 min); the blue one has 60
 
@@ -191,6 +216,6 @@ def test_tasks_survive_reopening(db_path: Path):
     first.close()
     reopened = TaskStore(db_path)
     assert reopened.get_task(task.task_id) == task
-    assert reopened.undelivered() == [task]  # what the service's startup sweep delivers
+    assert [n.task_id for n in reopened.unsent()] == [task.task_id]  # what the service sends at startup
     assert reopened.record_incident(incident(), ["county"], 30) == []  # a replay after restart sends nothing
     reopened.close()

@@ -15,9 +15,11 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from alerts.api import create_app
+from alerts.auth import issue_token
 from alerts.delivery import deliver
 from alerts.routing import load_routing
-from alerts.service import Deliveries, process_incident, redeliver_forever, store_incident
+from alerts.schema import SCHEMA_VERSION
+from alerts.service import Deliveries, process_incident, pump_outbox, store_incident
 from alerts.store import TaskStore, task_id_for
 from config.settings import Settings
 from rules.models import IncidentEvent
@@ -31,9 +33,9 @@ departments:
   city: {name: City emergency bureau, webhook: "${ALERTS_API}/inbox/city"}
   fire: {name: Fire and rescue, webhook: "${ALERTS_API}/inbox/fire"}
 routes:
-  - {sectors: ["*"], region_prefix: "32", departments: [enterprise, county]}
-  - {sectors: ["*"], region_prefix: "32", min_severity: yellow, departments: [city]}
-  - {sectors: [hazchem], min_severity: orange, departments: [fire]}
+  - {sectors: ["*"], region_prefix: "32", departments: [enterprise, county], continue: true}
+  - {sectors: ["*"], region_prefix: "32", min_severity: yellow, departments: [city], continue: true}
+  - {sectors: [hazchem], min_severity: orange, departments: [fire], continue: true}
 """
 
 
@@ -62,7 +64,9 @@ def incident(severity: str = "yellow", updated_at: int = T0, incident_id: str = 
 def settings(tmp_path: Path) -> Settings:
     routing = tmp_path / "routing.yaml"
     routing.write_text(ROUTING)
-    return Settings(state_dir=tmp_path, routing=routing, delivery_retries=3, delivery_backoff_s=0.0)
+    return Settings(
+        state_dir=tmp_path, routing=routing, delivery_retries=3, delivery_backoff_s=0.0, alerts_demo_inbox=True
+    )
 
 
 @pytest.fixture
@@ -78,8 +82,11 @@ def store(settings: Settings):
 
 
 @pytest.fixture
-def api(settings: Settings, store: TaskStore):
-    with TestClient(create_app(settings, store)) as client:
+def api(settings: Settings, store: TaskStore, routing):
+    """A client of the app, authenticated as a duty officer."""
+    _, secret = issue_token(store, "Duty officer Wang", "duty_officer")
+    with TestClient(create_app(settings, store, lambda: routing)) as client:
+        client.headers["Authorization"] = f"Bearer {secret}"
         yield client
 
 
@@ -87,8 +94,12 @@ def api(settings: Settings, store: TaskStore):
 async def inbox(settings: Settings, store: TaskStore):
     """An async HTTP client whose requests reach the real app in-process: its demo inbox
     receives the deliveries, and its API reads them back."""
-    transport = httpx.ASGITransport(app=create_app(settings, store))
-    async with httpx.AsyncClient(transport=transport, base_url=API) as client:
+    _, secret = issue_token(store, "inbox reader", "admin")
+    transport = httpx.ASGITransport(
+        app=create_app(settings, store, lambda: load_routing(settings.routing, alerts_api=API))
+    )
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(transport=transport, base_url=API, headers=headers) as client:
         yield client
 
 
@@ -113,14 +124,14 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset], float
 
 
 def test_health(api: TestClient, store: TaskStore):
-    body = api.get("/health").json()
-    assert body["status"] == "ok" and body["db"] == str(store.path)
+    body = api.get("/health", headers={"Authorization": ""}).json()  # no token needed
+    assert body["status"] == "ok" and body["schema_version"] == SCHEMA_VERSION and body["demo_inbox"] is True
 
 
 def test_list_and_filter_tasks(api: TestClient, store: TaskStore):
     store.record_incident(incident("orange"), ["county", "city"], 15)
     store.record_incident(incident("blue", incident_id="inc-b2"), ["county"], 60)
-    store.mark_delivered(task_id_for("inc-a1", "city"))
+    store.mark_sent(store.notifications(task_id_for("inc-a1", "city"))[0].id)
     assert len(api.get("/tasks").json()) == 3
     assert {t["incident_id"] for t in api.get("/tasks", params={"department": "county"}).json()} == {"inc-a1", "inc-b2"}
     delivered = api.get("/tasks", params={"status": "delivered"}).json()
@@ -131,14 +142,21 @@ def test_list_and_filter_tasks(api: TestClient, store: TaskStore):
 
 def test_task_detail_has_deliveries_and_audit(api: TestClient, store: TaskStore):
     task = store.record_incident(incident(), ["county"], 30)[0]
-    store.record_attempt(task.task_id, "http://x", http_status=502, error="HTTP 502", ok=False)
-    store.record_attempt(task.task_id, "http://x", http_status=200, error=None, ok=True)
-    store.mark_delivered(task.task_id, "HTTP 200 on attempt 2")
+    [n] = store.unsent()
+    for status in (502, 200):
+        row, _ = store.begin_attempt(n, "http://x")
+        store.finish_attempt(row, http_status=status, error=None if status == 200 else "HTTP 502", ok=status == 200)
+    store.mark_sent(n.id, "HTTP 200 on attempt 2")
     store.record_incident(incident("orange", updated_at=T0 + 1), ["county"], 15)
     body = api.get(f"/tasks/{task.task_id}").json()
     assert body["task"]["status"] == "delivered" and body["task"]["incident"]["severity"] == "yellow"
     assert [d["http_status"] for d in body["deliveries"]] == [502, 200]
-    assert [a["event"] for a in body["audit"]] == ["created", "delivered"]
+    # The orange update is appended to the task as a revision, queued for the county.
+    assert [(n["seq"], n["kind"], n["status"]) for n in body["notifications"]] == [
+        (0, "task", "sent"),
+        (1, "revision", "pending"),
+    ]
+    assert [a["event"] for a in body["audit"]] == ["created", "delivered", "revision"]
     assert body["latest_incident"]["severity"] == "orange"
     assert api.get("/tasks/task-nope").status_code == 404
 
@@ -146,15 +164,17 @@ def test_task_detail_has_deliveries_and_audit(api: TestClient, store: TaskStore)
 def test_acknowledge(api: TestClient, store: TaskStore):
     task = store.record_incident(incident(), ["county"], 30)[0]
     url = f"/tasks/{task.task_id}/ack"
-    ok = api.post(url, json={"by": "Duty officer Wang", "note": "team dispatched"})
+    ok = api.post(url, json={"note": "team dispatched"})
     assert ok.status_code == 200
     assert ok.json()["status"] == "acknowledged" and ok.json()["acknowledged_by"] == "Duty officer Wang"
-    again = api.post(url, json={"by": "Li"})
+    again = api.post(url, json={})
     assert again.status_code == 409 and "Duty officer Wang" in again.json()["detail"]
-    assert api.post("/tasks/task-nope/ack", json={"by": "Li"}).status_code == 404
-    assert api.post(url, json={"note": "who?"}).status_code == 422
+    assert api.post("/tasks/task-nope/ack", json={}).status_code == 404
+    assert api.post(url, json={"note": ""}).status_code == 422
     audit = api.get(f"/tasks/{task.task_id}").json()["audit"]
+    # who (the token's holder, not a name the caller typed), from where (address and token id)
     assert audit[-1]["actor"] == "Duty officer Wang" and audit[-1]["detail"] == "team dispatched"
+    assert audit[-1]["source"].startswith("testclient token tok-")
 
 
 def test_stats_count_per_department_and_status(api: TestClient, store: TaskStore):
@@ -163,8 +183,8 @@ def test_stats_count_per_department_and_status(api: TestClient, store: TaskStore
     stats = api.get("/stats").json()
     assert stats["tasks"] == 2
     assert stats["by_department"]["county"]["acknowledged"] == 1
-    assert stats["by_department"]["city"]["pending"] == 1
-    assert stats["by_status"]["pending"] == 1
+    assert stats["by_department"]["city"]["new"] == 1
+    assert stats["by_status"]["new"] == 1
 
 
 @pytest.mark.asyncio
@@ -242,21 +262,29 @@ async def test_process_incident_delivers_once_and_replay_sends_nothing(settings,
     county = (await inbox.get("/inbox/county")).json()
     assert (county["received"], county["duplicates"]) == (1, 0)
     message = county["messages"][0]
-    assert message["idempotency_key"] == task_id_for("inc-a1", "county")
-    assert message["body"]["task"]["task_id"] == message["idempotency_key"]
+    assert message["idempotency_key"] == task_id_for("inc-a1", "county") + ":webhook:0"
+    assert message["body"]["task"]["task_id"] == task_id_for("inc-a1", "county")
     assert message["body"]["incident"]["incident_id"] == "inc-a1"
     assert (await inbox.get("/inbox/fire")).json()["received"] == 0
 
 
 @pytest.mark.asyncio
-async def test_raised_severity_reaches_only_the_new_departments(settings, routing, store, inbox):
+async def test_raised_severity_gives_new_departments_a_task_and_the_others_a_revision(settings, routing, store, inbox):
     await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=inbox, settings=settings)
     raised = incident("orange", updated_at=T0 + 60_000).to_json()
     new = await process_incident(raised, routing=routing, store=store, client=inbox, settings=settings)
     assert [(t.department, t.status) for t in new] == [("fire", "delivered")]
-    assert (await inbox.get("/inbox/county")).json()["received"] == 1
-    fire = (await inbox.get("/inbox/fire")).json()["messages"][0]["body"]
-    assert fire["task"]["severity"] == "orange" and fire["incident"]["severity"] == "orange"
+    fire = (await inbox.get("/inbox/fire")).json()["messages"]
+    assert len(fire) == 1 and fire[0]["body"]["kind"] == "task"
+    assert fire[0]["body"]["task"]["severity"] == "orange" and fire[0]["body"]["incident"]["severity"] == "orange"
+    for dept in ("enterprise", "county", "city"):  # told at yellow, kept informed
+        told = [m["body"] for m in (await inbox.get(f"/inbox/{dept}")).json()["messages"]]
+        assert [(b["kind"], b["incident"]["severity"]) for b in told] == [("task", "yellow"), ("revision", "orange")]
+        assert "severity yellow → orange" in told[1]["reason"]
+        assert told[1]["labels"]["severity"] == "orange" and told[1]["status"] == "firing"
+    # The same update again (a replay) appends and sends nothing.
+    assert await process_incident(raised, routing=routing, store=store, client=inbox, settings=settings) == []
+    assert (await inbox.get("/inbox/county")).json()["received"] == 2
 
 
 @pytest.mark.parametrize(
@@ -279,23 +307,23 @@ def test_unrouted_incident_is_stored_and_counted(settings, routing, store):
 
 
 @pytest.mark.asyncio
-async def test_stored_but_undelivered_task_is_delivered_by_the_sweep(settings, routing, store, inbox):
-    # As after a crash between storing the tasks (offset committed) and delivering them.
+async def test_stored_but_unsent_notifications_are_sent_by_the_outbox_pump(settings, routing, store, inbox):
+    # As after a crash between storing the tasks (offset committed) and sending them.
     stored = store_incident(incident("blue").to_json(), routing=routing, store=store)
-    assert [t.status for t in stored] == ["pending", "pending"]
+    assert [t.status for t in stored] == ["new", "new"]
 
     deliveries = Deliveries(routing=routing, store=store, client=inbox, settings=settings)
-    sweep = asyncio.create_task(redeliver_forever(deliveries, store, interval_s=60))
+    pump = asyncio.create_task(pump_outbox(deliveries, store, asyncio.Event(), sweep_s=60))
     try:
-        async with asyncio.timeout(2):  # the sweep runs at once, not after its 60 s interval
-            while store.undelivered():
+        async with asyncio.timeout(2):  # the pump reads the outbox at once, not after its 60 s sweep
+            while store.unsent():
                 await asyncio.sleep(0.01)
     finally:
-        sweep.cancel()
+        pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await sweep
+            await pump
         await deliveries.close()
-    assert store.undelivered() == []
+    assert store.unsent() == []
     assert {t.status for t in store.list_tasks()} == {"delivered"}
     assert (await inbox.get("/inbox/enterprise")).json()["received"] == 1
     assert (await inbox.get("/inbox/county")).json()["received"] == 1
@@ -318,46 +346,61 @@ def flaky(statuses: list[int], seen: list[httpx.Request]) -> httpx.AsyncClient:
 
 
 async def run_delivery(statuses: list[int], settings, routing, store, attempts: int | None = None):
-    """Deliver the county task of the incident (created once) against answers `statuses`."""
+    """Send the county task's first notification (task created once) against answers `statuses`."""
     task = store.create_task(incident(), "county", 30)[0]
+    [notification] = store.notifications(task.task_id)
     seen: list[httpx.Request] = []
     async with flaky(statuses, seen) as client:
-        delivered = await deliver(
-            task, routing=routing, client=client, store=store, settings=settings, attempts=attempts
+        outcome = await deliver(
+            notification, routing=routing, client=client, store=store, settings=settings, attempts=attempts
         )
-    return delivered, seen
+    return outcome, store.get_task(task.task_id), seen
 
 
 @pytest.mark.asyncio
 async def test_delivery_retries_until_2xx(settings, routing, store):
-    task, seen = await run_delivery([0, 503], settings, routing, store)
-    assert task.status == "delivered"
+    outcome, task, seen = await run_delivery([0, 503], settings, routing, store)
+    assert outcome == "sent" and task.status == "delivered"
     assert [d.http_status for d in store.deliveries(task.task_id)] == [None, 503, 200]
-    assert {r.headers["Idempotency-Key"] for r in seen} == {task.task_id}
+    assert {r.headers["Idempotency-Key"] for r in seen} == {f"{task.task_id}:webhook:0"}
     assert seen[0].url == "http://alerts.test/inbox/county"
-    assert orjson.loads(seen[0].content)["task"]["department"] == "county"
+    body = orjson.loads(seen[0].content)
+    assert body["schema"] == "safewatch.alert/v1" and body["task"]["department"] == "county"
 
 
 @pytest.mark.asyncio
 async def test_delivery_fails_after_the_last_retry_and_a_later_sweep_recovers(settings, routing, store):
-    task, seen = await run_delivery([500] * 10, settings, routing, store)
-    assert task.status == "failed"
+    outcome, task, seen = await run_delivery([500] * 10, settings, routing, store)
+    assert outcome == "failed" and task.delivery_status == "failed" and task.status == "new"
     assert len(seen) == settings.delivery_retries + 1
     assert store.audit(task.task_id)[-1].detail.startswith("HTTP 500")
-    task, seen = await run_delivery([], settings, routing, store, attempts=1)  # what the sweep does later
-    assert task.status == "delivered" and len(seen) == 1
-    assert [a.to_status for a in store.audit(task.task_id)] == ["pending", "failed", "delivered"]
+    outcome, task, seen = await run_delivery([], settings, routing, store, attempts=1)  # what the sweep does later
+    assert outcome == "sent" and task.status == "delivered" and len(seen) == 1
+    assert [a.event for a in store.audit(task.task_id)] == ["created", "delivery_failed", "delivered"]
 
 
 @pytest.mark.asyncio
 async def test_permanent_client_error_is_not_retried(settings, routing, store):
-    task, seen = await run_delivery([404], settings, routing, store)
-    assert task.status == "failed" and len(seen) == 1
+    outcome, task, seen = await run_delivery([404], settings, routing, store)
+    assert outcome == "failed" and task.delivery_status == "failed" and len(seen) == 1
 
 
 @pytest.mark.asyncio
-async def test_acknowledged_task_is_not_delivered(settings, routing, store):
+async def test_acknowledged_task_is_not_reminded(settings, routing, store):
     task = store.create_task(incident(), "county", 30)[0]
     store.acknowledge(task.task_id, "Wang")
-    delivered, seen = await run_delivery([], settings, routing, store)
-    assert delivered.status == "acknowledged" and seen == []
+    outcome, after, seen = await run_delivery([], settings, routing, store)
+    assert outcome == "skipped" and after.status == "acknowledged" and seen == []
+    [n] = store.notifications(task.task_id)
+    assert n.status == "skipped" and "acknowledged before it was sent" in n.reason
+
+
+@pytest.mark.asyncio
+async def test_an_acknowledged_department_still_gets_revisions(settings, routing, store, inbox):
+    await process_incident(incident("yellow").to_json(), routing=routing, store=store, client=inbox, settings=settings)
+    store.acknowledge(task_id_for("inc-a1", "county"), "Wang")
+    closed = incident("yellow", updated_at=T0 + 60_000).model_copy(update={"status": "closed", "open_hazard_ids": []})
+    await process_incident(closed.to_json(), routing=routing, store=store, client=inbox, settings=settings)
+    told = [m["body"] for m in (await inbox.get("/inbox/county")).json()["messages"]]
+    assert [(b["kind"], b["status"]) for b in told] == [("task", "firing"), ("revision", "resolved")]
+    assert told[1]["task"]["status"] == "acknowledged"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.routing import RoutingError, load_routing, route
+from alerts.routing import RoutingError, all_routes, load_routing, route
 from config.settings import PROJECT_ROOT
 from rules.models import IncidentEvent
 
@@ -50,10 +50,10 @@ departments:
   fire: {name: Fire, webhook: "https://fire.example/hook"}
   mines: {name: Mines, webhook: "${ALERTS_API}/inbox/mines"}
 routes:
-  - {sectors: ["*"], departments: [county]}
-  - {sectors: ["*"], region_prefix: "3205", min_severity: yellow, departments: [city-a]}
-  - {sectors: [hazchem, dust], min_severity: orange, departments: [fire, county]}
-  - {sectors: [mine], min_severity: blue, departments: [mines]}
+  - {sectors: ["*"], departments: [county], continue: true}
+  - {sectors: ["*"], region_prefix: "3205", min_severity: yellow, departments: [city-a], continue: true}
+  - {sectors: [hazchem, dust], min_severity: orange, departments: [fire, county], continue: true}
+  - {sectors: [mine], min_severity: blue, departments: [mines], continue: true}
 """
 
 
@@ -128,7 +128,7 @@ def test_shipped_jiangsu_file_is_valid_and_points_at_the_demo_inbox():
 
 def test_every_department_of_the_shipped_file_is_reachable():
     routing = load_routing(SHIPPED, alerts_api=API)
-    used = {d for r in routing.routes for d in r.departments}
+    used = {d for _, r in all_routes(routing) for d in r.departments}
     assert used == set(routing.departments)
 
 
@@ -145,7 +145,7 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 
 def test_unknown_key_is_an_error_naming_the_field_and_line(tmp_path: Path):
-    text = SMALL.replace("departments: [mines]}", "departments: [mines], colour: red}")
+    text = SMALL.replace("departments: [mines], continue: true}", "departments: [mines], colour: red}")
     message = error_of(tmp_path, text)
     assert "routes[3].colour" in message
     assert ":11:" in message  # the line of the fourth route
