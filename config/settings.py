@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     # --- InfluxDB (v1 HTTP API: InfluxDB 1.x, 2.x with DBRP, 3.x) -------------------------
     influx_url: str | None = Field(None, description="default the embedded InfluxDB")
     influx_db: str = "safewatch"
-    influx_rp: str = "autogen"
+    # None: the database's default retention policy (`raw`, created by `stack up`), so writes and
+    # queries that name no policy keep working when retention changes.
+    influx_rp: str | None = Field(None, description="retention policy the worker writes to; default the DB's default")
     influx_user: str | None = None
     influx_password: str | None = None
     influx_token: str | None = None
@@ -67,6 +69,15 @@ class Settings(BaseSettings):
     influx_timeout_s: float = Field(10.0, description="one /write request's timeout")
     influx_spool_dir: Path | None = Field(None, description="where unwritten points wait; default STATE_DIR/spool")
     influx_spool_max_bytes: int = Field(512 * 1024 * 1024, description="spool limit; when full the worker waits")
+
+    # --- history, retention and downsampling (issue 9) ---------------------------------------
+    influx_raw_retention: str = Field("30d", description="how long raw points are kept (the default RP `raw`)")
+    influx_rollup_1m_retention: str = Field("400d", description="how long 1-minute aggregates are kept")
+    influx_rollup_1h_retention: str = Field("1830d", description="how long 1-hour aggregates are kept")
+    history_tz: str = Field("Asia/Shanghai", description="time zone history output is shown in")
+    history_max_rows: int = Field(100_000, ge=1, description="most rows one history query or export returns")
+    history_db: Path | None = Field(None, description="SQLite of accident records and the data-access audit log")
+    history_points: int = Field(600, ge=10, description="target points per series when history reads readings")
 
     # --- rules -----------------------------------------------------------------------------
     registry: Path = Field(PROJECT_ROOT / "sensors" / "data" / "registry.yaml")
@@ -128,6 +139,11 @@ class Settings(BaseSettings):
     def alerts_db_path(self) -> Path:
         """Where the alert service keeps its tasks."""
         return self.alerts_db or self.state_dir / "alerts.sqlite3"
+
+    @property
+    def history_db_path(self) -> Path:
+        """Where accident records and the data-access audit log are kept."""
+        return self.history_db or self.state_dir / "history.sqlite3"
 
     @property
     def alerts_api(self) -> str:

@@ -437,10 +437,10 @@ def _wait_healthy(settings: Settings, part: str, pid: int | None, timeout: float
 
 
 def create_influx_database(settings: Settings) -> None:
-    """Create `settings.influx_db` on the embedded InfluxDB (a no-op if it exists).
+    """Create `settings.influx_db` on the embedded InfluxDB, its retention policies and roll-up queries.
 
-    Retention is the database's default policy, `autogen` (keep forever); change it there with
-    `ALTER RETENTION POLICY autogen ON <db> DURATION ...` if the demo must forget old data.
+    The default policy is `raw` (`SAFEWATCH_INFLUX_RAW_RETENTION`); `rollup_1m` / `rollup_1h` are filled
+    by continuous queries (history/retention.py, docs/retention.md). Idempotent.
     """
     name = settings.influx_db.replace("\\", "\\\\").replace('"', '\\"')
     response = httpx.post(f"{_influx_address(settings)}/query", data={"q": f'CREATE DATABASE "{name}"'}, timeout=10.0)
@@ -449,6 +449,13 @@ def create_influx_database(settings: Settings) -> None:
     errors = [r["error"] for r in body.get("results", []) if "error" in r]
     if response.status_code != 200 or errors or "error" in body:
         raise StackError(f"CREATE DATABASE {settings.influx_db} failed: HTTP {response.status_code} {response.text}")
+    from history.retention import ensure_retention
+
+    embedded = settings.model_copy(update={"influx_url": _influx_address(settings)})
+    try:
+        ensure_retention(embedded)
+    except RuntimeError as exc:
+        raise StackError(f"setting up retention on {settings.influx_db} failed: {exc}") from exc
 
 
 # --- up / down / status -------------------------------------------------------------------------
@@ -586,7 +593,8 @@ def stack_status(settings: Settings) -> list[PartStatus]:
     version = ping.headers.get("X-Influxdb-Version", "?") if ping is not None else "?"
     note = (
         f"InfluxDB {version if healthy else '1.x'}, data in {_influx_dir(settings)}, "
-        f"database {settings.influx_db!r}, retention policy autogen (keep forever)"
+        f"database {settings.influx_db!r}, default retention policy raw ({settings.influx_raw_retention}), "
+        "roll-ups rollup_1m / rollup_1h"
     )
     if healthy and pid is None:
         note = "answering, but not started from this state dir (no pid file); " + note

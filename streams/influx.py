@@ -117,7 +117,9 @@ class InfluxWriter:
         self.settings = settings
         self.attempts = attempts
         params, headers = _auth(settings)
-        self.params = {**params, "rp": settings.influx_rp, "precision": "ms"}
+        self.params = {**params, "precision": "ms"}
+        if settings.influx_rp:  # else the database's default policy (`raw` on the embedded stack)
+            self.params["rp"] = settings.influx_rp
         self.client = httpx.AsyncClient(base_url=settings.influx, headers=headers, timeout=settings.influx_timeout_s)
         self.spool = spool or Spool(settings.spool_dir, settings.influx_spool_max_bytes)
         self.points_written = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 import uuid
 
 import httpx
@@ -49,10 +50,11 @@ def test_influxdb_answers_ping_and_has_the_database(stack: Settings) -> None:
 
 def test_influxdb_accepts_a_write_and_returns_it(stack: Settings) -> None:
     measurement = f"probe_{uuid.uuid4().hex[:8]}"
+    at = int(time.time())  # inside the default policy `raw`, which keeps only recent points
     written = httpx.post(
         f"{stack.influx}/write",
-        params={"db": stack.influx_db, "rp": stack.influx_rp, "precision": "s"},
-        content=f"{measurement},site=s1 value=42.5 1700000000\n",
+        params={"db": stack.influx_db, "precision": "s"},
+        content=f"{measurement},site=s1 value=42.5 {at}\n",
         timeout=5,
     )
     assert written.status_code == 204, written.text
@@ -61,7 +63,7 @@ def test_influxdb_accepts_a_write_and_returns_it(stack: Settings) -> None:
         params={"db": stack.influx_db, "q": f'SELECT value FROM "{measurement}"', "epoch": "s"},
         timeout=5,
     ).json()
-    assert rows["results"][0]["series"][0]["values"] == [[1700000000, 42.5]]
+    assert rows["results"][0]["series"][0]["values"] == [[at, 42.5]]
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,1 @@
+"""Inspectors' histories: hazard/incident queries, retention and roll-ups, accidents, association, dashboards."""
