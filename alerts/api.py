@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from alerts import inbox, metrics
 from alerts.auth import Principal, TokenInfo, authenticate, list_tokens
+from alerts.history_routes import history_router
 from alerts.routing import Routing
 from alerts.schema import SCHEMA_VERSION
 from alerts.silences import Matcher, Silence
@@ -309,6 +310,7 @@ def create_app(settings: Settings, store: TaskStore, routing: Callable[[], Routi
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.state.on_queued = lambda: None  # the service sets it: new notifications to send
+    app.include_router(history_router(settings, store))
     if settings.alerts_demo_inbox:
         inbox.ensure_schema(store)
         app.include_router(inbox.inbox_router(store))
