@@ -51,6 +51,9 @@ def rollup_select(settings: Settings, rp: str, start_ms: int | None = None, end_
     fields = ", ".join(f"{fn}(value) AS {fn}" for fn in AGGREGATES)
     where = ""
     if start_ms is not None and end_ms is not None:
+        # Whole intervals only: a bucket computed from part of its points would overwrite the full one.
+        step = {ROLLUP_1M: 60_000, ROLLUP_1H: 3_600_000}[rp]
+        start_ms, end_ms = start_ms // step * step, -(-end_ms // step) * step
         where = f" WHERE time >= {start_ms}ms AND time < {end_ms}ms"
     return (
         f"SELECT {fields} INTO {db}.{ident(rp)}.reading FROM {db}.{ident(RAW)}.reading{where}"
