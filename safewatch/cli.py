@@ -14,7 +14,7 @@ from rich.table import Table
 from config.logs import setup_logging
 from config.settings import get_settings
 from config.topics import SECTORS, telemetry_topic
-from history.cli import history_app
+from history.cli import grafana_app, history_app
 
 app = typer.Typer(
     help="safewatch: real-time emergency and work-safety monitoring.",
@@ -30,6 +30,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rules_app, name="rules")
 app.add_typer(history_app, name="history")
+app.add_typer(grafana_app, name="grafana")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error per line, even when piped
 

@@ -1,0 +1,68 @@
+"""The generated Grafana dashboards: committed output is current, and every InfluxQL panel query returns
+data of its panel's shape from the real InfluxDB after a real run, naming only what is written."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from prometheus_client import REGISTRY
+
+import alerts.metrics  # noqa: F401  (registers the alert service's metrics)
+import streams.pipeline  # noqa: F401  (registers the worker's metrics)
+from history.dashboards import OUT, queries, rendered
+from streams.influx import query
+
+from .test_history_schema import documented
+
+INFLUXQL = [q for q in queries() if q.kind == "influxql"]
+PROMQL = [q for q in queries() if q.kind == "promql"]
+
+
+def test_committed_dashboards_are_what_the_code_generates():
+    for rel, text in rendered().items():
+        assert (OUT / rel).read_text(encoding="utf-8") == text, f"{rel} is stale: run `safewatch grafana build`"
+    assert sum(text.count("\n") for text in rendered().values()) < 3000, "dashboards stay compact"
+
+
+def test_panels_name_only_measurements_tags_and_fields_that_are_written():
+    doc = documented()
+    known = set(doc) | {n for m in doc.values() for n in m}
+    for q in INFLUXQL:
+        names = set(re.findall(r'"([^"]+)"', q.text))
+        aliases = set(re.findall(r'AS "([^"]+)"', q.text))
+        unknown = names - aliases - known
+        assert not unknown, f"{q.dashboard}/{q.panel} names {unknown}, never written"
+
+
+def _bind(text: str, start: int, end: int, site: str, sensor: str) -> str:
+    return (
+        text.replace("$timeFilter", f"time >= {start}ms AND time < {end}ms")
+        .replace("$__interval", "10s")
+        .replace("$site", re.escape(site))
+        .replace("$sensor", re.escape(sensor))
+    )
+
+
+@pytest.mark.parametrize("q", INFLUXQL, ids=lambda q: f"{q.dashboard}:{q.panel}:{q.text[:40]}")
+def test_every_influxql_panel_returns_data_of_its_shape(leak_run, q):
+    hazard = next(h for h in leak_run.hazards if h["site_id"] == leak_run.site and h["sensor_id"])
+    start, end = leak_run.start_ms - 60_000, leak_run.start_ms + 600_000
+    series = query(leak_run.settings, _bind(q.text, start, end, leak_run.site, hazard["sensor_id"]))
+    assert series, f"{q.dashboard}/{q.panel} returned nothing"
+    values = [v for s in series for v in s.get("values", [])]
+    assert values
+    columns = series[0]["columns"]
+    if q.shape == "time_series" and not q.panel.startswith("variable"):
+        assert columns[0] == "time"
+        assert any(isinstance(x, int | float) and x for v in values for x in v[1:]), "no non-zero value"
+    else:
+        assert all(len(v) == len(columns) for v in values)
+
+
+def test_every_promql_panel_names_a_metric_the_services_export():
+    exported = {m.name for m in REGISTRY.collect()}
+    exported |= {f"{n}_total" for n in exported} | {f"{n}_bucket" for n in exported}
+    for q in PROMQL:
+        metrics = set(re.findall(r"\b(safewatch_[a-z_]+)", q.text))
+        assert metrics and metrics <= exported, f"{q.panel}: {metrics - exported} not exported"
