@@ -421,11 +421,20 @@ def bench(
     rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
     sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
     storage: bool = typer.Option(False, "--storage", help="instead: raw broker rates, memory vs s3 storage"),
+    history: bool = typer.Option(False, "--history", help="instead: history query latency, raw vs downsampled"),
     quix_python: Path | None = typer.Option(
         None, help="a Python with quixstreams: also run the single-reading messages through a Quix Streams app"
     ),
 ) -> None:
     """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
+    if history:
+        from history.bench import run_history_bench
+
+        from .stack import stack_up
+
+        stack_up(get_settings())
+        run_history_bench(get_settings(), n_sensors=sensors if sensors != 10_000 else 1000)
+        return
     if storage:
         from .bench import run_storage_bench
 
