@@ -42,11 +42,12 @@ def _fail(message: str, code: int = 1) -> None:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Install what the embedded stack needs that pip cannot (InfluxDB from Debian)."""
-    from .stack import install_influxdb
+    """Install what the embedded stack and its tests need that pip cannot (InfluxDB, Prometheus from Debian)."""
+    from .stack import install_influxdb, install_prometheus
 
     try:
         install_influxdb()
+        install_prometheus()
     except Exception as exc:  # the message says what to do
         _fail(str(exc))
 

@@ -87,6 +87,27 @@ def install_influxdb() -> str:
     return found
 
 
+def install_prometheus() -> str:
+    """Install Debian's `prometheus` (the tests that check the platform dashboard start one) unless on PATH."""
+    found = shutil.which("prometheus")
+    if found:
+        return found
+    command = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus"
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise StackError(f"prometheus is not installed; as root run: sudo sh -c '{command}'")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update"], check=True, env=env)
+        # No recommends: they would add node-exporter and friends, which nothing here uses.
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "prometheus"], check=True, env=env)
+    except subprocess.CalledProcessError as exc:
+        raise StackError(f"installing prometheus failed ({exc}); try by hand: {command}") from exc
+    found = shutil.which("prometheus")
+    if not found:
+        raise StackError("apt-get installed prometheus but `prometheus` is still not on PATH")
+    return found
+
+
 # --- paths and addresses -----------------------------------------------------------------------
 
 
