@@ -259,8 +259,8 @@ def platform() -> g.Dashboard:
                     "{{department}} {{result}}",
                 ),
                 (
-                    'sum by (department) (rate(safewatch_alerts_delivery_attempts_total{outcome="error"}[5m]))',
-                    "{{department}} failed attempts",
+                    "sum by (department, outcome) (rate(safewatch_alerts_delivery_attempts_total[5m]))",
+                    "{{department}} attempts {{outcome}}",
                 ),
             ],
         ),
