@@ -75,7 +75,7 @@ def _guard(fn):
     try:
         return fn()
     except (FilterError, RangeError, LookupError, Refused, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(str(exc))
 
 
 COLUMNS = {
@@ -112,6 +112,12 @@ COLUMNS = {
 def _print_rows(kind: str, rows: list[dict[str, Any]], fmt: str, footer: str = "") -> None:
     if fmt in ("json", "csv"):
         sys.stdout.write(render(rows, fmt))
+        return
+    if not sys.stdout.isatty():  # piped: whole cells, tab-separated, never cut to a terminal's width
+        print("\t".join(COLUMNS[kind]))
+        for r in rows:
+            print("\t".join("" if r.get(c) is None else str(r.get(c)) for c in COLUMNS[kind]))
+        err.print(footer)
         return
     table = Table(caption=footer)
     for c in COLUMNS[kind]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 
 import httpx
 import orjson
@@ -21,6 +23,7 @@ from history.service import Caller, History
 from history.timefmt import RangeError
 from streams.influx import query, rows
 
+from .pipeline_helpers import env_of
 from .scenario import TICKS
 
 ADMIN = Caller("test-inspector", "inspector")
@@ -244,3 +247,63 @@ def _iso(ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _cli(settings, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "safewatch", "history", *args],
+        env=env_of(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_command_line(run, tmp_path):
+    lr, h, start, end = run
+    s = lr.settings
+    site = h.registry.sites[lr.site]
+    ent = h.registry.enterprises[site.enterprise_id]
+    rng = ["--since", _iso(start), "--until", _iso(end)]
+    got = _cli(s, "hazards", *rng, "--enterprise", ent.name, "--format", "json", "--limit", "1000")
+    assert got.returncode == 0, got.stderr
+    page = orjson.loads(got.stdout)
+    assert page["rows"] and {r["enterprise_id"] for r in page["rows"]} == {ent.id}
+    table = _cli(s, "incidents", *rng, "--site", lr.site)
+    assert table.returncode == 0 and site.name in table.stdout and "Asia/Shanghai" in table.stderr
+    out = tmp_path / "hazards.csv"
+    exported = _cli(s, "export", "hazards", *rng, "--format", "csv", "--out", str(out))
+    assert (
+        exported.returncode == 0
+        and len(list(csv.DictReader(out.open())))
+        == h.rows(ADMIN, "hazards", make_filters(h.registry, start, end))[0].__len__()
+    )
+    leak = next(i for i in lr.incidents if i["site_id"] == lr.site)["incident_id"]
+    tl = _cli(s, "timeline", leak)
+    assert tl.returncode == 0 and "incident open" in tl.stdout and "hazard" in tl.stdout
+    st = _cli(s, "stats", "--enterprise", ent.id, *rng, "--format", "json")
+    assert st.returncode == 0 and orjson.loads(st.stdout)["hazards_opened"] > 0
+    bad = _cli(s, "hazards", "--since", "2026-12-02", "--until", "2026-12-01")
+    assert bad.returncode == 2 and "empty range" in bad.stderr
+    unknown = _cli(s, "hazards", "--site", "no-such-site")
+    assert unknown.returncode == 2 and "unknown site 'no-such-site'" in unknown.stderr
+    # accidents: a file with one bad record is refused whole, naming the line
+    bad_csv = tmp_path / "accidents.csv"
+    bad_csv.write_text(
+        "enterprise,site,time,type,deaths,injuries,summary\n"
+        f"{ent.id},{lr.site},2026-11-01T08:00,fire,0,2,tank fire\n"
+        f"Nobody Chemicals,,2026-11-02,explosion,1,0,\n"
+    )
+    refused = _cli(s, "accidents", "--import", str(bad_csv))
+    assert refused.returncode == 2 and "record 2 (line 3)" in refused.stderr and "unknown enterprise" in refused.stderr
+    assert not h.store.accidents(enterprise_id=ent.id, start_ms=0, end_ms=start)
+    good = tmp_path / "accidents.json"
+    good.write_text(
+        orjson.dumps([{"enterprise": ent.name, "time": "2026-11-01T08:00", "type": "fire", "injuries": 2}]).decode()
+    )
+    assert _cli(s, "accidents", "--import", str(good)).returncode == 0
+    listed = _cli(
+        s, "accidents", "--enterprise", ent.id, "--since", "2026-10-01", "--until", "2026-11-02", "--format", "json"
+    )
+    assert [a["type"] for a in orjson.loads(listed.stdout)] == ["fire"]
+    assert orjson.loads(listed.stdout)[0]["ts_local"] == "2026-11-01T08:00:00+08:00"
