@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     influx_raw_retention: str = Field("30d", description="how long raw points are kept (the default RP `raw`)")
     influx_rollup_1m_retention: str = Field("400d", description="how long 1-minute aggregates are kept")
     influx_rollup_1h_retention: str = Field("1830d", description="how long 1-hour aggregates are kept")
+    # InfluxDB 2.x (docker-compose) has no continuous queries and no roll-up buckets set up: read raw there.
+    influx_rollups: bool = Field(True, description="history reads the roll-up policies for long or old ranges")
     history_tz: str = Field("Asia/Shanghai", description="time zone history output is shown in")
     history_max_rows: int = Field(100_000, ge=1, description="most rows one history query or export returns")
     history_db: Path | None = Field(None, description="SQLite of accident records and the data-access audit log")

@@ -76,6 +76,7 @@ def test_the_resolution_fits_the_range():
     old = choose(s, NOW - 40 * DAY, NOW - 40 * DAY + 3_600_000, NOW, 600)  # short but older than raw keeps
     assert old.rp == ROLLUP_1M and old.interval_s == 60
     assert choose(s, NOW - 500 * DAY, NOW - 499 * DAY, NOW, 600).rp == ROLLUP_1H
+    assert choose(Settings(influx_rollups=False), NOW - 30 * DAY, NOW, NOW, 600).rp == RAW
 
 
 def test_retention_statements_make_raw_the_default_and_create_both_cqs():
