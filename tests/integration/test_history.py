@@ -16,6 +16,7 @@ from alerts.api import create_app
 from alerts.auth import issue_token
 from alerts.routing import load_routing
 from alerts.store import TaskStore
+from history.accidents import AccidentInput, to_accident
 from history.filters import FilterError, make_filters
 from history.query import NotFound
 from history.retention import RAW, ROLLUP_1H, ROLLUP_1M, backfill, shown_policies
@@ -307,3 +308,19 @@ def test_the_command_line(run, tmp_path):
     )
     assert [a["type"] for a in orjson.loads(listed.stdout)] == ["fire"]
     assert orjson.loads(listed.stdout)[0]["ts_local"] == "2026-11-01T08:00:00+08:00"
+
+
+def test_associate_over_the_stored_history(run):
+    lr, h, start, end = run
+    s = lr.settings
+    ent = h.registry.sites[lr.site].enterprise_id
+    acc = AccidentInput(enterprise=ent, time=_iso(lr.start_ms - 5 * 86_400_000), type="poisoning", injuries=1)
+    h.add_accidents(ADMIN, [to_accident(h.registry, acc, h.tz)], "test")
+    short = _cli(s, "associate", "--since", _iso(start), "--until", _iso(end))
+    assert short.returncode == 2 and "longer than the window" in short.stderr
+    got = _cli(s, "associate", "--since", "90d", "--window-days", "30", "--format", "json")
+    assert got.returncode == 0, got.stderr
+    out = orjson.loads(got.stdout)
+    assert out["hazards"] >= len({e["hazard_id"] for e in lr.hazards if e["event"] != "suppressed"})
+    assert out["accidents"] >= 1 and {r["enterprise_id"] for r in out["risk"]} == set(h.registry.enterprises)
+    assert all(r["enterprise_name"] for r in out["risk"])
