@@ -24,13 +24,16 @@ def _kept_since(retention: str, now: int) -> int:
 
 
 def choose(settings: Settings, start_ms: int, end_ms: int, now: int, points: int) -> Resolution:
-    """The finest policy that still holds `start_ms` and whose step is no finer than needed for ~`points` buckets."""
+    """The coarsest policy that still gives at least a quarter of ~`points` buckets and holds `start_ms`.
+
+    Coarser reads fewer points: a week of one region from 1-minute roll-ups scans 60 times more than from
+    1-hour ones, for a chart that shows 168 rather than 600 steps per series."""
     want_s = max(1, (end_ms - start_ms) // 1000 // points)
     if not settings.influx_rollups:
         return Resolution(RAW, want_s)
-    if want_s >= 3600 or start_ms < _kept_since(settings.influx_rollup_1m_retention, now):
+    if want_s >= 3600 // 4 or start_ms < _kept_since(settings.influx_rollup_1m_retention, now):
         return Resolution(ROLLUP_1H, -(-want_s // 3600) * 3600)
-    if want_s >= 60 or start_ms < _kept_since(settings.influx_raw_retention, now):
+    if want_s >= 60 // 4 or start_ms < _kept_since(settings.influx_raw_retention, now):
         return Resolution(ROLLUP_1M, -(-want_s // 60) * 60)
     return Resolution(RAW, want_s)
 

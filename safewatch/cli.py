@@ -423,6 +423,7 @@ def bench(
     sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
     storage: bool = typer.Option(False, "--storage", help="instead: raw broker rates, memory vs s3 storage"),
     history: bool = typer.Option(False, "--history", help="instead: history query latency, raw vs downsampled"),
+    reuse_end: int | None = typer.Option(None, help="with --history: query an earlier run's data (its end, ms)"),
     quix_python: Path | None = typer.Option(
         None, help="a Python with quixstreams: also run the single-reading messages through a Quix Streams app"
     ),
@@ -434,7 +435,7 @@ def bench(
         from .stack import stack_up
 
         stack_up(get_settings())
-        run_history_bench(get_settings(), n_sensors=sensors if sensors != 10_000 else 1000)
+        run_history_bench(get_settings(), n_sensors=sensors if sensors != 10_000 else 1000, reuse_end=reuse_end)
         return
     if storage:
         from .bench import run_storage_bench

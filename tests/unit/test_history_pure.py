@@ -14,7 +14,7 @@ from config.settings import Settings
 from history import classes
 from history.export import render
 from history.filters import FilterError, make_filters, where
-from history.resolution import choose
+from history.resolution import Resolution, choose
 from history.retention import RAW, ROLLUP_1H, ROLLUP_1M, statements
 from history.timefmt import RangeError, local, parse_range
 from sensors.registry import load_registry
@@ -71,7 +71,8 @@ def test_the_resolution_fits_the_range():
     s = Settings()
     assert choose(s, NOW - 3_600_000, NOW, NOW, 600) == choose(s, NOW - 3_600_000, NOW, NOW, 600)
     assert choose(s, NOW - 3_600_000, NOW, NOW, 600).rp == RAW
-    assert choose(s, NOW - 7 * DAY, NOW, NOW, 600).rp == ROLLUP_1M
+    assert choose(s, NOW - DAY, NOW, NOW, 600) == Resolution(ROLLUP_1M, 180)
+    assert choose(s, NOW - 7 * DAY, NOW, NOW, 600) == Resolution(ROLLUP_1H, 3600)  # 168 buckets, not 600
     assert choose(s, NOW - 30 * DAY, NOW, NOW, 600).rp == ROLLUP_1H
     old = choose(s, NOW - 40 * DAY, NOW - 40 * DAY + 3_600_000, NOW, 600)  # short but older than raw keeps
     assert old.rp == ROLLUP_1M and old.interval_s == 60
