@@ -252,6 +252,10 @@ def platform() -> g.Dashboard:
         ),
         ("InfluxDB spool (bytes waiting)", [("max(safewatch_influx_spool_bytes)", "spool")]),
         (
+            "Consumer lag, telemetry (reads low on the embedded broker)",
+            [("sum by (topic) (safewatch_consumer_lag)", "{{topic}}")],
+        ),
+        (
             "Deliveries by result",
             [
                 (
