@@ -103,6 +103,13 @@ def history_router(settings: Settings, store: TaskStore) -> APIRouter:
         with answers():
             return service().page(who, "incidents", f, limit, offset).as_dict()
 
+    @router.get("/readings")
+    def readings(who: Who, f: Query_) -> dict[str, Any]:
+        """Readings of a sensor, site or enterprise per bucket (min, mean, max, last, count) at the resolution
+        that fits the range: `rp` says which policy was read, `interval_s` the bucket."""
+        with answers():
+            return service().readings(who, f)
+
     @router.get("/incidents/{incident_id}/timeline")
     def incident_timeline(incident_id: str, who: Who) -> dict[str, Any]:
         """An incident's state changes, its site's hazards that led to it, and the readings around each."""

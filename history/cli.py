@@ -179,6 +179,26 @@ def incidents(
     _list("incidents", since, until, enterprise, site, None, region, sector, rule, level, limit, offset, fmt)
 
 
+@history_app.command("readings")
+def readings_cmd(
+    sensor: str = SENSOR,
+    site: str = SITE,
+    enterprise: str = ENTERPRISE,
+    since: str = SINCE,
+    until: str = UNTIL,
+    fmt: str = typer.Option("csv", "--format", help="csv or json"),
+) -> None:
+    """Readings per bucket (min, mean, max, last, count) from raw or a roll-up, whichever fits the range."""
+    h = _open()
+    try:
+        f = _guard(lambda: _filters(h, since, until, enterprise, site, sensor, None, None, None, None))
+        out = _guard(lambda: h.readings(_caller(), f))
+        err.print(f"{len(out['points'])} buckets of {out['interval_s']} s from {out['rp']}, times {out['tz']}")
+        sys.stdout.write(render(out["points"], fmt) if fmt == "csv" else orjson.dumps(out).decode() + "\n")
+    finally:
+        h.close()
+
+
 @history_app.command("export")
 def export(
     kind: str = typer.Argument(..., help="hazards or incidents"),

@@ -46,6 +46,10 @@ class History:
         if caller.role == "enterprise" and c.own_enterprise_only:
             if f.enterprise_id not in (None, caller.enterprise_id):
                 raise classes.Refused("an enterprise operator reads only its own enterprise")
+            site = self.registry.sites.get(f.site_id or "")
+            sensor = self.registry.sensors.get(f.sensor_id or "")
+            if any(x is not None and x.enterprise_id != caller.enterprise_id for x in (site, sensor)):
+                raise classes.Refused("this site or sensor belongs to another enterprise")
             f = replace(f, enterprise_id=caller.enterprise_id)
         return f
 
@@ -75,6 +79,18 @@ class History:
             raise FilterError(f"limit above {self.settings.history_max_rows} (SAFEWATCH_HISTORY_MAX_ROWS)")
         got, truncated = self.rows(caller, kind, f)
         return query.page(got, limit, offset, truncated)
+
+    def readings(self, caller: Caller, f: Filters, *, export: bool = False) -> dict[str, Any]:
+        """Readings per sensor at the resolution that fits the range (min, mean, max, last, count per bucket)."""
+        if not (f.sensor_id or f.site_id or f.enterprise_id) and caller.role != "enterprise":
+            raise FilterError("readings are read per sensor, site or enterprise: give one of them")
+        f = self.scoped(caller, "readings", f, export=export)
+        res, points = query.readings(self.settings, self.registry, f)
+        for p in points:
+            sensor = self.registry.sensors.get(p["sensor_id"])
+            p["quantity"], p["unit"] = (sensor.quantity, sensor.unit) if sensor else (None, None)
+        self.audited(caller, "readings", "export" if export else "read", len(points), _describe(f))
+        return {"rp": res.rp, "interval_s": res.interval_s, "tz": self.tz.key, "points": points}
 
     def timeline(self, caller: Caller, incident_id: str) -> dict[str, Any]:
         """An incident's timeline (its enterprise's operator only for their own)."""

@@ -204,6 +204,15 @@ def test_http_endpoints_roles_exports_and_audit(run):
             == 403
         )
         assert c.get("/history/accidents", params=rng, headers=auth(mine)).status_code == 403
+        # readings: at the resolution that fits, an operator only of its own sensors
+        sensor = next(iter(site.sensor_ids))
+        rd = c.get("/history/readings", params={**rng, "sensor": sensor}, headers=auth(inspector)).json()
+        assert rd["rp"] == "raw" and rd["points"] and {p["sensor_id"] for p in rd["points"]} == {sensor}
+        assert sum(p["count"] for p in rd["points"]) > 0 and rd["points"][0]["unit"]
+        assert c.get("/history/readings", params={**rng, "sensor": sensor}, headers=auth(mine)).status_code == 200
+        assert c.get("/history/readings", params={**rng, "sensor": sensor}, headers=auth(theirs)).status_code == 403
+        assert c.get("/history/hazards", params={**rng, "site": lr.site}, headers=auth(theirs)).status_code == 403
+        assert c.get("/history/readings", params=rng, headers=auth(inspector)).status_code == 422
         assert c.get("/history/audit", headers=auth(inspector)).status_code == 403
         # clear errors
         bad = c.get("/history/hazards", params={"since": "2026-12-02", "until": "2026-12-01"}, headers=auth(inspector))
@@ -282,6 +291,8 @@ def test_the_command_line(run, tmp_path):
     leak = next(i for i in lr.incidents if i["site_id"] == lr.site)["incident_id"]
     tl = _cli(s, "timeline", leak)
     assert tl.returncode == 0 and "incident open" in tl.stdout and "hazard" in tl.stdout
+    rd = _cli(s, "readings", "--sensor", next(iter(site.sensor_ids)), *rng)
+    assert rd.returncode == 0 and "from raw" in rd.stderr and len(list(csv.DictReader(io.StringIO(rd.stdout)))) > 1
     st = _cli(s, "stats", "--enterprise", ent.id, *rng, "--format", "json")
     assert st.returncode == 0 and orjson.loads(st.stdout)["hazards_opened"] > 0
     bad = _cli(s, "hazards", "--since", "2026-12-02", "--until", "2026-12-01")
