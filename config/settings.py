@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     influx_raw_retention: str = Field("30d", description="how long raw points are kept (the default RP `raw`)")
     influx_rollup_1m_retention: str = Field("400d", description="how long 1-minute aggregates are kept")
     influx_rollup_1h_retention: str = Field("1830d", description="how long 1-hour aggregates are kept")
+    # Hazards, incidents and dead-letter counts are few: a copy of each is kept far longer than raw
+    # readings, so histories and the accident association can look back years. Empty: no copy.
+    influx_events_rp: str | None = Field("events", description="policy that keeps a long copy of event points")
+    influx_events_retention: str = Field("1830d", description="how long the copy of events is kept")
     # InfluxDB 2.x (docker-compose) has no continuous queries and no roll-up buckets set up: read raw there.
     influx_rollups: bool = Field(True, description="history reads the roll-up policies for long or old ranges")
     history_tz: str = Field("Asia/Shanghai", description="time zone history output is shown in")

@@ -27,7 +27,7 @@ from config.settings import Settings
 
 from .filters import Filters, where
 from .resolution import Resolution, choose, reading_select
-from .retention import RAW, ROLLUP_1H, ROLLUP_1M, ensure_retention, run
+from .retention import RAW, ROLLUP_1H, ROLLUP_1M, ensure_retention, events_source, run
 from .timefmt import now_ms
 
 DAY = 86_400_000
@@ -201,7 +201,7 @@ def _generate(s, sens, ent_s, reg_s, start, end, week, minute_days, rng) -> dict
         ),
         "raw enterprise, whole range": _write(s, RAW, _raw_lines(ent_s, start, end, rng), "raw, enterprise"),
         "raw region, last week": _write(s, RAW, _raw_lines(reg_s, week, end, rng), "raw, region"),
-        "hazard+incident events": _write(s, RAW, _event_lines(sens, start, end, rng), "events"),
+        "hazard+incident events": _write(s, s.influx_events_rp or RAW, _event_lines(sens, start, end, rng), "events"),
     }
 
 
@@ -230,7 +230,8 @@ def _measure(s, settings, ent, region, ent_s, reg_s, start, end, week, days, rep
                     "points_scanned": _scanned(s, rp, w),
                 }
             )
-        hz = f"SELECT * FROM hazard WHERE {where(f)} ORDER BY time ASC LIMIT {settings.history_max_rows + 1}"
+        limit = settings.history_max_rows + 1
+        hz = f"SELECT * FROM {events_source(s, 'hazard')} WHERE {where(f)} ORDER BY time ASC LIMIT {limit}"
         p50, p99, n = _timed(s, hz, repeats)
         out.append(
             {

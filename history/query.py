@@ -13,6 +13,7 @@ from streams.influx import query, rows
 
 from .filters import FilterError, Filters, quote, where
 from .resolution import Resolution, choose, reading_select
+from .retention import events_source
 from .timefmt import local, now_ms
 
 
@@ -72,7 +73,7 @@ def with_local_times(row: dict[str, Any], tz: ZoneInfo, keys: tuple[str, ...]) -
 
 
 def _events(settings: Settings, measurement: str, f: Filters, cap: int) -> tuple[list[dict], bool]:
-    q = f"SELECT * FROM {measurement} WHERE {where(f)} ORDER BY time ASC LIMIT {cap + 1}"
+    q = f"SELECT * FROM {events_source(settings, measurement)} WHERE {where(f)} ORDER BY time ASC LIMIT {cap + 1}"
     got = rows(query(settings, q, timeout=120.0))
     return got[:cap], len(got) > cap
 
@@ -168,9 +169,10 @@ def readings(
 
 def incident_events(settings: Settings, incident_id: str) -> list[dict[str, Any]]:
     """Every stored state change of one incident, oldest first; NotFound if there is none."""
-    got = rows(query(settings, f"SELECT * FROM incident WHERE incident_id = {quote(incident_id)} ORDER BY time ASC"))
+    source = events_source(settings, "incident")
+    got = rows(query(settings, f"SELECT * FROM {source} WHERE incident_id = {quote(incident_id)} ORDER BY time ASC"))
     if not got:
-        raise NotFound(f"no incident {incident_id!r} in InfluxDB (kept for {settings.influx_raw_retention})")
+        raise NotFound(f"no incident {incident_id!r} in InfluxDB (kept for {settings.influx_events_retention})")
     return got
 
 

@@ -14,6 +14,7 @@ import httpx
 from config.settings import Settings
 
 RAW, ROLLUP_1M, ROLLUP_1H = "raw", "rollup_1m", "rollup_1h"
+EVENT_MEASUREMENTS = ("hazard", "incident", "deadletter")
 AGGREGATES = ("min", "mean", "max", "last", "count")
 # A continuous query recomputes this much of the recent past on every run, so readings that
 # arrive late (up to the worker's lateness bound, and a spool drained after an outage) are rolled up.
@@ -38,11 +39,21 @@ def ident(name: str) -> str:
 
 def policies(settings: Settings) -> list[Policy]:
     """The three policies, from the settings."""
-    return [
+    out = [
         Policy(RAW, settings.influx_raw_retention, "1d", default=True),
         Policy(ROLLUP_1M, settings.influx_rollup_1m_retention, "7d"),
         Policy(ROLLUP_1H, settings.influx_rollup_1h_retention, "30d"),
     ]
+    if settings.influx_events_rp:
+        out.append(Policy(settings.influx_events_rp, settings.influx_events_retention, "30d"))
+    return out
+
+
+def events_source(settings: Settings, measurement: str) -> str:
+    """Where history reads an event measurement: the long-kept copy if there is one, else the default policy."""
+    if not settings.influx_events_rp:
+        return measurement
+    return f"{ident(settings.influx_db)}.{ident(settings.influx_events_rp)}.{measurement}"
 
 
 def rollup_select(settings: Settings, rp: str, start_ms: int | None = None, end_ms: int | None = None) -> str:

@@ -148,6 +148,8 @@ class Pipeline:
         self.send = send
         self.flush = flush or _nothing
         self.writer = writer
+        # A second writer to the long-kept events policy (SAFEWATCH_INFLUX_EVENTS_RP), set by the worker.
+        self.events_writer: InfluxWriter | None = None
         self.hazards_topic = settings.topic(HAZARDS_TOPIC)
         self.incidents_topic = settings.topic(INCIDENTS_TOPIC)
         self.deadletter_topic = settings.topic(DEADLETTER_TOPIC)
@@ -287,6 +289,8 @@ class Pipeline:
         self.reloader.maybe_reload(self.engine)
         if self.writer is not None:
             await self.writer.drain()
+        if self.events_writer is not None:
+            await self.events_writer.drain()
         await self._update_liveness()
         clocks = self.site_clocks()
         if clocks is None:
@@ -435,7 +439,11 @@ class Pipeline:
         self.dirty.update(result.sites)
 
         if self.writer is not None:
-            await self.writer.write(self._lines(result, reasons))
+            lines = self._lines(result, reasons)
+            copies = [self.writer.write(lines)]
+            if self.events_writer is not None and lines:
+                copies.append(self.events_writer.write(lines))
+            await asyncio.gather(*copies)
 
     def _salvage(self, m: RawMessage, exc: DecodeError):
         """For a frame with some bad readings: the good ones as a frame, the bad ones with reasons."""

@@ -127,6 +127,11 @@ def build_app(settings: Settings) -> faust.App:
         flush=lambda: app.producer.flush(),
         caught_up=caught_up,
     )
+    if settings.influx_events_rp:
+        spool = settings.spool_dir.with_name(settings.spool_dir.name + "-events")
+        pipeline.events_writer = InfluxWriter(
+            settings.model_copy(update={"influx_rp": settings.influx_events_rp, "influx_spool_dir": spool})
+        )
 
     async def sync_ownership() -> None:
         """Restore exactly the sites of newly assigned partitions, before any of their readings."""

@@ -44,6 +44,7 @@ def test_raw_is_the_default_policy_and_rollups_have_continuous_queries(stack):
     pols = {p["name"]: p for p in shown_policies(stack)}
     assert pols[RAW]["default"] is True and pols[RAW]["duration"] == "720h0m0s"
     assert pols[ROLLUP_1M]["duration"] == "9600h0m0s" and pols[ROLLUP_1H]["duration"] == "43920h0m0s"
+    assert pols["events"]["duration"] == "43920h0m0s" and not pols["events"]["default"]
     cqs = httpx.get(f"{stack.influx}/query", params={"q": "SHOW CONTINUOUS QUERIES"}, timeout=5).json()
     series = next(s for s in cqs["results"][0]["series"] if s["name"] == stack.influx_db)
     names = {v[0] for v in series["values"]}
@@ -75,6 +76,12 @@ def test_hazards_match_what_the_worker_published(run):
     f = make_filters(h.registry, start, end)
     got, truncated = h.rows(ADMIN, "hazards", f)
     assert not truncated
+    # history reads the long-kept copy of events; it holds exactly what the default policy holds
+    db, w = lr.settings.influx_db, f"time >= {start}ms"  # dead-letters carry the wall-clock time
+    for m, field in (("hazard", "hazard_id"), ("incident", "incident_id"), ("deadletter", "count")):
+        raw = rows(query(lr.settings, f'SELECT count("{field}") FROM "{m}" WHERE {w}'))
+        kept = rows(query(lr.settings, f'SELECT count("{field}") FROM "{db}"."events"."{m}" WHERE {w}'))
+        assert raw and kept == raw, m
     stored = {r["hazard_id"]: r for r in got}
     assert published <= set(stored)
     # After the last reading the worker's clock runs on and sites go offline until it stops: those
