@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # --- rules -----------------------------------------------------------------------------
     registry: Path = Field(PROJECT_ROOT / "sensors" / "data" / "registry.yaml")
     rules_dir: Path = Field(PROJECT_ROOT / "rules" / "catalog", description="the rule catalogue, one YAML per sector")
-    maintenance: Path = Field(PROJECT_ROOT / "deploy" / "maintenance.yaml", description="maintenance windows")
+    maintenance: Path = Field(PROJECT_ROOT / "config" / "maintenance.yaml", description="maintenance windows")
     rules_reload_s: float = Field(2.0, description="how often the worker looks for changed rule/maintenance files")
     # Timers (offline, interlock deadlines) run on event time estimated from the newest reading;
     # this lag lets a partition that is a little behind catch up before silence counts.
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     future_tolerance_s: float = Field(30.0, ge=0, description="readings further ahead of the wall clock are refused")
 
     # --- alerts -----------------------------------------------------------------------------
-    routing: Path = Field(PROJECT_ROOT / "deploy" / "routing.yaml")
+    routing: Path = Field(PROJECT_ROOT / "config" / "routing.yaml")
     alerts_db: Path | None = Field(None, description="SQLite task store; default under state_dir")
     alerts_host: str = "127.0.0.1"
     alerts_port: int = 18080
