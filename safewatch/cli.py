@@ -389,7 +389,7 @@ def replay(
         batch_size=batch_size,
     )
     for line in report.errors[:20]:
-        err.print(line)
+        err.print(line, markup=False, highlight=False)  # input text may hold [brackets]
     if len(report.errors) > 20:
         err.print(f"... and {len(report.errors) - 20} more")
     console.print(
