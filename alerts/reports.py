@@ -93,7 +93,13 @@ def photo_type(data: bytes) -> str | None:
 
 
 def check_report(
-    raw: ReportInput, registry: Registry, *, tz: str, now: int, photos: list[tuple[str, bytes]], max_photos: int,
+    raw: ReportInput,
+    registry: Registry,
+    *,
+    tz: str,
+    now: int,
+    photos: list[tuple[str, bytes]],
+    max_photos: int,
     max_photo_bytes: int,
 ) -> tuple[dict[str, Any], list[Photo]]:
     """The report's fields, cleaned, and its photos; FieldError names every field that is wrong."""
@@ -171,7 +177,9 @@ def new_tracking(now: int) -> str:
     return f"R{day}-" + "".join(secrets.choice(TRACKING_ALPHABET) for _ in range(8))
 
 
-def report_incident(tracking: str, fields: dict[str, Any], registry: Registry, severity: str, now: int) -> IncidentEvent:
+def report_incident(
+    tracking: str, fields: dict[str, Any], registry: Registry, severity: str, now: int
+) -> IncidentEvent:
     """The incident a report opens: kind `report`, at the enterprise (its first site) or the address."""
     enterprise = registry.enterprises.get(fields["enterprise_id"] or "")
     site = registry.sites.get(enterprise.site_ids[0]) if enterprise and enterprise.site_ids else None
@@ -180,7 +188,7 @@ def report_incident(tracking: str, fields: dict[str, Any], registry: Registry, s
     return IncidentEvent(
         incident_id=f"INC-{tracking}",
         status="open",
-        severity=severity,  # type: ignore[arg-type]
+        severity=severity,
         rule_id=REPORT_RULE,
         title=f"举报 {tracking}: {summary}",
         site_id=site.id if site else "",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from rules.catalog import Catalog, CatalogError, load_catalog
@@ -48,7 +50,12 @@ class Directory:
         names = [regions[c].name for c in dict.fromkeys(chain) if c in regions]
         own = regions[code].name if code in regions else code
         city = code[:4] + "00"
-        return {"code": code, "name": own, "full": " ".join(names) or code, "city": regions[city].name if city in regions else ""}
+        return {
+            "code": code,
+            "name": own,
+            "full": " ".join(names) or code,
+            "city": regions[city].name if city in regions else "",
+        }
 
     def regions(self) -> list[dict[str, str]]:
         """Every region of the registry, by code."""
@@ -114,13 +121,17 @@ class Directory:
                 {
                     "id": "report.public",
                     "description": {"zh": "群众举报投诉", "en": "Report from the public"},
-                    "action": {"zh": "核实举报内容，必要时现场检查", "en": "Verify the report; inspect on site if needed"},
+                    "action": {
+                        "zh": "核实举报内容，必要时现场检查",
+                        "en": "Verify the report; inspect on site if needed",
+                    },
                 }
             ]
         return [self.rule_text(r) for r in ids]
 
 
-def load_directory(registry_path: Any, rules_dir: Any) -> Directory:
+@lru_cache(maxsize=4)
+def load_directory(registry_path: Path, rules_dir: Path) -> Directory:
     """The directory from the registry and catalogue files; a file that cannot be read leaves its table empty."""
     registry: Registry | None = None
     catalog: Catalog | None = None
