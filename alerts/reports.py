@@ -182,21 +182,22 @@ def report_incident(
 ) -> IncidentEvent:
     """The incident a report opens: kind `report`, at the enterprise (its first site) or the address."""
     enterprise = registry.enterprises.get(fields["enterprise_id"] or "")
-    site = registry.sites.get(enterprise.site_ids[0]) if enterprise and enterprise.site_ids else None
     where = fields["address"] or (enterprise.name if enterprise else "")
     summary = fields["what"] if len(fields["what"]) <= 60 else fields["what"][:59] + "…"
+    # No site: a report is about an enterprise or a place, and must not share a site's
+    # inhibition or silences with the sensor incidents there.
     return IncidentEvent(
         incident_id=f"INC-{tracking}",
         status="open",
         severity=severity,
         rule_id=REPORT_RULE,
         title=f"举报 {tracking}: {summary}",
-        site_id=site.id if site else "",
-        site_name=site.name if site else where,
+        site_id="",
+        site_name=where,
         enterprise_id=enterprise.id if enterprise else "",
         enterprise_name=enterprise.name if enterprise else "",
         region=fields["region"],
-        sector=site.sector if site else "",
+        sector=enterprise.sectors[0] if enterprise and enterprise.sectors else "",
         opened_at=now,
         updated_at=now,
         hazard_ids=[],

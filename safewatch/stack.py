@@ -70,13 +70,20 @@ def install_influxdb() -> str:
     return _apt_install("influxdb", "influxd", "InfluxDB 1.x's `influxd`")
 
 
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
+
+
 def install_chromium() -> str:
-    """Install Debian's `chromium` (the console's browser tests drive it) unless it is on PATH."""
+    """Install Debian's `chromium` (the console's browser tests drive it) and a Chinese font unless present."""
+    # Without a CJK font, Chinese labels render as empty boxes in the tests' screenshots.
+    if not CJK_FONT.exists():
+        _apt_install("fonts-wqy-zenhei", str(CJK_FONT), "a font with Chinese glyphs")
     return _apt_install("chromium", "chromium", "a Chromium binary named `chromium`")
 
 
 def _apt_install(package: str, binary: str, what: str) -> str:
-    found = shutil.which(binary)
+    """apt-get install `package` unless `binary` (a command, or an absolute path) exists; return its path."""
+    found = binary if Path(binary).is_absolute() and Path(binary).exists() else shutil.which(binary)
     if found:
         return found
     command = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {package}"
@@ -90,9 +97,9 @@ def _apt_install(package: str, binary: str, what: str) -> str:
         subprocess.run(["apt-get", "install", "-y", package], check=True, env=env)
     except subprocess.CalledProcessError as exc:
         raise StackError(f"installing {package} failed ({exc}); try by hand: {command}") from exc
-    found = shutil.which(binary)
+    found = binary if Path(binary).exists() else shutil.which(binary)
     if not found:
-        raise StackError(f"apt-get installed {package} but `{binary}` is still not on PATH")
+        raise StackError(f"apt-get installed {package} but `{binary}` is still not there")
     return found
 
 

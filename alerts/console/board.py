@@ -108,7 +108,9 @@ def latest_events(store: TaskStore, enterprise_id: str | None = None, after: int
     with store.reading() as db:
         rows = db.execute(
             "SELECT a.id, a.task_id, a.at, a.event, a.to_status, a.actor, a.detail, t.department, t.incident_id,"
-            " i.severity, json_extract(i.incident_json, '$.title') AS title"
+            " i.severity, json_extract(i.incident_json, '$.title') AS title,"
+            " json_extract(i.incident_json, '$.site_name') AS site_name,"
+            " json_extract(i.incident_json, '$.rule_id') AS rule_id"
             " FROM audit a JOIN tasks t ON t.task_id = a.task_id LEFT JOIN incidents i ON i.incident_id = t.incident_id"
             f" WHERE {where} ORDER BY a.id DESC LIMIT ?",
             (*args, limit),
@@ -151,5 +153,20 @@ def wall(store: TaskStore, principal: Principal, routing: Routing, names: Direct
         "by_sector": sorted(by_sector.values(), key=lambda r: -r["total"]),
         "severe": [i for i in items if i["severity"] in ("red", "orange")],
         "enterprises": sorted(risk.values(), key=lambda r: -SEVERITY_RANK[r["severity"]]),
-        "events": latest_events(store, own, limit=12),
+        "events": grouped(latest_events(store, own, limit=100), routing)[:12],
     }
+
+
+def grouped(events: list[dict[str, Any]], routing: Routing) -> list[dict[str, Any]]:
+    """One line per (incident, event, new status), newest first, naming every department it happened to:
+    an incident routed to eight departments is one line on the wall, not eight."""
+    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for e in events:
+        key = (e["incident_id"], e["event"], e["to_status"])
+        department = routing.departments.get(e["department"])
+        name = department.name if department else e["department"]
+        if key in lines:
+            lines[key]["departments"].append(name)
+        else:
+            lines[key] = {**e, "departments": [name]}
+    return list(lines.values())

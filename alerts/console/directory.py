@@ -92,13 +92,16 @@ class Directory:
         if sensor is None or site is None:
             return None
         for rule in self.catalog.rules(sector):
+            if rule.kind == "interlock":
+                # An interlock hazard sits on the response that did not act (the fan), not the trigger.
+                if kind == "interlock_failed" and sensor.quantity in rule.expect.quantity:
+                    return rule.id
+                continue
             if not rule.match.applies(sensor.quantity, site.kind):
                 continue
             if rule.kind == "threshold" and any(level.kind == kind for level in rule.levels):
                 return rule.id
             if rule.kind == "rate" and kind == f"rate_{rule.direction}":
-                return rule.id
-            if rule.kind == "interlock" and kind == "interlock_failed":
                 return rule.id
             if kind in HAZARD_KINDS.get(rule.kind, ()):
                 return rule.id

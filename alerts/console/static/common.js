@@ -73,6 +73,13 @@ const SW = (() => {
     return left >= 0 ? { text, overdue: false } : { text: `${t("overdue")} ${text}`, overdue: true };
   }
 
+  // Department names read "English name (中文名)": show the part of the current language.
+  function dept(name) {
+    const m = /^(.*?)\s*\(([^()]+)\)$/.exec(name || "");
+    if (!m) return name || "";
+    return lang === "zh" ? m[2] : m[1];
+  }
+
   const token = () => sessionStorage.getItem("sw-token");
 
   async function api(path, options = {}) {
@@ -166,5 +173,5 @@ const SW = (() => {
     setLang(lang);
   }
 
-  return { t, pick, esc, time, countdown, api, login, live, bindChrome, setLang, get lang() { return lang; }, get tz() { return tz; } };
+  return { t, pick, esc, dept, time, countdown, api, login, live, bindChrome, setLang, get lang() { return lang; }, get tz() { return tz; } };
 })();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { t, pick, esc, time, countdown, api } = SW;
+  const { t, pick, esc, dept, time, countdown, api } = SW;
   const SEVERITIES = ["red", "orange", "yellow", "blue"];
   const UNACKED = ["new", "delivered", "escalated"];
   let items = [];
@@ -61,7 +61,7 @@
   function taskRow(task) {
     const who = task.assignee || task.acknowledged_by || "";
     return `<tr class="task" data-task-id="${esc(task.task_id)}" data-status="${esc(task.status)}">
-      <td>${esc(task.department_name)}</td>
+      <td title="${esc(task.department_name)}">${esc(dept(task.department_name))}</td>
       <td class="status s-${esc(task.status)}">${esc(t("s_" + task.status))}${task.escalation_level ? ` ↑${task.escalation_level}` : ""}</td>
       <td>${UNACKED.includes(task.status) ? `<span class="countdown" data-deadline="${task.ack_deadline}"></span>` : esc(who)}</td>
       <td class="buttons">${taskButtons(task)}</td></tr>`;
@@ -183,7 +183,7 @@
         <div>${esc(t("value"))} ${h.value ?? "—"} · ${esc(t("peak"))} ${h.peak ?? "—"} · ${esc(t("setpoint"))} ${h.threshold ?? "—"}
           · ${esc(time(h.start))}${h.end ? " – " + esc(time(h.end)) : ""}</div>
         ${SWChart.svg(h.readings, h.threshold, h.start, h.end, (ms) => time(ms, false))}</div>`).join("");
-    const tasks = d.tasks.map((task) => `<details class="task-history"><summary>${esc(task.department_name)} — ${esc(t("s_" + task.status))}</summary>
+    const tasks = d.tasks.map((task) => `<details class="task-history"><summary>${esc(dept(task.department_name))} — ${esc(t("s_" + task.status))}</summary>
         <h4>${esc(t("audit"))}</h4><ul>${task.audit.map((a) => `<li><time>${esc(time(a.at))}</time> ${esc(a.event)} → ${esc(a.to_status)} · ${esc(a.actor)}${a.detail ? " · " + esc(a.detail) : ""}</li>`).join("")}</ul>
         <h4>${esc(t("deliveries"))}</h4><ul>${task.deliveries.map((x) => `<li><time>${esc(time(x.at))}</time> #${x.attempt} ${x.ok ? "✓" : "✗"} ${esc(x.http_status ?? "")} ${esc(x.error ?? "")}</li>`).join("")}</ul></details>`).join("");
     const report = d.report ? `<h3>${esc(t("report_info"))} ${esc(d.report.tracking)}</h3>

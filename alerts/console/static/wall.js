@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { t, pick, esc, time, api } = SW;
+  const { t, pick, esc, dept, time, api } = SW;
   const SEVERITIES = ["red", "orange", "yellow", "blue"];
   let data = null;
   let timer = null;
@@ -25,7 +25,8 @@
     document.getElementById("by-sector").innerHTML = countsTable(data.by_sector);
     document.getElementById("enterprises").innerHTML = data.enterprises.map((e) => `<li class="sev-${esc(e.severity)}"><span class="dot"></span>${esc(e.name)} <small>${esc(e.region)}</small></li>`).join("");
     document.getElementById("events").innerHTML = data.events.map((e) => `<li><time>${esc(time(e.at, false))}</time>
-        <span class="badge sev-${esc(e.severity)}">${esc(t(e.severity))}</span> ${esc(e.title || e.incident_id)} · ${esc(e.department)} · ${esc(t("s_" + e.to_status))}</li>`).join("");
+        <span class="badge sev-${esc(e.severity)}">${esc(t(e.severity))}</span>${e.rule_id === "report.public" ? ` <span class="badge report">${esc(t("kind_report"))}</span>` : ""} <b>${esc(e.site_name || e.incident_id)}</b> · ${esc(t("s_" + e.to_status))}
+        <small>${e.departments.length > 1 ? e.departments.length + " × " : ""}${esc(e.departments.slice(0, 3).map(dept).join("、"))}${e.departments.length > 3 ? " …" : ""}</small></li>`).join("");
   }
 
   async function refresh() {
