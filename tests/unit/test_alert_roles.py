@@ -5,6 +5,7 @@ not) and each permission is asserted. A new endpoint without a row here fails th
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 def submit_test_report(store: TaskStore, routing) -> str:
     """A public report with one photo, as the form would leave it; returns its tracking number."""
     registry = load_registry(Settings().registry)
-    raw = ReportInput(what="Smell of gas by the east gate", when="2026-01-01T08:00", region="320582", address="Gate")
+    raw = ReportInput(
+        what="Smell of gas by the east gate", when=time.strftime("%Y-%m-%dT%H:%M"), region="320582", address="Gate"
+    )
     fields, photos = check_report(
         raw, registry, tz="Asia/Shanghai", now=now_ms(), photos=[("p.png", PNG)], max_photos=3, max_photo_bytes=10_000
     )

@@ -27,13 +27,18 @@
     document.querySelectorAll("[data-r]").forEach((el) => { el.textContent = t(el.dataset.r); });
   }
 
+  let tz = "Asia/Shanghai";
+
+  // "Now" in the province's time zone (the server reads the field so), whatever the browser's zone.
   function localNow() {
-    const d = new Date(Date.now() - new Date().getTimezoneOffset() * 60000);
-    return d.toISOString().slice(0, 16);
+    const parts = new Intl.DateTimeFormat("sv-SE", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", hour12: false }).format(new Date());
+    return parts.replace(" ", "T");
   }
 
   async function load() {
     const options = await (await fetch("/v1/report-form")).json();
+    tz = options.timezone || tz;
     form.region.innerHTML += options.regions.map((r) => `<option value="${esc(r.code)}">${esc(r.full)}</option>`).join("");
     form.enterprise_id.innerHTML += options.enterprises.map((e) => `<option value="${esc(e.id)}" data-region="${esc(e.region)}">${esc(e.name)}</option>`).join("");
     form.when.value = localNow();
