@@ -185,7 +185,8 @@ def report_incident(
     where = fields["address"] or (enterprise.name if enterprise else "")
     summary = fields["what"] if len(fields["what"]) <= 60 else fields["what"][:59] + "…"
     # No site: a report is about an enterprise or a place, and must not share a site's
-    # inhibition or silences with the sensor incidents there.
+    # inhibition or silences with the sensor incidents there. No enterprise id either: an
+    # enterprise's operators see their enterprise's incidents, and must not read reports about it.
     return IncidentEvent(
         incident_id=f"INC-{tracking}",
         status="open",
@@ -194,7 +195,7 @@ def report_incident(
         title=f"举报 {tracking}: {summary}",
         site_id="",
         site_name=where,
-        enterprise_id=enterprise.id if enterprise else "",
+        enterprise_id="",
         enterprise_name=enterprise.name if enterprise else "",
         region=fields["region"],
         sector=enterprise.sectors[0] if enterprise and enterprise.sectors else "",

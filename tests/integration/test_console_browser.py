@@ -108,12 +108,22 @@ async def test_console_wall_and_report_in_chromium(stack, tmp_path: Path):
             acked = httpx.get(f"{api}/tasks/{task['task_id']}", headers=duty).json()["task"]
             assert acked["status"] == "acknowledged" and acked["acknowledged_by"] == "值班员 王"
 
+            # Assign it by a click too (the page asks for the person), then back to it: in progress.
+            page.once("dialog", lambda dialog: dialog.accept("工程师 李"))
+            await row.locator("button[data-action=assign]").click()
+            await expect(row).to_have_attribute("data-status", "in_progress", timeout=15_000)
+            await expect(row).to_contain_text("工程师 李")
+
             # Detail: timeline, the hazards with their readings from InfluxDB as a chart, every task's trail.
             await red.locator("button.more").click()
             detail = page.locator("#detail")
             await expect(detail.locator("svg.chart").first).to_be_visible(timeout=15_000)
             assert "interlock_failed" in await detail.inner_text()
             await page.screenshot(path=str(tmp_path / "console.png"))
+            await page.click("#lang")  # English on demand, Chinese by default
+            await expect(row.locator("button[data-action=resolve]")).to_have_text("Resolve")
+            await expect(page.locator("#counts")).to_contain_text("Open incidents")
+            await page.click("#lang")
 
             # Another role on the same page: the inspector sees it, with no buttons; the enterprise
             # sees its own and may act only on its own enterprise's task; another enterprise sees nothing.

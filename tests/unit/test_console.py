@@ -192,7 +192,11 @@ def test_a_report_becomes_a_county_task_and_can_be_tracked(world: World):
     assert board[f"INC-{tracking}"]["rules"][0]["description"]["zh"] == "群众举报投诉"
     detail = world.get(f"/v1/incidents/INC-{tracking}/detail", "inspector").json()
     assert detail["report"]["what"] == "仓库后门堆放液化气钢瓶，有气味"
-    assert world.get(f"/v1/incidents/INC-{tracking}/detail", "other").json()["report"] is None
+    assert board[f"INC-{tracking}"]["enterprise"]["name"] == "张家港港丰石化仓储有限公司"
+    # The enterprise reported on sees nothing of it, through any call.
+    assert world.get(f"/v1/incidents/INC-{tracking}/detail", "other").status_code == 403
+    assert world.get("/tasks", "other").json() == [] and world.get("/incidents", "other").json() == []
+    assert world.get("/v1/board", "other").json()["items"] == []
 
 
 @pytest.mark.parametrize(

@@ -188,6 +188,7 @@
         <h4>${esc(t("deliveries"))}</h4><ul>${task.deliveries.map((x) => `<li><time>${esc(time(x.at))}</time> #${x.attempt} ${x.ok ? "✓" : "✗"} ${esc(x.http_status ?? "")} ${esc(x.error ?? "")}</li>`).join("")}</ul></details>`).join("");
     const report = d.report ? `<h3>${esc(t("report_info"))} ${esc(d.report.tracking)}</h3>
         <p class="report-text">${esc(d.report.what)}</p>
+        <div class="photos">${Array.from({ length: d.report.photos }, (_, i) => `<img alt="" data-photo="/v1/reports/${encodeURIComponent(d.report.tracking)}/photos/${i}">`).join("")}</div>
         <p>${esc(d.report.address || "")} · ${esc(time(d.report.happened_at))} · ${esc(d.report.contact || "—")} · ${esc(d.report.status)}${d.report.reason ? " · " + esc(d.report.reason) : ""}</p>
         ${d.report.status === "dispatched" ? `<button type="button" data-report="${esc(d.report.tracking)}" data-how="link">${esc(t("link_report"))}</button>
         <button type="button" data-report="${esc(d.report.tracking)}" data-how="unfounded">${esc(t("unfounded"))}</button>` : ""}` : "";
@@ -199,6 +200,11 @@
       <h3>${esc(t("hazards"))}</h3>${d.hazards_error ? `<p class="error">${esc(d.hazards_error)}</p>` : ""}${hazards}
       <h3>${esc(t("tasks"))}</h3>${tasks}`;
     panel.hidden = false;
+    // <img src> cannot send the token: fetch each photo with it and show the bytes.
+    panel.querySelectorAll("img[data-photo]").forEach(async (img) => {
+      const response = await fetch(img.dataset.photo, { headers: { Authorization: `Bearer ${sessionStorage.getItem("sw-token")}` } });
+      if (response.ok) img.src = URL.createObjectURL(await response.blob());
+    });
   }
 
   document.addEventListener("click", (ev) => {
