@@ -21,6 +21,8 @@ const SW = (() => {
       ask_reason: "理由", refused: "无权限或状态不允许", escalated_to: "升级级别",
       s_new: "新建", s_delivered: "已送达", s_escalated: "已升级", s_acknowledged: "已确认",
       s_in_progress: "处置中", s_resolved: "已办结", s_closed: "已关闭", s_open: "进行中", s_update: "更新", s_closed_inc: "已结束",
+      e_created: "新建派单", e_delivered: "已送达", e_revision: "事件更新", e_escalated: "超时升级", e_acknowledged: "已确认",
+      e_assigned: "已指派", e_note: "备注", e_resolved: "已办结", e_closed: "已关闭", e_handed_over: "已转交", e_held: "暂缓通知", e_released: "恢复通知",
       role_admin: "管理员", role_duty_officer: "值班员", role_inspector: "监察员", role_enterprise: "企业操作员",
     },
     en: {
@@ -41,6 +43,8 @@ const SW = (() => {
       ask_reason: "Reason", refused: "Not allowed, or not in this state", escalated_to: "Escalation level",
       s_new: "new", s_delivered: "delivered", s_escalated: "escalated", s_acknowledged: "acknowledged",
       s_in_progress: "in progress", s_resolved: "resolved", s_closed: "closed", s_open: "open", s_update: "updated", s_closed_inc: "ended",
+      e_created: "task created", e_delivered: "delivered", e_revision: "incident updated", e_escalated: "escalated", e_acknowledged: "acknowledged",
+      e_assigned: "assigned", e_note: "note", e_resolved: "resolved", e_closed: "closed", e_handed_over: "handed over", e_held: "message held", e_released: "message released",
       role_admin: "admin", role_duty_officer: "duty officer", role_inspector: "inspector", role_enterprise: "enterprise operator",
     },
   };

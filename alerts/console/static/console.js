@@ -184,7 +184,7 @@
           · ${esc(time(h.start))}${h.end ? " – " + esc(time(h.end)) : ""}</div>
         ${SWChart.svg(h.readings, h.threshold, h.start, h.end, (ms) => time(ms, false))}</div>`).join("");
     const tasks = d.tasks.map((task) => `<details class="task-history"><summary>${esc(dept(task.department_name))} — ${esc(t("s_" + task.status))}</summary>
-        <h4>${esc(t("audit"))}</h4><ul>${task.audit.map((a) => `<li><time>${esc(time(a.at))}</time> ${esc(a.event)} → ${esc(a.to_status)} · ${esc(a.actor)}${a.detail ? " · " + esc(a.detail) : ""}</li>`).join("")}</ul>
+        <h4>${esc(t("audit"))}</h4><ul>${task.audit.map((a) => `<li><time>${esc(time(a.at))}</time> ${esc(t("e_" + a.event))} → ${esc(t("s_" + a.to_status))} · ${esc(a.actor)}${a.detail ? " · " + esc(a.detail) : ""}</li>`).join("")}</ul>
         <h4>${esc(t("deliveries"))}</h4><ul>${task.deliveries.map((x) => `<li><time>${esc(time(x.at))}</time> #${x.attempt} ${x.ok ? "✓" : "✗"} ${esc(x.http_status ?? "")} ${esc(x.error ?? "")}</li>`).join("")}</ul></details>`).join("");
     const report = d.report ? `<h3>${esc(t("report_info"))} ${esc(d.report.tracking)}</h3>
         <p class="report-text">${esc(d.report.what)}</p>

@@ -15,8 +15,8 @@
   function render() {
     if (!data) return;
     document.getElementById("totals").innerHTML =
-      `<div class="big total"><span>${esc(t("open_total"))}</span><b data-count="open">${data.open}</b></div>` +
-      SEVERITIES.map((s) => `<div class="big sev-${s}"><span>${esc(t(s))}</span><b data-count="${s}">${data.by_severity[s]}</b></div>`).join("");
+      `<div class="tile total"><span>${esc(t("open_total"))}</span><b data-count="open">${data.open}</b></div>` +
+      SEVERITIES.map((s) => `<div class="tile sev-${s}"><span>${esc(t(s))}</span><b data-count="${s}">${data.by_severity[s]}</b></div>`).join("");
     document.getElementById("severe").innerHTML = data.severe.map((i) => `<li class="sev-${esc(i.severity)}" data-incident-id="${esc(i.incident_id)}">
         <b>${esc(i.site.name)}</b><span>${esc(i.enterprise.name)} · ${esc(i.region.name)}</span>
         <span>${esc(i.rules.map((r) => pick(r.description)).filter(Boolean).join("；"))}</span><time>${esc(time(i.opened_at))}</time></li>`).join("")
@@ -25,7 +25,7 @@
     document.getElementById("by-sector").innerHTML = countsTable(data.by_sector);
     document.getElementById("enterprises").innerHTML = data.enterprises.map((e) => `<li class="sev-${esc(e.severity)}"><span class="dot"></span>${esc(e.name)} <small>${esc(e.region)}</small></li>`).join("");
     document.getElementById("events").innerHTML = data.events.map((e) => `<li><time>${esc(time(e.at, false))}</time>
-        <span class="badge sev-${esc(e.severity)}">${esc(t(e.severity))}</span>${e.rule_id === "report.public" ? ` <span class="badge report">${esc(t("kind_report"))}</span>` : ""} <b>${esc(e.site_name || e.incident_id)}</b> · ${esc(t("s_" + e.to_status))}
+        <span class="badge sev-${esc(e.severity)}">${esc(t(e.severity))}</span>${e.rule_id === "report.public" ? ` <span class="badge report">${esc(t("kind_report"))}</span>` : ""} <b>${esc(e.site_name || e.incident_id)}</b> · ${esc(t("e_" + e.event))}
         <small>${e.departments.length > 1 ? e.departments.length + " × " : ""}${esc(e.departments.slice(0, 3).map(dept).join("、"))}${e.departments.length > 3 ? " …" : ""}</small></li>`).join("");
   }
 
