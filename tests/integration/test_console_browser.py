@@ -175,6 +175,11 @@ async def test_console_wall_and_report_in_chromium(stack, tmp_path: Path):
             assert await page.evaluate("window.__notReloaded === true")
             await wall.screenshot(path=str(tmp_path / "wall.png"))
             await public.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+
+            # Open pages hold event streams: the service must still stop promptly, not be killed.
+            started = time.monotonic()
+            stop(alerts)
+            assert alerts.returncode != -9 and time.monotonic() - started < 10, "open streams held the stop up"
         finally:
             await browser.close()
             if worker is not None:

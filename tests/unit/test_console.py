@@ -3,6 +3,7 @@ rule catalogue and routing file (no broker: the browser test runs the whole stac
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,6 +16,7 @@ from alerts.auth import issue_token
 from alerts.console.directory import load_directory
 from alerts.console.events import changes_since, cursor_now
 from alerts.routing import load_routing
+from alerts.schema import MIGRATIONS, SCHEMA_VERSION
 from alerts.store import TaskStore, task_id_for
 from config.settings import PROJECT_ROOT, Settings
 from rules.models import IncidentEvent, TimelineEntry
@@ -274,3 +276,18 @@ def test_directory_finds_the_rule_of_each_hazard_kind():
     assert names.rule_of_hazard("ammonia", "high", "no-such-sensor") is None
     assert names.rule_text("no.such_rule")["description"] is None
     assert names.region("320681")["full"] == "江苏省 南通市 启东市"
+
+
+def test_a_store_of_the_previous_release_gains_the_report_tables(tmp_path: Path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for version, step in enumerate(MIGRATIONS[:4], start=1):
+        step(db)
+        db.execute(f"PRAGMA user_version = {version}")
+    db.close()
+    store = TaskStore(path)
+    assert store.migrated_from == 4 and SCHEMA_VERSION == 5
+    with store.reading() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM report_photos").fetchone()[0] == 0
+    store.close()
