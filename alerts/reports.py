@@ -350,6 +350,8 @@ class RateLimit:
         """Count one event; 0 if allowed, else the seconds until the next one would be."""
         now = time.monotonic() if now is None else now
         with self._lock:
+            if len(self._seen) > 10_000:  # forget sources whose window has passed, so memory stays bounded
+                self._seen = {k: v for k, v in self._seen.items() if v and v[-1] > now - self.window_s}
             seen = self._seen.setdefault(source, deque())
             while seen and seen[0] <= now - self.window_s:
                 seen.popleft()

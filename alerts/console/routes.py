@@ -64,6 +64,20 @@ def add_console(
     app.state.stopping = threading.Event()  # set by the service before it stops: ends the event streams
 
     app.mount("/static/console", StaticFiles(directory=STATIC), name="console-static")
+    # The form parser would spool a body of any size to disk before the handler sees it: refuse
+    # an oversized report by its declared length first (browsers always declare it for a form).
+    max_body = settings.reports_max_photos * settings.reports_photo_max_bytes + 256 * 1024
+
+    @app.middleware("http")
+    async def limit_report_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if request.method == "POST" and request.url.path == "/v1/reports":
+            length = request.headers.get("content-length", "")
+            if not length.isdigit():
+                return JSONResponse({"detail": "a report needs a Content-Length header"}, status_code=411)
+            if int(length) > max_body:
+                detail = [{"field": "photos", "message": f"the report is larger than {max_body} bytes in all"}]
+                return JSONResponse({"detail": detail}, status_code=413)
+        return await call_next(request)
 
     def page(name: str) -> Callable[[], FileResponse]:
         def serve() -> FileResponse:

@@ -55,6 +55,7 @@ async def log_in(browser: Browser, url: str, secret: str) -> Page:
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_console_wall_and_report_in_chromium(stack, tmp_path: Path):
+    assert Path(CHROMIUM).exists(), f"no {CHROMIUM}: `safewatch stack install` (make setup) installs Debian's chromium"
     settings = await isolated(
         stack,
         alerts_port=free_ports()["alerts_port"],

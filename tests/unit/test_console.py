@@ -226,6 +226,12 @@ def test_bad_reports_are_refused_naming_the_field(tmp_path: Path, fields, files,
     world.store.close()
 
 
+def test_an_oversized_report_is_refused_before_it_is_read(world: World):
+    limit = world.settings.reports_max_photos * world.settings.reports_photo_max_bytes + 256 * 1024
+    response = report(world, files=[("photos", ("huge.png", PNG + bytes(limit), "image/png"))])
+    assert response.status_code == 413 and response.json()["detail"][0]["field"] == "photos"
+
+
 def test_reports_are_rate_limited_per_source(world: World):
     codes = [report(world).status_code for _ in range(4)]
     assert codes == [201, 201, 201, 429]
