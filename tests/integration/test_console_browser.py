@@ -169,8 +169,20 @@ async def test_console_wall_and_report_in_chromium(stack, tmp_path: Path):
             assert await report_card.get_attribute("data-kind") == "report"
             tasks = httpx.get(f"{api}/tasks", params={"incident_id": f"INC-{tracking}"}, headers=duty).json()
             assert [t["department"] for t in tasks] == ["county-emergency"]
+            # The inspector reads it in the detail (photo included) and closes it as unfounded there.
+            inspector_card = inspector.locator(f"article[data-incident-id='INC-{tracking}']")
+            await expect(inspector_card).to_be_visible(timeout=15_000)
+            await inspector_card.locator("button.more").click()
+            panel = inspector.locator("#detail")
+            await expect(panel).to_contain_text("液化气钢瓶")
+            await expect(panel.locator("img[data-photo]")).to_have_js_property("naturalWidth", 2, timeout=10_000)
+            inspector.once("dialog", lambda dialog: dialog.accept("现场核查无钢瓶"))
+            await panel.locator("button[data-how=unfounded]").click()
+            await expect(inspector_card).to_contain_text("已结束", timeout=15_000)  # its incident closed
+            decided = httpx.get(f"{api}/v1/reports", headers=duty).json()[0]
+            assert (decided["status"], decided["decided_by"]) == ("unfounded", "监察员 李")
             await public.click("#track button[type=submit]")
-            await expect(public.locator("#track-result")).to_contain_text(tracking)
+            await expect(public.locator("#track-result")).to_contain_text("经核查不属实 — 现场核查无钢瓶")
             await wall.bring_to_front()
             await expect(wall.locator("#events")).to_contain_text("举报", timeout=15_000)
             assert await page.evaluate("window.__notReloaded === true")
