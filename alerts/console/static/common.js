@@ -4,7 +4,7 @@
 const SW = (() => {
   const LABELS = {
     zh: {
-      title: "安全生产监测预警 · 值班台", wall: "大屏", report: "举报投诉", console: "值班台",
+      title: "安全生产监测预警 · 值班台", wall_title: "安全生产监测预警 · 全省态势", wall: "大屏", report: "举报投诉", console: "值班台",
       login: "登录", token: "API 令牌", token_hint: "输入值班令牌（safewatch alerts token issue）",
       logout: "退出", bad_token: "令牌无效或已撤销", live: "实时", offline: "连接中断，重连中…",
       red: "红色", orange: "橙色", yellow: "黄色", blue: "蓝色", open_total: "未结事件",
@@ -26,7 +26,7 @@ const SW = (() => {
       role_admin: "管理员", role_duty_officer: "值班员", role_inspector: "监察员", role_enterprise: "企业操作员",
     },
     en: {
-      title: "Work-safety monitoring · Duty console", wall: "Wall", report: "Report a hazard", console: "Console",
+      title: "Work-safety monitoring · Duty console", wall_title: "Work-safety monitoring · The province at a glance", wall: "Wall", report: "Report a hazard", console: "Console",
       login: "Log in", token: "API token", token_hint: "Paste your duty token (safewatch alerts token issue)",
       logout: "Log out", bad_token: "Token not valid or revoked", live: "Live", offline: "Disconnected, reconnecting…",
       red: "Red", orange: "Orange", yellow: "Yellow", blue: "Blue", open_total: "Open incidents",
