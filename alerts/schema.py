@@ -194,6 +194,9 @@ def _v5(db: sqlite3.Connection) -> None:
         " reason TEXT, decided_by TEXT, photos INTEGER NOT NULL DEFAULT 0)"
     )
     db.execute("CREATE INDEX reports_incident ON reports (incident_id)")
+    db.execute("CREATE INDEX reports_updated ON reports (updated_at)")
+    # Each open console reads the newest change twice a second: keep that an index lookup.
+    db.execute("CREATE INDEX incidents_received ON incidents (received_at)")
     db.execute(
         "CREATE TABLE report_photos (tracking TEXT NOT NULL REFERENCES reports (tracking), idx INTEGER NOT NULL,"
         " content_type TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (tracking, idx))"
