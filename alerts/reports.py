@@ -8,6 +8,7 @@ send reports to the departments that handle them with `kinds: [report]`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from alerts.store import TaskStore, now_ms
 from rules.models import IncidentEvent, TimelineEntry
 from sensors.registry import Registry
 
+log = logging.getLogger(__name__)
 REPORT_KIND = "report"
 REPORT_RULE = "report.public"
 TRACKING_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read out over the phone
@@ -253,6 +255,8 @@ def submit_report(
 def dispatch(store: TaskStore, routing: Routing, incident: IncidentEvent, now: int) -> list[str]:
     """Route an incident and store its tasks and notifications, as the incident consumer does."""
     matches = route_matches(facts_of(incident), routing)
+    if not matches:
+        log.warning("incident %s (region %s) matched no route: nobody is told", incident.incident_id, incident.region)
     store.record_incident(
         incident,
         [m.department for m in matches],

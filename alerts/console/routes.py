@@ -28,6 +28,13 @@ from alerts.store import TaskStore, now_ms
 from config.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
+# The pages hold a bearer token: nothing but this service's own scripts may run or be reached.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 DECIDE = ("admin", "duty_officer", "inspector")  # who may link a report or close it as unfounded
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 
@@ -81,7 +88,7 @@ def add_console(
 
     def page(name: str) -> Callable[[], FileResponse]:
         def serve() -> FileResponse:
-            return FileResponse(STATIC / name, media_type="text/html; charset=utf-8")
+            return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
         return serve
 

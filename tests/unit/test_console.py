@@ -15,6 +15,7 @@ from alerts.api import create_app
 from alerts.auth import issue_token
 from alerts.console.directory import load_directory
 from alerts.console.events import changes_since, cursor_now
+from alerts.reports import ReportInput, check_report
 from alerts.routing import load_routing
 from alerts.schema import MIGRATIONS, SCHEMA_VERSION
 from alerts.store import TaskStore, task_id_for
@@ -266,12 +267,26 @@ def test_pages_and_assets_are_served_locally(world: World):
     for page, script in (("/", "console.js"), ("/wall", "wall.js"), ("/report", "report.js")):
         html = world.client.get(page)
         assert html.status_code == 200 and f"/static/console/{script}" in html.text
+        assert "default-src 'self'" in html.headers["content-security-policy"]
     for asset in STATIC.iterdir():
         served = world.client.get(f"/static/console/{asset.name}")
         assert served.status_code == 200
         assert "http://" not in served.text and "https://" not in served.text, f"{asset.name} reaches out"
     form = world.client.get("/v1/report-form").json()
     assert {"code": "320681", "name": "启东市", "full": "江苏省 南通市 启东市", "city": "南通市"} in form["regions"]
+
+
+def test_when_is_read_in_the_console_time_zone():
+    registry = load_directory(Settings().registry, Settings().rules_dir).registry
+    now = 1_780_310_000_000  # 2026-06-01 10:33 UTC
+
+    def happened(when: str) -> int:
+        raw = ReportInput(what="东门外有人违规动火", when=when, region="320681", address="东门外")
+        fields, _ = check_report(raw, registry, tz="Asia/Shanghai", now=now, photos=[], max_photos=3, max_photo_bytes=1)
+        return fields["happened_at"]
+
+    assert happened("2026-06-01T08:00") == 1_780_272_000_000  # 08:00 in Shanghai = 00:00 UTC
+    assert happened("2026-06-01T08:00+00:00") == 1_780_300_800_000  # an explicit offset wins
 
 
 def test_directory_finds_the_rule_of_each_hazard_kind():
