@@ -17,6 +17,7 @@ from alerts.store import UNACKNOWLEDGED, Task, TaskStore
 from rules.models import SEVERITY_RANK
 
 FINISHED = ("resolved", "closed")
+LEVELS = {"enterprise": 0, "county": 1, "city": 2, "province": 3}  # departments outside the chain come last
 MAX_ITEMS = 500
 
 
@@ -85,8 +86,15 @@ def item(incident: dict[str, Any], tasks: list[Task], principal: Principal, rout
         "sector": names.sector(incident.get("sector", "")),
         "rules": names.hazard_rules(incident),
         "next_deadline": min(waiting) if waiting else None,
-        "tasks": [task_row(t, principal, routing) for t in tasks],
+        "tasks": [task_row(t, principal, routing) for t in sorted(tasks, key=lambda t: chain_order(t, routing))],
     }
+
+
+def chain_order(task: Task, routing: Routing) -> tuple[int, str]:
+    """Tasks listed up the reporting chain: enterprise, county, city, province, then the others."""
+    department = routing.departments.get(task.department)
+    level = department.level if department else None
+    return LEVELS.get(level or "", len(LEVELS)), task.department
 
 
 def board(store: TaskStore, principal: Principal, routing: Routing, names: Directory) -> list[dict[str, Any]]:

@@ -289,9 +289,9 @@ def _detail(store: TaskStore, incident: dict[str, Any], principal: Principal, ro
     item["timeline"] = incident.get("timeline", [])
     item["hazard_ids"] = incident.get("hazard_ids", [])
     item["open_hazard_ids"] = incident.get("open_hazard_ids", [])
-    for row, task in zip(item["tasks"], tasks, strict=True):
-        row["deliveries"] = [d.model_dump() for d in store.deliveries(task.task_id)]
-        row["audit"] = [a.model_dump() for a in store.audit(task.task_id)]
+    for row in item["tasks"]:
+        row["deliveries"] = [d.model_dump() for d in store.deliveries(row["task_id"])]
+        row["audit"] = [a.model_dump() for a in store.audit(row["task_id"])]
     item["report"] = None
     if principal.role in DECIDE:  # a report's text and contact are for regulators only
         with store.reading() as db:

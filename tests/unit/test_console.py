@@ -107,6 +107,7 @@ def test_board_shows_names_rule_texts_and_what_each_role_may_do(world: World):
     assert rules["ammonia.exhaust_fan"]["description"]["zh"] == "氨气报警后事故排风机未启动"
     assert rules["ammonia.exhaust_fan"]["action"]["zh"].startswith("立即手动启动事故排风机")
     assert item["next_deadline"] == min(t["ack_deadline"] for t in item["tasks"])
+    assert [t["department"] for t in item["tasks"]] == ["enterprise-duty", "county-emergency", "nantong-emergency"]
     assert all(t["may_act"] for t in item["tasks"])
     assert not any(t["may_act"] for t in world.get("/v1/board", "inspector").json()["items"][0]["tasks"])
     own = world.get("/v1/board", "own").json()["items"][0]["tasks"]
