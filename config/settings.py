@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     smtp_from: str = "safewatch@localhost"
     sms_gateway_url: str | None = Field(None, description="HTTP SMS gateway the sms channel posts to")
     sms_gateway_token: str | None = Field(None, repr=False)  # sent as a Bearer token; never printed
+    # --- alerts: issue 8 (duty console, public reports) ---
+    console_poll_s: float = Field(0.5, gt=0, description="how often the console's event stream looks for changes")
+    console_timezone: str = Field("Asia/Shanghai", description="the time zone the console shows times in")
+    reports_per_hour: int = Field(5, ge=1, description="public reports accepted per source address per hour")
+    reports_max_photos: int = Field(3, ge=0, description="photos one public report may carry")
+    reports_photo_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest photo of a public report")
+    reports_severity: Literal["blue", "yellow", "orange", "red"] = Field(
+        "yellow", description="severity of the incident a public report opens (its acknowledge deadline)"
+    )
 
     @property
     def bootstrap(self) -> str:

@@ -39,11 +39,12 @@ def _fail(message: str, code: int = 1) -> None:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Install what the embedded stack needs that pip cannot (InfluxDB from Debian)."""
-    from .stack import install_influxdb
+    """Install what the embedded stack and its tests need that pip cannot (InfluxDB and Chromium from Debian)."""
+    from .stack import install_chromium, install_influxdb
 
     try:
         install_influxdb()
+        install_chromium()
     except Exception as exc:  # the message says what to do
         _fail(str(exc))
 
