@@ -210,12 +210,26 @@ def build_app(settings: Settings) -> faust.App:
                 if lost:
                     log.warning("dropped %d partition(s) reassigned without a revoke", len(lost))
 
+    async def start_consumer() -> AIOKafkaConsumer:
+        """The telemetry consumer, started; a broker that went away since the worker's start is waited for."""
+        deadline = time.monotonic() + settings.broker_wait_s
+        while True:
+            started = AIOKafkaConsumer(**options)
+            started.subscribe(sorted(telemetry_names), listener=Rebalance())
+            try:
+                await started.start()
+                return started
+            except (KafkaConnectionError, KafkaTimeoutError) as exc:
+                await started.stop()
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("broker unreachable while starting the telemetry consumer (%r); trying again", exc)
+                await asyncio.sleep(1.0)
+
     @app.task
     async def evaluate() -> None:
         nonlocal consumer
-        consumer = AIOKafkaConsumer(**options)
-        consumer.subscribe(sorted(telemetry_names), listener=Rebalance())
-        await consumer.start()
+        consumer = await start_consumer()
         last_commit = time.monotonic()
         try:
             while True:
