@@ -42,7 +42,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Install what the embedded stack and its tests need that pip cannot (InfluxDB, Chromium, Prometheus from Debian)."""
+    """Install what the stack and its tests need that pip cannot (InfluxDB, Chromium, Prometheus from Debian)."""
     from .stack import install_chromium, install_influxdb, install_prometheus
 
     try:
