@@ -78,10 +78,10 @@ TABLE: dict[str, DataClass] = {
         DataClass(
             "reporter_contacts",
             "important",
-            ("admin", "duty_officer"),
+            ("admin", "duty_officer", "inspector"),
             False,
             False,
-            "personal information of whistle-blowers: only the role that handles reports",
+            "personal information of whistle-blowers: only the roles that decide on reports",
         ),
         DataClass("tokens", "important", ("admin",), False, False, "credentials: listed by id, secrets never kept"),
         DataClass(
