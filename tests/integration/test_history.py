@@ -177,9 +177,13 @@ def test_readings_pick_raw_for_a_short_range_and_rollups_for_long_ones(run):
     assert res.rp == RAW and pts
     long_ = make_filters(h.registry, lr.start_ms - 30 * 86_400_000 + 3_600_000, lr.start_ms + 3_600_000, sensor=sensor)
     res, pts = readings(lr.settings, h.registry, long_)
-    assert res.rp == ROLLUP_1H and sum(p["count"] for p in pts) == sum(
-        p["count"] for p in readings(lr.settings, h.registry, short)[1]
-    )
+    in_short = sum(p["count"] for p in readings(lr.settings, h.registry, short)[1])
+    assert res.rp == ROLLUP_1H and res.interval_s == 7200 and sum(p["count"] for p in pts) == in_short
+    # a week: hourly buckets, the roll-up's own points read as they are
+    week = make_filters(h.registry, lr.start_ms - 7 * 86_400_000 + 3_600_000, lr.start_ms + 3_600_000, sensor=sensor)
+    res, pts = readings(lr.settings, h.registry, week)
+    assert (res.rp, res.interval_s) == (ROLLUP_1H, 3600) and sum(p["count"] for p in pts) == in_short
+    assert {"min", "mean", "max", "last", "count", "sensor_id", "time_local"} <= set(pts[0])
 
 
 def test_http_endpoints_roles_exports_and_audit(run):
