@@ -306,6 +306,8 @@ def test_the_command_line(run, tmp_path):
     assert rd.returncode == 0 and "from raw" in rd.stderr and len(list(csv.DictReader(io.StringIO(rd.stdout)))) > 1
     st = _cli(s, "stats", "--enterprise", ent.id, *rng, "--format", "json")
     assert st.returncode == 0 and orjson.loads(st.stdout)["hazards_opened"] > 0
+    setup = _cli(s, "setup", "--backfill", "2h")
+    assert setup.returncode == 0 and "rollup_1m" in setup.stdout and "backfilled" in setup.stdout, setup.stderr
     bad = _cli(s, "hazards", "--since", "2026-12-02", "--until", "2026-12-01")
     assert bad.returncode == 2 and "empty range" in bad.stderr
     unknown = _cli(s, "hazards", "--site", "no-such-site")
