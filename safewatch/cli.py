@@ -20,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-stack_app = typer.Typer(help="The embedded local stack: Tansu broker and InfluxDB 1.x.", no_args_is_help=True)
+stack_app = typer.Typer(help="The embedded local stack: Tansu broker, InfluxDB 1.x, mosquitto.", no_args_is_help=True)
 alerts_app = typer.Typer(help="The alert service.", no_args_is_help=True)
 registry_app = typer.Typer(help="The registry of enterprises, sites and sensors.", no_args_is_help=True)
 rules_app = typer.Typer(help="The rule catalogue.", no_args_is_help=True)
@@ -39,11 +39,12 @@ def _fail(message: str, code: int = 1) -> None:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Install what the embedded stack needs that pip cannot (InfluxDB from Debian)."""
-    from .stack import install_influxdb
+    """Install what the embedded stack needs that pip cannot (InfluxDB and mosquitto from Debian)."""
+    from .stack import install_influxdb, install_mosquitto
 
     try:
         install_influxdb()
+        install_mosquitto()
     except Exception as exc:  # the message says what to do
         _fail(str(exc))
 
