@@ -452,3 +452,99 @@ def sectors() -> None:
     prefix = get_settings().topic_prefix
     for s in SECTORS:
         console.print(f"{s}\t{telemetry_topic(s, prefix)}")
+
+
+# --- ingest gateway and enterprise tokens (issue 10) ------------------------------------------
+enterprise_app = typer.Typer(help="Enterprises' own credentials for the ingest gateway.", no_args_is_help=True)
+enterprise_token_app = typer.Typer(
+    help="Enterprise tokens: HTTP bearer token and MQTT password (hashed at rest; shown once).", no_args_is_help=True
+)
+app.add_typer(enterprise_app, name="enterprise")
+enterprise_app.add_typer(enterprise_token_app, name="token")
+
+
+@enterprise_token_app.command("issue")
+def enterprise_token_issue(
+    enterprise: str = typer.Argument(..., help="the enterprise's unified social credit code"),
+    name: str = typer.Option(..., help="who holds it, e.g. 'tank farm gateway'"),
+) -> None:
+    """Issue a token for an enterprise of the registry; prints the secret alone on stdout, once."""
+    from ingest.tokens import TokenStore
+    from sensors.registry import RegistryError, load_registry
+
+    from .mosquitto import enterprise_topics, sync_auth
+
+    settings = get_settings()
+    try:
+        reg = load_registry(settings.registry)
+    except RegistryError as exc:
+        _fail(str(exc))
+    if enterprise not in reg.enterprises:
+        _fail(f"no enterprise {enterprise!r} in {settings.registry} (give its unified social credit code)")
+    store = TokenStore(settings.ingest_db_path)
+    try:
+        token, secret = store.issue(enterprise, name)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    sync_auth(settings)
+    err.print(
+        f"issued {token.token_id} for {enterprise} ({reg.enterprises[enterprise].name}), held by {name}.\n"
+        f"HTTP: Authorization: Bearer <token>; MQTT: user {token.token_id}, password <token>, "
+        f"topics {enterprise_topics(enterprise)}. The token is shown once, keep it safe:",
+        markup=False,
+    )
+    print(secret)  # alone on stdout: TOKEN=$(safewatch enterprise token issue ...)
+
+
+@enterprise_token_app.command("revoke")
+def enterprise_token_revoke(token_id: str = typer.Argument(..., help="the token's id (ent-…), from `list`")) -> None:
+    """Revoke a token: HTTP refuses it at once, mosquitto at its next login."""
+    from ingest.tokens import TokenStore
+
+    from .mosquitto import sync_auth
+
+    settings = get_settings()
+    store = TokenStore(settings.ingest_db_path)
+    try:
+        if not store.revoke(token_id):
+            _fail(f"no live token {token_id}")
+    finally:
+        store.close()
+    sync_auth(settings)
+    console.print(f"revoked {token_id}")
+
+
+@enterprise_token_app.command("list")
+def enterprise_token_list() -> None:
+    """Every enterprise token: id, enterprise, holder, issued and revoked (never the secret)."""
+    from ingest.tokens import TokenStore
+
+    store = TokenStore(get_settings().ingest_db_path)
+    try:
+        tokens = store.list()
+    finally:
+        store.close()
+    print("id\tenterprise\tname\tissued_ms\trevoked_ms")  # tab-separated: greppable
+    for t in tokens:
+        print(f"{t.token_id}\t{t.enterprise_id}\t{t.name}\t{t.created_at}\t{t.revoked_at or ''}")
+
+
+@app.command()
+def gateway(
+    mqtt: bool = typer.Option(True, help="also take telemetry from mosquitto (shared subscription, QoS 1)"),
+    loglevel: str = typer.Option("info", help="log level"),
+) -> None:
+    """Run the ingest gateway: HTTP POST /v1/telemetry, GET /v1/feed, and MQTT in; all out to Kafka."""
+    from ingest.service import serve
+    from streams.worker import topic_specs
+
+    from .mosquitto import gateway_password
+    from .stack import ensure_topics_when_reachable
+
+    settings = get_settings()
+    setup_logging("gateway", loglevel)
+    ensure_topics_when_reachable(settings, topic_specs(settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, gateway_password(settings) if mqtt else None, log_level=loglevel))

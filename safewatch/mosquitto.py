@@ -15,10 +15,8 @@ import signal
 from pathlib import Path
 
 from config.settings import Settings
+from ingest.mqtt import TOPIC_FILTER, TOPIC_ROOT
 from ingest.tokens import TokenStore, mosquitto_hash
-
-TOPIC_ROOT = "safewatch"
-GATEWAY_TOPICS = f"{TOPIC_ROOT}/+/+/telemetry"
 
 
 def enterprise_topics(enterprise_id: str) -> str:
@@ -43,7 +41,7 @@ def write_auth(settings: Settings, store: TokenStore) -> None:
     tokens = store.list(live_only=True)
     passwd = [f"{settings.mqtt_user}:{mosquitto_hash(gateway_password(settings))}"]
     passwd += [f"{t.token_id}:{t.mqtt_hash}" for t in tokens]
-    acl = [f"user {settings.mqtt_user}", f"topic read {GATEWAY_TOPICS}", ""]
+    acl = [f"user {settings.mqtt_user}", f"topic read {TOPIC_FILTER}", ""]
     for t in tokens:
         acl += [f"user {t.token_id}", f"topic write {enterprise_topics(t.enterprise_id)}", ""]
     _write(settings.mosquitto_dir / "passwd", "\n".join(passwd) + "\n")

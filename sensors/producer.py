@@ -108,6 +108,12 @@ class TelemetryProducer:
         part = kafka_partition(k, await self.partition_count(topic))
         return await producer.send(topic, value, key=k, partition=part)
 
+    async def send_many(self, messages: list[tuple[str, str | None, bytes]]) -> None:
+        """Send (topic, key, value) messages and return once the broker has every one; raises if any failed."""
+        pending = [await self.send(topic, key, value) for topic, key, value in messages]
+        if pending:
+            await asyncio.gather(*pending)
+
     async def flush(self) -> None:
         """Wait until everything queued so far has been sent."""
         await self._started().flush()
