@@ -7,6 +7,7 @@ milliseconds and not ahead of us, does every field validate, is every sensor the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
