@@ -75,7 +75,8 @@ def split_body(body: bytes, ndjson: bool = False) -> list[tuple[bytes, Any]]:
             if isinstance(obj, list):
                 return [(orjson.dumps(x), x) for x in obj]
             return [(body, obj)]
-    return [(line, None) for line in (raw.strip() for raw in body.split(b"\n")) if line]
+    # Each line's own bytes (less a CR) are what a refusal keeps; blank lines are no items.
+    return [(line, None) for line in (raw.rstrip(b"\r") for raw in body.split(b"\n")) if line.strip()]
 
 
 def check(
