@@ -51,6 +51,7 @@ class MqttIn:
         self.client.username_pw_set(settings.mqtt_user, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.connected = asyncio.Event()
         self._pending: deque[mqtt.MQTTMessage] = deque()
         self._wake = asyncio.Event()
@@ -81,6 +82,12 @@ class MqttIn:
         client.subscribe(f"$share/{self.settings.mqtt_share_group}/{TOPIC_FILTER}", qos=1)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("mosquitto refused the gateway's subscription: %s", reason_codes)
+        else:
+            log.info("subscribed to $share/%s/%s", self.settings.mqtt_share_group, TOPIC_FILTER)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         # paho's thread: queue, and wake the loop once per burst rather than once per message.
