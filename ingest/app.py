@@ -64,14 +64,14 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
             "refused": len(outcomes) - accepted,
             "results": [o.as_result() for o in outcomes],
         }
-        return Response(orjson.dumps(result), status_code=202, media_type="application/json")
+        return Response(_json(result), status_code=202, media_type="application/json")
 
     @app.get("/v1/feed")
     def feed_json(request: Request) -> Response:
         """The feed health of the token's enterprise (never another's)."""
         enterprise_id = enterprise_of(request)
         report = feed.report(enterprise_id, registry, int(time.time() * 1000), settings.feed_silent_periods)
-        return Response(orjson.dumps(report), media_type="application/json")
+        return Response(_json(report), media_type="application/json")
 
     @app.get("/v1/feed.html", response_class=HTMLResponse)
     def feed_html(request: Request) -> HTMLResponse:
@@ -85,6 +85,11 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
         return {"ok": True}
 
     return app
+
+
+def _json(obj: dict) -> bytes:
+    # A final newline, so `curl` output ends its line in a terminal and in a script.
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
 
 
 async def _read_body(request: Request, settings: Settings) -> bytes:

@@ -335,6 +335,7 @@ def simulate(
 def produce(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of readings or frames"),
     topic: str = typer.Option(None, help="topic to send to; default telemetry.<sector> of each site"),
+    json_out: bool = typer.Option(False, "--json", help="print the counts as one JSON object (for scripts)"),
 ) -> None:
     """Send a JSONL file of readings or frames to the broker (the operators' producer)."""
     from sensors.producer import TelemetryProducer, produce_file
@@ -353,7 +354,26 @@ def produce(
             )
 
     counts = asyncio.run(run())
-    console.print(counts)
+    if json_out:
+        import dataclasses
+        import json
+
+        print(json.dumps({"file": str(path), **dataclasses.asdict(counts)}))
+        return
+    print(produce_summary(path, counts))  # plain: rich would fold long paths at 80 columns in a pipe
+
+
+def produce_summary(path: Path, counts) -> str:
+    """What `produce` did, in sentences an operator reads at a glance."""
+    lines = [f"{path}: {counts.lines} lines read, {counts.sent} sent"]
+    lines += [f"  {n:>8}  → {t}" for t, n in sorted(counts.by_topic.items())]
+    if counts.invalid_json:
+        lines.append(f"  {counts.invalid_json} not JSON: sent anyway, the worker dead-letters them (malformed_json)")
+    if counts.unknown_site:
+        lines.append(f"  {counts.unknown_site} name no site of the registry: sent to the previous line's topic")
+    if counts.skipped:
+        lines.append(f"  {counts.skipped} NOT sent: no line names a known site, no topic could be told (use --topic)")
+    return "\n".join(lines)
 
 
 @app.command()
