@@ -166,3 +166,11 @@ async def test_qos1_survives_a_gateway_sigkill(mq) -> None:
         assert values == set(range(n)), f"missing {sorted(set(range(n)) - values)[:20]}"
     finally:
         gateway.stop()
+
+
+def test_install_finds_the_installed_mosquitto() -> None:
+    # `make setup` installed Debian's packages through this same function; now it changes nothing.
+    from safewatch.stack import install_mosquitto, which
+
+    path = install_mosquitto()
+    assert path == which("mosquitto") and which("mosquitto_pub")
