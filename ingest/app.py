@@ -9,6 +9,7 @@ import zlib
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config.settings import Settings
 from sensors.registry import Registry
@@ -43,6 +44,7 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
     @app.post("/v1/telemetry", status_code=202)
     async def telemetry(request: Request) -> Response:
         """One frame or reading, a JSON array of them, or NDJSON; 202 with one result per item."""
+        received = time.monotonic()
         enterprise_id = enterprise_of(request)
         body = await _read_body(request, settings)
         ndjson = request.headers.get("content-type", "").split(";")[0].strip().lower() in NDJSON_TYPES
@@ -57,7 +59,7 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
                 {"Retry-After": str(math.ceil(wait))},
             )
         outcomes = forwarder.check_items(enterprise_id, items)
-        await forwarder.forward([(enterprise_id, "http", outcomes)])
+        await forwarder.forward([(enterprise_id, "http", outcomes)], [received])
         accepted = sum(o.status == "accepted" for o in outcomes)
         result = {
             "accepted": accepted,
@@ -79,6 +81,11 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
         enterprise_id = enterprise_of(request)
         report = feed.report(enterprise_id, registry, int(time.time() * 1000), settings.feed_silent_periods)
         return HTMLResponse(feed_page(report))
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus: items per enterprise and result, accept → Kafka latency."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> dict:

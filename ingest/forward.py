@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from config.settings import Settings
 from config.topics import DEADLETTER_TOPIC
@@ -23,6 +24,13 @@ from .feed import Feed
 from .intake import Outcome, check
 
 ITEMS = PromCounter("safewatch_ingest_items_total", "Items the gateway took in", ["enterprise", "via", "result"])
+# From the gateway taking a request (HTTP) or a message (MQTT) in to the broker confirming it.
+FORWARD_SECONDS = Histogram(
+    "safewatch_ingest_forward_seconds",
+    "Accept to Kafka-confirmed, per HTTP request or MQTT message",
+    ["via"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 class Forwarder:
@@ -56,8 +64,10 @@ class Forwarder:
             for i, (raw, obj) in enumerate(items)
         ]
 
-    async def forward(self, batches: list[tuple[str, str, list[Outcome]]]) -> None:
-        """Send (enterprise, source, outcomes) batches in one go; returns when the broker has them all."""
+    async def forward(self, batches: list[tuple[str, str, list[Outcome]]], received: list[float]) -> None:
+        """Send (enterprise, source, outcomes) batches in one go; returns when the broker has them all.
+
+        `received`: when each batch came in (time.monotonic()), for the accept → Kafka histogram."""
         messages: list[tuple[str, str | None, bytes]] = []
         for enterprise_id, source, outcomes in batches:
             for o in outcomes:
@@ -67,6 +77,9 @@ class Forwarder:
                 else:
                     messages.append((self.deadletter_topic, o.site_id, self._deadletter(enterprise_id, source, o)))
         await self.producer.send_many(messages)
+        done = time.monotonic()
+        for (_, source, _), at in zip(batches, received, strict=True):
+            FORWARD_SECONDS.labels(source.split(":", 1)[0]).observe(done - at)
         now = int(time.time() * 1000)
         for enterprise_id, source, outcomes in batches:
             self.feed.record(enterprise_id, outcomes, now, source)

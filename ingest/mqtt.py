@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 import paho.mqtt.client as mqtt
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 TOPIC_ROOT = "safewatch"
 TOPIC_FILTER = f"{TOPIC_ROOT}/+/+/telemetry"  # safewatch/<credit code>/<site id>/telemetry
 RETRY_MAX_S = 10.0
+# Batches being sent to Kafka at once: one waits out the producer's linger while the next fills.
+BATCHES_IN_FLIGHT = 4
 
 
 def parse_topic(topic: str) -> tuple[str, str] | None:
@@ -53,7 +56,7 @@ class MqttIn:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.connected = asyncio.Event()
-        self._pending: deque[mqtt.MQTTMessage] = deque()
+        self._pending: deque[tuple[mqtt.MQTTMessage, float]] = deque()  # (message, when it arrived)
         self._wake = asyncio.Event()
         self._signalled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,17 +66,33 @@ class MqttIn:
         self._loop = asyncio.get_running_loop()
         self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
         self.client.loop_start()  # reconnects by itself when mosquitto goes away
+        slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        order: asyncio.Queue[tuple[asyncio.Task, list[mqtt.MQTTMessage]]] = asyncio.Queue()
+        acker = asyncio.create_task(self._ack_in_order(order, slots))
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 self._signalled = False
                 while self._pending:
+                    await slots.acquire()
                     n = min(len(self._pending), self.settings.mqtt_batch)
-                    await self._forward([self._pending.popleft() for _ in range(n)])
+                    arrived = [self._pending.popleft() for _ in range(n)]
+                    order.put_nowait((asyncio.create_task(self._forward(arrived)), [m for m, _ in arrived]))
         finally:
+            acker.cancel()
             self.client.disconnect()
             self.client.loop_stop()
+
+    async def _ack_in_order(self, order: asyncio.Queue, slots: asyncio.Semaphore) -> None:
+        """Acknowledge each batch once Kafka has it, in the order the batches arrived (as MQTT asks)."""
+        while True:
+            task, messages = await order.get()
+            await task
+            for msg in messages:
+                if msg.qos > 0:
+                    self.client.ack(msg.mid, msg.qos)
+            slots.release()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -91,13 +110,15 @@ class MqttIn:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         # paho's thread: queue, and wake the loop once per burst rather than once per message.
-        self._pending.append(msg)
+        self._pending.append((msg, time.monotonic()))
         if not self._signalled and self._loop is not None:
             self._signalled = True
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def _forward(self, messages: list[mqtt.MQTTMessage]) -> None:
+    async def _forward(self, arrived: list[tuple[mqtt.MQTTMessage, float]]) -> None:
+        """Check and send one batch to Kafka, retrying until the broker has it; acks are _ack_in_order's."""
         batches: list[tuple[str, str, list[Outcome]]] = []
+        messages = [msg for msg, _ in arrived]
         for msg in messages:
             where = parse_topic(msg.topic)
             # The ACL lets an account publish only under its own credit code, so the topic names the sender.
@@ -108,12 +129,9 @@ class MqttIn:
         delay = 0.5
         while True:
             try:
-                await self.forwarder.forward(batches)
+                await self.forwarder.forward(batches, [at for _, at in arrived])
                 break
             except Exception:  # not acked: retried here, or redelivered by mosquitto after a restart
                 log.exception("forwarding %d MQTT messages failed; retrying in %.1f s", len(messages), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-        for msg in messages:
-            if msg.qos > 0:
-                self.client.ack(msg.mid, msg.qos)

@@ -442,8 +442,26 @@ def bench(
     quix_python: Path | None = typer.Option(
         None, help="a Python with quixstreams: also run the single-reading messages through a Quix Streams app"
     ),
+    gateway: bool = typer.Option(
+        False, "--gateway", help="instead: one ingest gateway, HTTP frames/s and MQTT msgs/s vs raw produce"
+    ),
+    request_frames: int = typer.Option(1000, help="with --gateway: frames per HTTP request"),
+    concurrency: int = typer.Option(4, help="with --gateway: HTTP requests in flight"),
 ) -> None:
     """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
+    if gateway:
+        from .gateway_bench import run_gateway_bench
+
+        n = max(readings // frame_size, 1)
+        run_gateway_bench(
+            get_settings(),
+            frames_total=n,
+            frame_size=frame_size,
+            request_frames=request_frames,
+            concurrency=concurrency,
+            mqtt_total=n,
+        )
+        return
     if storage:
         from .bench import run_storage_bench
 
