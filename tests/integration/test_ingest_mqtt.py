@@ -26,6 +26,7 @@ from .ingest_helpers import (
     gateway_settings,
     issue_token,
     read_topic,
+    safewatch_cli,
 )
 
 
@@ -174,3 +175,19 @@ def test_install_finds_the_installed_mosquitto() -> None:
 
     path = install_mosquitto()
     assert path == which("mosquitto") and which("mosquitto_pub")
+
+
+def test_a_revoked_token_can_no_longer_log_in(mq) -> None:
+    settings, _, _ = mq
+    token_id, secret = issue_token(settings, ENT_A, "to be revoked")
+    first = Plant(settings, token_id, secret)
+    assert first.connect_rc == 0
+    first.close()
+    assert safewatch_cli(settings, "enterprise", "token", "revoke", token_id).returncode == 0
+    # mosquitto rereads its password file on the SIGHUP `revoke` sends, at its next loop turn
+    deadline, rc = time.monotonic() + 5, 0
+    while rc == 0 and time.monotonic() < deadline:
+        again = Plant(settings, token_id, secret)
+        rc = again.connect_rc if again.connect_rc is not None else -1
+        again.close()
+    assert rc not in (0, -1)  # refused by mosquitto (not a timeout)
