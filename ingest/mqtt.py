@@ -1,9 +1,9 @@
 """MQTT in: a shared subscription to every enterprise's telemetry topics, QoS 1, acknowledged after Kafka.
 
-paho-mqtt runs its network loop in its own thread with manual acks: a message is acknowledged
-to mosquitto only once the broker has it (or its dead-letter record). The session is persistent
-(clean_session false, a stable client id), so a gateway killed mid-batch gets every
-unacknowledged message again when it reconnects: at least once, never lost.
+gmqtt (asyncio-native) runs on the gateway's event loop with automatic acknowledgement off: each
+message's handler returns, and so lets gmqtt send its PUBACK, only once the batch holding it is on
+the broker. The session is persistent (clean_session false, a stable client id), so a gateway
+killed mid-batch gets every unacknowledged message again when it reconnects: at least once, never lost.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from gmqtt import Client
+from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv311
 
 from config.settings import Settings
 
@@ -38,100 +39,106 @@ def parse_topic(topic: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+@dataclass
+class _Batch:
+    """Messages forwarded together; `done` resolves once they and every earlier batch are on Kafka."""
+
+    done: asyncio.Future
+    after: asyncio.Future | None  # the previous batch's `done`: PUBACKs go out in arrival order
+    items: list[tuple[str, bytes, float]] = field(default_factory=list)  # (topic, payload, arrived)
+
+
 class MqttIn:
-    """Subscribes, hands messages to the event loop in batches, acks them after the forwarder returns."""
+    """Subscribes, gathers messages into batches, and lets each be acknowledged once its batch is forwarded."""
 
     def __init__(self, settings: Settings, password: str, forwarder: Forwarder):
         self.settings = settings
         self.forwarder = forwarder
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.mqtt_client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        self.client.username_pw_set(settings.mqtt_user, password)
+        self.client = Client(settings.mqtt_client_id, clean_session=False, optimistic_acknowledgement=False)
+        self.client.set_auth_credentials(settings.mqtt_user, password)
+        self.client.set_config({"reconnect_retries": UNLIMITED_RECONNECTS, "reconnect_delay": 1})
         self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
-        self.connected = asyncio.Event()
-        self._pending: deque[tuple[mqtt.MQTTMessage, float]] = deque()  # (message, when it arrived)
+        self.client.on_message = self._on_message
+        self._open: _Batch | None = None
+        self._ready: deque[_Batch] = deque()
+        self._last: asyncio.Future | None = None
         self._wake = asyncio.Event()
-        self._signalled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
-        """Connect and forward until cancelled."""
-        self._loop = asyncio.get_running_loop()
-        self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
-        self.client.loop_start()  # reconnects by itself when mosquitto goes away
+        """Connect (waiting for mosquitto if need be) and forward until cancelled."""
+        delay = 0.5
+        while True:
+            try:
+                await self.client.connect(
+                    self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30, version=MQTTv311
+                )
+                break
+            except (OSError, ConnectionError) as exc:
+                log.warning(
+                    "mosquitto at %s:%d not reachable (%r)", self.settings.mqtt_host, self.settings.mqtt_port, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
         slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
-        order: asyncio.Queue[tuple[asyncio.Task, list[mqtt.MQTTMessage]]] = asyncio.Queue()
-        acker = asyncio.create_task(self._ack_in_order(order, slots))
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                self._signalled = False
-                while self._pending:
+                while self._ready or self._open is not None:
                     await slots.acquire()
-                    n = min(len(self._pending), self.settings.mqtt_batch)
-                    arrived = [self._pending.popleft() for _ in range(n)]
-                    order.put_nowait((asyncio.create_task(self._forward(arrived)), [m for m, _ in arrived]))
+                    if self._ready:
+                        batch = self._ready.popleft()
+                    elif self._open is not None:
+                        batch, self._open = self._open, None
+                    else:
+                        slots.release()
+                        break
+                    task = asyncio.create_task(self._forward(batch))
+                    task.add_done_callback(lambda _: slots.release())
         finally:
-            acker.cancel()
-            self.client.disconnect()
-            self.client.loop_stop()
+            await self.client.disconnect()
 
-    async def _ack_in_order(self, order: asyncio.Queue, slots: asyncio.Semaphore) -> None:
-        """Acknowledge each batch once Kafka has it, in the order the batches arrived (as MQTT asks)."""
-        while True:
-            task, messages = await order.get()
-            await task
-            for msg in messages:
-                if msg.qos > 0:
-                    self.client.ack(msg.mid, msg.qos)
-            slots.release()
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("mosquitto refused the gateway's login: %s", reason_code)
-            return
+    def _on_connect(self, client, flags, rc, properties) -> None:
         client.subscribe(f"$share/{self.settings.mqtt_share_group}/{TOPIC_FILTER}", qos=1)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.connected.set)
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        if any(rc.is_failure for rc in reason_codes):
-            log.error("mosquitto refused the gateway's subscription: %s", reason_codes)
+    def _on_subscribe(self, client, mid, granted, properties) -> None:
+        if any(q not in (0, 1, 2) for q in granted):
+            log.error("mosquitto refused the gateway's subscription: %s", granted)
         else:
             log.info("subscribed to $share/%s/%s", self.settings.mqtt_share_group, TOPIC_FILTER)
 
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        # paho's thread: queue, and wake the loop once per burst rather than once per message.
-        self._pending.append((msg, time.monotonic()))
-        if not self._signalled and self._loop is not None:
-            self._signalled = True
-            self._loop.call_soon_threadsafe(self._wake.set)
+    async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
+        """Join the open batch and wait until it is forwarded; returning sends the PUBACK (0 = success)."""
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch(asyncio.get_running_loop().create_future(), self._last)
+            self._last = batch.done
+            self._wake.set()
+        batch.items.append((topic, payload, time.monotonic()))
+        if len(batch.items) >= self.settings.mqtt_batch:
+            self._ready.append(batch)
+            self._open = None
+        await asyncio.shield(batch.done)
+        return 0
 
-    async def _forward(self, arrived: list[tuple[mqtt.MQTTMessage, float]]) -> None:
-        """Check and send one batch to Kafka, retrying until the broker has it; acks are _ack_in_order's."""
+    async def _forward(self, batch: _Batch) -> None:
+        """Check and send one batch to Kafka, retrying until the broker has it, then release its PUBACKs."""
         batches: list[tuple[str, str, list[Outcome]]] = []
-        messages = [msg for msg, _ in arrived]
-        for msg in messages:
-            where = parse_topic(msg.topic)
+        for topic, payload, _ in batch.items:
             # The ACL lets an account publish only under its own credit code, so the topic names the sender.
-            enterprise_id, site_id = where or ("?", "?")
-            items = split_body(bytes(msg.payload))
-            outcomes = self.forwarder.check_items(enterprise_id, items, topic_site=site_id)
-            batches.append((enterprise_id, f"mqtt:{msg.topic}", outcomes))
+            enterprise_id, site_id = parse_topic(topic) or ("?", "?")
+            outcomes = self.forwarder.check_items(enterprise_id, split_body(payload), topic_site=site_id)
+            batches.append((enterprise_id, f"mqtt:{topic}", outcomes))
         delay = 0.5
         while True:
             try:
-                await self.forwarder.forward(batches, [at for _, at in arrived])
+                await self.forwarder.forward(batches, [at for _, _, at in batch.items])
                 break
             except Exception:  # not acked: retried here, or redelivered by mosquitto after a restart
-                log.exception("forwarding %d MQTT messages failed; retrying in %.1f s", len(messages), delay)
+                log.exception("forwarding %d MQTT messages failed; retrying in %.1f s", len(batch.items), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+        if batch.after is not None:
+            await batch.after
+        batch.done.set_result(None)
