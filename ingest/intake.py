@@ -8,6 +8,7 @@ milliseconds and not ahead of us, does every field validate, is every sensor the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -90,8 +91,11 @@ def check(
     future_ms: int,
     topic_prefix: str = "",
     topic_site: str | None = None,
+    sensor_site: Mapping[str, str] | None = None,
 ) -> Outcome:
-    """Accept or refuse one item sent by `enterprise_id` (`topic_site`: the site an MQTT topic names)."""
+    """Accept or refuse one item sent by `enterprise_id` (`topic_site`: the site an MQTT topic names).
+
+    `sensor_site` (sensor id → site id, built once by the caller) spares a model attribute read per reading."""
     out = Outcome(index, raw)
     if obj is None:
         try:
@@ -143,9 +147,10 @@ def check(
         out.gateway = msg.gateway
     else:
         sensors = [msg.sensor_id]
+    if sensor_site is None:
+        sensor_site = {k: v.site_id for k, v in registry.sensors.items()}
     for i, sensor_id in enumerate(sensors):
-        sensor = registry.sensors.get(sensor_id)
-        if sensor is None or sensor.site_id != site_id:
+        if sensor_site.get(sensor_id) != site_id:
             where = f"readings.{i}.sensor_id" if isinstance(msg, Frame) else "sensor_id"
             return _refuse(out, "unknown_sensor", where, f"{where}: {sensor_id!r} is not a sensor of site {site_id}")
     out.ts = msg.ts
