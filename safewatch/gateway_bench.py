@@ -176,6 +176,40 @@ def run_gateway_bench(
                 f"{n:,}/{mqtt_total:,} forwarded; p50/p99: accept→Kafka bucket bounds",
             )
         )
+        # Latency at a steady load well under the limits: what a plant sees in normal operation.
+        seconds, http_rate, mqtt_rate = 10, 5_000, 2_000
+        e0 = next(iter(by_ent))
+        paced = [b"\n".join(by_ent[e0][i : i + 50]) for i in range(0, 50 * int(http_rate / 50 * seconds), 50)]
+        paced = [b for b in paced if b]
+        _, before = gateway_metrics(url)
+        lat = asyncio.run(http_paced(url, tokens[e0][1], paced, http_rate / 50))
+        _, after = gateway_metrics(url)
+        hb = bucket_delta(after.get("http", []), before.get("http", []))
+        rows.append(
+            Row(
+                f"gateway HTTP latency @ {http_rate:,} frames/s, 50/request",
+                p50_ms=pct(lat, 50),
+                p99_ms=pct(lat, 99),
+                note=f"request time, {len(lat)} requests; accept→Kafka p99 ≤ {bucket_pct(hb, 99) or 0:g} ms",
+            )
+        )
+        site = next(site for _, site, _ in msgs if registry.sites[site].enterprise_id == e0)
+        payloads = [v for _, st, v in msgs if st == site][: mqtt_rate * seconds]
+        payloads = (payloads * (mqtt_rate * seconds // max(len(payloads), 1) + 1))[: mqtt_rate * seconds]
+        before = after
+        mqtt_topic = f"safewatch/{e0}/{site}/telemetry"
+        asyncio.run(mqtt_paced(s, tokens[e0][0].token_id, tokens[e0][1], mqtt_topic, payloads, mqtt_rate))
+        time.sleep(1.0)
+        _, after = gateway_metrics(url)
+        mb = bucket_delta(after.get("mqtt", []), before.get("mqtt", []))
+        rows.append(
+            Row(
+                f"gateway MQTT latency @ {mqtt_rate:,} msgs/s",
+                p50_ms=bucket_pct(mb, 50),
+                p99_ms=bucket_pct(mb, 99),
+                note=f"accept→Kafka bucket bounds, {int(mb[-1][1]) if mb else 0} messages",
+            )
+        )
     finally:
         stop_process(proc)
         store = TokenStore(s.ingest_db_path)
@@ -186,6 +220,52 @@ def run_gateway_bench(
     print_rows(rows, raw_readings=raw * frame_size, settings=s, title="one gateway process, same broker")
     console.print(f"frames of {frame_size} readings; the 'vs raw' column compares with the raw produce row")
     return rows
+
+
+async def http_paced(url: str, token: str, bodies: list[bytes], per_s: float) -> list[float]:
+    """One request every 1/per_s seconds (each its own task); the request times in ms."""
+    latencies: list[float] = []
+
+    async def one(client: httpx.AsyncClient, body: bytes) -> None:
+        t = time.perf_counter()
+        await client.post(
+            f"{url}/v1/telemetry",
+            content=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+        )
+        latencies.append((time.perf_counter() - t) * 1000)
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        start = time.perf_counter()
+        tasks = []
+        for i, body in enumerate(bodies):
+            await asyncio.sleep(max(0.0, start + i / per_s - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(client, body)))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+async def mqtt_paced(s: Settings, user: str, password: str, topic: str, payloads: list[bytes], per_s: float) -> None:
+    """Publish QoS 1 at a steady rate with gmqtt (a plant that is not flooding)."""
+    from gmqtt import Client
+    from gmqtt.mqtt.constants import MQTTv311
+
+    client = Client(f"bench-plant-{time.monotonic_ns()}")
+    client.set_auth_credentials(user, password)
+    await client.connect(s.mqtt_host, s.mqtt_port, version=MQTTv311)
+    start = time.perf_counter()
+    for i, payload in enumerate(payloads):
+        if i % 20 == 0:
+            await asyncio.sleep(max(0.0, start + i / per_s - time.perf_counter()))
+        client.publish(topic, payload, qos=1)
+    await asyncio.sleep(1.0)
+    await client.disconnect()
+
+
+def bucket_delta(after: list[tuple[float, float]], before: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Histogram buckets of what happened between two reads."""
+    old = dict(before)
+    return [(le, n - old.get(le, 0.0)) for le, n in after]
 
 
 def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
