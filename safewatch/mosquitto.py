@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from config.settings import Settings
-from ingest.mqtt import TOPIC_FILTER, TOPIC_ROOT
+from ingest.mqtt import BATCHES_IN_FLIGHT, TOPIC_FILTER, TOPIC_ROOT
 from ingest.tokens import TokenStore, mosquitto_hash
 
 
@@ -64,7 +64,8 @@ def write_conf(settings: Settings) -> Path:
         "autosave_interval 5",
         # The gateway acknowledges a message only once Kafka has it, so many are in flight at once;
         # mosquitto's defaults (20 in flight, 1,000 queued) would throttle it, then drop messages.
-        "max_inflight_messages 0",
+        # In flight: what the gateway's batches hold; the rest waits in mosquitto, not in gateway memory.
+        f"max_inflight_messages {settings.mqtt_batch * BATCHES_IN_FLIGHT}",
         f"max_queued_messages {settings.mqtt_max_queued}",
         "max_packet_size 1048576",
         "log_dest stdout",
