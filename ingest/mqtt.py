@@ -119,7 +119,9 @@ class MqttIn:
         if len(batch.items) >= self.settings.mqtt_batch:
             self._ready.append(batch)
             self._open = None
-        await asyncio.shield(batch.done)
+        # Not shielded: a cancelled handler (only at shutdown) cancels its batch's PUBACKs, which
+        # mosquitto then sends again, as it should; a shield per message cost more than its check.
+        await batch.done
         return 0
 
     async def _forward(self, batch: _Batch) -> None:
@@ -141,4 +143,5 @@ class MqttIn:
                 delay = min(delay * 2, RETRY_MAX_S)
         if batch.after is not None:
             await batch.after
-        batch.done.set_result(None)
+        if not batch.done.done():
+            batch.done.set_result(None)

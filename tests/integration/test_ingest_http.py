@@ -36,7 +36,7 @@ from .ingest_helpers import (
 @pytest.fixture(scope="module")
 def gw(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str, str]]:
     """A gateway (HTTP only) and a token for each of two enterprises."""
-    settings = gateway_settings(stack, feed_silent_periods=1.0)
+    settings = gateway_settings(stack, feed_silent_periods=2.0)
     _, token_a = issue_token(settings, ENT_A)
     _, token_b = issue_token(settings, ENT_B)
     gateway = Gateway(settings, tmp_path_factory.mktemp("gw") / "gateway.log", "--no-mqtt")
@@ -163,7 +163,7 @@ def test_feed_shows_a_silenced_sensor_and_only_its_own_sites(gw) -> None:
     assert feed["last_hour"]["accepted"] >= 1 and feed["last_hour"]["readings"] >= 1
     assert "not_authorised" in feed["refused_examples"]
 
-    time.sleep(2.5)  # period 2 s, silent after one period (feed_silent_periods=1)
+    time.sleep(4.5)  # period 2 s, silent after two periods (feed_silent_periods=2)
     feed = gateway.feed(token_a).json()
     sensors = {s["sensor_id"]: s for site in feed["sites"] for s in site["sensors"]}
     assert sensors[SENSOR_A]["silent"] and SENSOR_A in feed["silent_sensors"]
