@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 18090
     ingest_db: Path | None = Field(None, description="SQLite file of enterprise tokens; default under state_dir")
+    # HTTPS straight from the gateway; without these it serves plain HTTP (TLS ends at a load balancer).
+    ingest_tls_cert: Path | None = Field(None, description="PEM certificate (chain) for HTTPS")
+    ingest_tls_key: Path | None = Field(None, description="PEM private key for HTTPS")
     ingest_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body as sent (413)")
     # gzip makes small bodies large: the limit after inflating stops a zip bomb.
     ingest_max_inflated_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body after gunzip (413)")

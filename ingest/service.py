@@ -37,7 +37,13 @@ async def serve(settings: Settings, mqtt_password: str | None, *, log_level: str
     forwarder = Forwarder(settings, registry, producer, feed)
     app = create_app(settings, registry, store, forwarder, feed)
     config = uvicorn.Config(
-        app, host=settings.ingest_host, port=settings.ingest_port, log_level=log_level, access_log=False
+        app,
+        host=settings.ingest_host,
+        port=settings.ingest_port,
+        log_level=log_level,
+        access_log=False,
+        ssl_certfile=settings.ingest_tls_cert,
+        ssl_keyfile=settings.ingest_tls_key,
     )
     server = uvicorn.Server(config)
     mqtt_task = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -58,16 +59,16 @@ def free_port() -> int:
 class Gateway:
     """A `safewatch gateway` process of its own (SIGKILL-able), on a free port."""
 
-    def __init__(self, settings: Settings, log: Path, *args: str):
+    def __init__(self, settings: Settings, log: Path, *args: str, scheme: str = "http", verify: ssl.SSLContext | bool = True):
         self.settings = settings
-        self.url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+        self.url = f"{scheme}://{settings.ingest_host}:{settings.ingest_port}"
         self.proc = spawn_safewatch(["gateway", *args], log, settings_env(settings, dict(os.environ)))
         self.log = log
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"gateway exited; see {log}:\n{log.read_text()[-3000:]}"
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

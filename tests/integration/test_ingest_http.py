@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +229,26 @@ def test_http_limits(tight) -> None:
 
     r = gateway.post(token_b, one)  # a valid token of an enterprise the registry no longer has
     assert r.status_code == 403 and ENT_B in r.json()["detail"]
+
+
+def test_https_with_a_certificate(stack: Settings, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    settings = gateway_settings(stack, ingest_tls_cert=cert, ingest_tls_key=key)
+    _, token = issue_token(settings, ENT_A)
+    trust = ssl.create_default_context(cafile=str(cert))
+    gateway = Gateway(settings, tmp_path / "gateway.log", "--no-mqtt", scheme="https", verify=trust)
+    try:
+        r = httpx.post(
+            f"{gateway.url}/v1/telemetry",
+            content=orjson.dumps(frame()),
+            headers={"Authorization": f"Bearer {token}"},
+            verify=trust,
+        )
+        assert gateway.url.startswith("https://") and r.status_code == 202 and r.json()["accepted"] == 1
+    finally:
+        gateway.stop()
