@@ -59,7 +59,9 @@ def free_port() -> int:
 class Gateway:
     """A `safewatch gateway` process of its own (SIGKILL-able), on a free port."""
 
-    def __init__(self, settings: Settings, log: Path, *args: str, scheme: str = "http", verify: ssl.SSLContext | bool = True):
+    def __init__(
+        self, settings: Settings, log: Path, *args: str, scheme: str = "http", verify: ssl.SSLContext | bool = True
+    ):
         self.settings = settings
         self.url = f"{scheme}://{settings.ingest_host}:{settings.ingest_port}"
         self.proc = spawn_safewatch(["gateway", *args], log, settings_env(settings, dict(os.environ)))
