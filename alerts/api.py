@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field
 
 from alerts import inbox, metrics
 from alerts.auth import Principal, TokenInfo, authenticate, list_tokens
+from alerts.console.directory import Directory, load_directory
+from alerts.console.routes import add_console
 from alerts.routing import Routing
 from alerts.schema import SCHEMA_VERSION
 from alerts.silences import Matcher, Silence
@@ -85,8 +87,11 @@ class Handover(BaseModel):
     handed_to: Task
 
 
-def create_app(settings: Settings, store: TaskStore, routing: Callable[[], Routing]) -> FastAPI:
-    """The FastAPI app over one task store; `routing()` gives the routing in force."""
+def create_app(
+    settings: Settings, store: TaskStore, routing: Callable[[], Routing], names: Directory | None = None
+) -> FastAPI:
+    """The FastAPI app over one task store; `routing()` gives the routing in force, `names` the
+    registry's and catalogue's names for the console (read from the settings' files if not given)."""
     # FastAPIOffline serves Swagger UI and ReDoc from files in the package: no CDN, so the docs
     # open on a duty room's network that has no way out.
     app = FastAPIOffline(title="safewatch alerts", summary="Dispatch tasks for incidents, per department")
@@ -309,6 +314,8 @@ def create_app(settings: Settings, store: TaskStore, routing: Callable[[], Routi
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.state.on_queued = lambda: None  # the service sets it: new notifications to send
+    names = names if names is not None else load_directory(settings.registry, settings.rules_dir)
+    add_console(app, settings, store, routing, names, role, refuse, READ, OVERVIEW)
     if settings.alerts_demo_inbox:
         inbox.ensure_schema(store)
         app.include_router(inbox.inbox_router(store))

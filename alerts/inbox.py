@@ -1,6 +1,6 @@
 """The demo inbox: a stand-in department endpoint, used by the embedded default routing only.
 
-`deploy/routing.yaml` points every department's webhook at `POST /inbox/{department}` of
+`config/routing.yaml` points every department's webhook at `POST /inbox/{department}` of
 the alert service itself, so the demo and the tests can see what each department received.
 It is not part of production routing, where webhooks point at the departments' own systems.
 Like a careful receiver it honours `Idempotency-Key`: a repeat is answered 200 and counted,

@@ -181,7 +181,29 @@ def _v4(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX notifications_held ON notifications (held_by) WHERE held_by IS NOT NULL")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite3.Connection) -> None:
+    # Public reports (举报投诉) and their photos. A report becomes an incident of its own (its
+    # tasks live in `tasks`); `status` is the report's own outcome: dispatched, linked to an
+    # existing incident, or closed as unfounded. `source_hash` (a salted hash of the sender's
+    # address) lets a duty officer see that reports came from one source without keeping the address.
+    db.execute(
+        "CREATE TABLE reports (tracking TEXT PRIMARY KEY, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+        " status TEXT NOT NULL CHECK (status IN ('dispatched', 'linked', 'unfounded')),"
+        " what TEXT NOT NULL, enterprise_id TEXT, address TEXT, region TEXT NOT NULL, happened_at INTEGER NOT NULL,"
+        " contact TEXT, source_hash TEXT NOT NULL, incident_id TEXT NOT NULL, linked_incident_id TEXT,"
+        " reason TEXT, decided_by TEXT, photos INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute("CREATE INDEX reports_incident ON reports (incident_id)")
+    db.execute("CREATE INDEX reports_updated ON reports (updated_at)")
+    # Each open console reads the newest change twice a second: keep that an index lookup.
+    db.execute("CREATE INDEX incidents_received ON incidents (received_at)")
+    db.execute(
+        "CREATE TABLE report_photos (tracking TEXT NOT NULL REFERENCES reports (tracking), idx INTEGER NOT NULL,"
+        " content_type TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (tracking, idx))"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -226,7 +226,14 @@ async def serve(settings: Settings) -> None:
     app = create_app(settings, store, lambda: live.current)
     app.state.on_queued = lambda: loop.call_soon_threadsafe(kick.set)  # called from API worker threads
     server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.alerts_host, port=settings.alerts_port, access_log=False, log_config=None)
+        uvicorn.Config(
+            app,
+            host=settings.alerts_host,
+            port=settings.alerts_port,
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=5,  # open console pages must not hold a stop up
+        )
     )
     stop = asyncio.Event()
     restore_signals = _handle_signals(lambda: loop.call_soon_threadsafe(stop.set))
@@ -272,6 +279,7 @@ async def serve(settings: Settings) -> None:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
         await deliveries.close()
+        app.state.stopping.set()  # ends the console's event streams, which uvicorn would wait for
         server.should_exit = True  # uvicorn's graceful stop
         await asyncio.gather(api, return_exceptions=True)
         await client.aclose()

@@ -45,14 +45,17 @@ class Settings(BaseSettings):
     # session timeout) bearable.
     session_timeout_s: float = 10.0
     producer_linger_ms: int = 10
-    broker_wait_s: float = Field(300.0, description="how long a starting worker waits for an unreachable broker")
+    broker_wait_s: float = Field(300.0, description="how long a worker waits for an unreachable broker")
     # aiokafka fails a queued message after its request timeout (40 s by default), which would
     # drop readings during a broker restart; producers keep them this long instead.
     producer_timeout_s: float = Field(300.0, description="how long a producer keeps retrying one message")
     take_max: int = Field(1000, description="most telemetry messages one worker batch takes (getmany)")
     commit_interval_s: float = Field(1.0, description="how often a worker commits the offsets of finished batches")
     worker_id: str = "safewatch-worker"
-    worker_web_port: int = 16066
+    worker_web_port: int = Field(16066, description="port of the worker's Prometheus metrics")
+    # 127.0.0.1 keeps metrics off the network on a laptop; in containers Prometheus scrapes from
+    # another host, so compose sets 0.0.0.0.
+    metrics_host: str = Field("127.0.0.1", description="address the worker's metrics listen on")
 
     # --- InfluxDB (v1 HTTP API: InfluxDB 1.x, 2.x with DBRP, 3.x) -------------------------
     influx_url: str | None = Field(None, description="default the embedded InfluxDB")
@@ -71,7 +74,7 @@ class Settings(BaseSettings):
     # --- rules -----------------------------------------------------------------------------
     registry: Path = Field(PROJECT_ROOT / "sensors" / "data" / "registry.yaml")
     rules_dir: Path = Field(PROJECT_ROOT / "rules" / "catalog", description="the rule catalogue, one YAML per sector")
-    maintenance: Path = Field(PROJECT_ROOT / "deploy" / "maintenance.yaml", description="maintenance windows")
+    maintenance: Path = Field(PROJECT_ROOT / "config" / "maintenance.yaml", description="maintenance windows")
     rules_reload_s: float = Field(2.0, description="how often the worker looks for changed rule/maintenance files")
     # Timers (offline, interlock deadlines) run on event time estimated from the newest reading;
     # this lag lets a partition that is a little behind catch up before silence counts.
@@ -83,7 +86,7 @@ class Settings(BaseSettings):
     future_tolerance_s: float = Field(30.0, ge=0, description="readings further ahead of the wall clock are refused")
 
     # --- alerts -----------------------------------------------------------------------------
-    routing: Path = Field(PROJECT_ROOT / "deploy" / "routing.yaml")
+    routing: Path = Field(PROJECT_ROOT / "config" / "routing.yaml")
     alerts_db: Path | None = Field(None, description="SQLite task store; default under state_dir")
     alerts_host: str = "127.0.0.1"
     alerts_port: int = 18080
@@ -104,6 +107,15 @@ class Settings(BaseSettings):
     smtp_from: str = "safewatch@localhost"
     sms_gateway_url: str | None = Field(None, description="HTTP SMS gateway the sms channel posts to")
     sms_gateway_token: str | None = Field(None, repr=False)  # sent as a Bearer token; never printed
+    # --- alerts: issue 8 (duty console, public reports) ---
+    console_poll_s: float = Field(0.5, gt=0, description="how often the console's event stream looks for changes")
+    console_timezone: str = Field("Asia/Shanghai", description="the time zone the console shows times in")
+    reports_per_hour: int = Field(5, ge=1, description="public reports accepted per source address per hour")
+    reports_max_photos: int = Field(3, ge=0, description="photos one public report may carry")
+    reports_photo_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest photo of a public report")
+    reports_severity: Literal["blue", "yellow", "orange", "red"] = Field(
+        "yellow", description="severity of the incident a public report opens (its acknowledge deadline)"
+    )
 
     # --- ingest gateway: issue 10 (HTTP and MQTT in, per-enterprise credentials) ---
     ingest_host: str = "127.0.0.1"

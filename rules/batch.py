@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sensors.schema import Frame, FrameReading, Reading
+from sensors.schema import FastFrame, FastFrameReading, FastReading, Frame, FrameReading, Reading
 
 
 @dataclass
@@ -53,10 +53,15 @@ class BatchBuilder:
         self.slot: list[int] = []
         self.rejects: list[Reject] = []
 
-    def add(self, msg: Frame | Reading, origin: object = None) -> None:
-        """Add one decoded telemetry message."""
-        readings: Sequence[FrameReading | Reading] = msg.readings if isinstance(msg, Frame) else (msg,)
-        site, ts, first_slot = msg.site_id, msg.ts, (0 if isinstance(msg, Frame) else -1)
+    def add(self, msg: Frame | Reading | FastFrame | FastReading, origin: object = None) -> None:
+        """Add one decoded telemetry message (the pydantic models or their msgspec twins)."""
+        framed = isinstance(msg, (Frame, FastFrame))
+        readings: Sequence[FrameReading | Reading | FastFrameReading | FastReading]
+        if isinstance(msg, (Frame, FastFrame)):
+            readings = msg.readings
+        else:
+            readings = (msg,)
+        site, ts, first_slot = msg.site_id, msg.ts, (0 if framed else -1)
         get = self.index.get
         owner = self.sensor_site_ids
         for k, r in enumerate(readings):

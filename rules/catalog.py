@@ -62,6 +62,7 @@ class Match(Strict):
 class RuleBase(Strict):
     id: Annotated[str, Field(pattern=RULE_ID)]
     description: Text
+    action: Text | None = None  # what the people on duty should do first (shown by the duty console)
     standard: str = Field(min_length=1, description="where the numbers come from; 'design data' if per-installation")
     match: Match
 

@@ -46,6 +46,9 @@ class OpenIncident:
     open_hazard_ids: list[str]
     timeline: list[dict]
     points: dict = field(default_factory=dict)  # open hazard id → [quantity, sensor, severity] for point counting
+    # every linked hazard id → [kind, quantity, sensor, severity], kept after it clears: the title
+    # describes what is open now, and at the close what the incident was.
+    linked: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -78,14 +81,47 @@ class SiteInfo:
     sector: str
 
 
+RULE_TEXT = {
+    RULE_PAIR: "hazards of several sensors opened within the correlation window",
+    RULE_COACTIVE: "hazards of several sensors open at the same time",
+    RULE_SEVERE: "an orange or red hazard",
+}
+
+
+def situation(inc: OpenIncident, site_name: str) -> tuple[str, str]:
+    """Title and summary of the incident as it stands: its worst open hazard, how many sensors, which rule."""
+    ids = inc.open_hazard_ids or inc.hazard_ids  # at the close: what it was
+    known = [inc.linked[h] for h in ids if h in inc.linked]
+    if not known:  # a checkpoint from before `linked` was kept
+        first = inc.timeline[0]["what"] if inc.timeline else inc.rule_id
+        return f"{site_name}: {first}", f"{site_name}: {first}"
+    # The worst by severity; among equals the first linked, so the title does not flip between equals.
+    kind, quantity, sensor, _ = max(known, key=lambda k: SEVERITY_RANK[k[3]])
+    sensors = len({k[2] for k in known})
+    more = f" and {sensors - 1} more sensor{'s' if sensors > 2 else ''}" if sensors > 1 else ""
+    title = f"{site_name}: {kind} {quantity} at {sensor}{more}"
+    if not inc.open_hazard_ids:
+        title += " — all clear"
+    n_open = len(inc.open_hazard_ids)
+    now = (
+        f"{n_open} hazard{'s' if n_open != 1 else ''} open on {sensors} sensor{'s' if sensors != 1 else ''}, "
+        f"{len(inc.hazard_ids)} linked in all"
+        if n_open
+        else f"all clear, {len(inc.hazard_ids)} hazards on {sensors} sensor{'s' if sensors != 1 else ''} were linked"
+    )
+    rule = f"rule {inc.rule_id} ({RULE_TEXT.get(inc.rule_id, inc.rule_id)})"
+    return title, f"{inc.severity}: {now}; worst {kind} {quantity} at {sensor}; {rule}"
+
+
 def _event(inc: OpenIncident, info: SiteInfo, status: str, ts: int) -> IncidentEvent:
-    kinds = ", ".join(e["what"] for e in inc.timeline[:1])
+    title, summary = situation(inc, info.site_name)
     return IncidentEvent(
         incident_id=inc.incident_id,
         status=status,
         severity=inc.severity,
         rule_id=inc.rule_id,
-        title=f"{info.site_name}: {kinds}",
+        title=title,
+        summary=summary,
         site_id=info.site_id,
         site_name=info.site_name,
         enterprise_id=info.enterprise_id,
@@ -191,6 +227,12 @@ def correlate(
         inc.hazard_ids.append(hazard.hazard_id)
         inc.open_hazard_ids.append(hazard.hazard_id)
         inc.points[hazard.hazard_id] = [hazard.quantity, hazard.sensor_id, hazard.severity]
+        inc.linked[hazard.hazard_id] = [
+            hazard.kind,
+            hazard.quantity,
+            hazard.sensor_id or hazard.site_id,
+            hazard.severity,
+        ]
         inc.severity = worst(inc.severity, hazard.severity)
         inc.timeline.append({"ts": ts, "what": f"linked {_describe(hazard)}", "hazard_id": hazard.hazard_id})
         inc.updated_at = ts
@@ -232,6 +274,7 @@ def correlate(
         open_hazard_ids=[r.hazard_id for r in linked if not r.cleared],
         timeline=[{"ts": r.start, "what": f"{r.kind} {r.sensor_id}", "hazard_id": r.hazard_id} for r in linked],
         points={r.hazard_id: [r.quantity, r.sensor_id, r.severity] for r in linked if not r.cleared},
+        linked={r.hazard_id: [r.kind, r.quantity, r.sensor_id, r.severity] for r in linked},
     )
     inc.timeline[-1]["what"] = _describe(hazard)
     _rescore(inc, aggregation)

@@ -78,7 +78,8 @@ class IncidentEvent(BaseModel):
     status: Literal["open", "update", "closed"]
     severity: Severity
     rule_id: str
-    title: str
+    title: str  # the situation now: worst open hazard, how many sensors
+    summary: str = ""  # a sentence for people: severity, hazards open, sensors, the rule and what it means
     site_id: str
     site_name: str
     enterprise_id: str

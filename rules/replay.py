@@ -35,40 +35,54 @@ class ReplayReport:
     errors: list[str] = field(default_factory=list)
 
 
-def read_messages(path: Path, report: ReplayReport) -> list[Frame | Reading]:
-    """Decode every line; bad lines are reported with their line number, not fatal."""
-    messages: list[Frame | Reading] = []
+def read_messages(path: Path, report: ReplayReport) -> list[tuple[int, Frame | Reading]]:
+    """Decode every line into (line number, message) in event-time order; bad lines are reported, not fatal."""
+    messages: list[tuple[int, Frame | Reading]] = []
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                messages.append(decode_message(line))
+                messages.append((lineno, decode_message(line)))
             except DecodeError as exc:
                 report.refused[exc.reason] += 1
                 report.errors.append(f"{path}:{lineno}: {exc}")
-    messages.sort(key=lambda m: m.ts)
+    messages.sort(key=lambda m: m[1].ts)
     return messages
 
 
 def replay_messages(
-    messages: Iterable[Frame | Reading], engine: RuleEngine, report: ReplayReport, batch_size: int = 1000
+    messages: Iterable[tuple[int, Frame | Reading]],
+    engine: RuleEngine,
+    report: ReplayReport,
+    batch_size: int = 1000,
+    *,
+    source: Path | str = "<input>",
 ) -> Iterator[dict]:
-    """Feed messages through the engine in batches; yields hazard and incident events as dicts."""
-    chunk: list[Frame | Reading] = []
+    """Feed (line, message) pairs through the engine in batches; yields hazard and incident events as dicts.
+
+    A reading the engine refuses (unknown sensor, another site's sensor, late) is reported as
+    SOURCE:LINE: reason, like a line that does not decode.
+    """
+    chunk: list[tuple[int, Frame | Reading]] = []
 
     def flush() -> Iterator[dict]:
         builder = engine.new_batch()
-        for m in chunk:
-            builder.add(m)
+        for lineno, m in chunk:
+            builder.add(m, origin=lineno)
         for r in builder.rejects:
             report.refused[r.reason] += 1
-            report.errors.append(f"{r.payload.get('sensor_id')}: {r.detail}")
+            report.errors.append(f"{source}:{r.origin}: {r.reason}: {r.detail}")
         batch = builder.build()
         report.readings += len(batch)
         result = engine.process(batch)
-        if len(result.late):
-            report.refused["late"] += len(result.late)
+        for pos in result.late:
+            sensor = engine.sensor_ids[batch.idx[pos]]
+            report.refused["late"] += 1
+            report.errors.append(
+                f"{source}:{batch.origin[pos]}: late: sensor_id {sensor!r} at ts {int(batch.ts[pos])} is more than "
+                f"{engine.lateness_ms / 1000:g} s behind that sensor's newest reading"
+            )
         # The clock follows the data: timers (offline, interlock deadlines) fire up to the newest reading.
         timers = engine.advance(int(batch.ts.max())) if len(batch) else None
         for res in (result, timers):
@@ -106,6 +120,9 @@ def replay_file(
     )
     messages = read_messages(src, report)
     with open(out, "wb") as fh:
-        for event in replay_messages(messages, engine, report, batch_size=batch_size):
+        for event in replay_messages(messages, engine, report, batch_size=batch_size, source=src):
             fh.write(orjson.dumps(event, option=orjson.OPT_SORT_KEYS) + b"\n")
+    # Decode errors came in file order, the engine's in event-time order: report all by line.
+    prefix = len(f"{src}:")
+    report.errors.sort(key=lambda e: int(e[prefix:].split(":", 1)[0]))
     return report

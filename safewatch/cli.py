@@ -39,12 +39,13 @@ def _fail(message: str, code: int = 1) -> None:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Install what the embedded stack needs that pip cannot (InfluxDB and mosquitto from Debian)."""
-    from .stack import install_influxdb, install_mosquitto
+    """Install what the stack and its tests need that pip cannot (InfluxDB, mosquitto, Chromium from Debian)."""
+    from .stack import install_chromium, install_influxdb, install_mosquitto
 
     try:
         install_influxdb()
         install_mosquitto()
+        install_chromium()
     except Exception as exc:  # the message says what to do
         _fail(str(exc))
 
@@ -410,7 +411,7 @@ def replay(
         batch_size=batch_size,
     )
     for line in report.errors[:20]:
-        err.print(line)
+        err.print(line, markup=False, highlight=False)  # input text may hold [brackets]
     if len(report.errors) > 20:
         err.print(f"... and {len(report.errors) - 20} more")
     console.print(
@@ -439,6 +440,8 @@ def bench(
     rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
     sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
     storage: bool = typer.Option(False, "--storage", help="instead: raw broker rates, memory vs s3 storage"),
+    workers: int = typer.Option(0, "--workers", help="instead: 1 and then N workers in one group, rates and CPU cost"),
+    soak: float = typer.Option(0.0, "--soak", help="instead: MINUTES of live load at --rate, worker memory over time"),
     quix_python: Path | None = typer.Option(
         None, help="a Python with quixstreams: also run the single-reading messages through a Quix Streams app"
     ),
@@ -466,6 +469,16 @@ def bench(
         from .bench import run_storage_bench
 
         run_storage_bench(get_settings(), messages=max(readings // frame_size, 1), frame_size=frame_size)
+        return
+    if soak:
+        from .soak_bench import run_soak
+
+        run_soak(get_settings(), minutes=soak, rate=rate)
+        return
+    if workers:
+        from .workers_bench import run_workers_bench
+
+        run_workers_bench(get_settings(), workers=workers, readings=readings, frame_size=frame_size)
         return
     if rules:
         from .rules_bench import run_rules_bench

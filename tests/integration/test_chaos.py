@@ -23,8 +23,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from alerts.routing import load_routing, route
 from config.topics import HAZARDS_TOPIC, INCIDENTS_TOPIC, SECTORS
 from rules.catalog import load_catalog
+from rules.models import IncidentEvent
 from rules.replay import replay_file
 from safewatch.stack import create_influx_database, stack_up, stop_part
 from sensors.producer import TelemetryProducer
@@ -96,6 +98,24 @@ class Workers:
     def __init__(self, settings, tmp: Path):
         self.settings, self.tmp, self.procs, self.n = settings, tmp, [], 0
         self.restarts = 0
+        # The alert service of the run: its own store, port and consumer group.
+        self.alerts_settings = settings.model_copy(
+            update={
+                "alerts_db": tmp / "tasks.sqlite3",
+                "alerts_port": _free_port(),
+                "alerts_group": f"{settings.worker_id}-alerts",
+                "delivery_retries": 0,  # nobody listens at the routing file's addresses here
+            }
+        )
+        self.alerts = None
+
+    def start_alerts(self):
+        self.alerts = spawn(self.alerts_settings, self.tmp / "alerts.log", "alerts", "serve")
+
+    def kill_alerts(self):
+        os.kill(self.alerts.pid, signal.SIGKILL)
+        self.alerts.wait()
+        self.alerts = None
 
     def start(self):
         self.n += 1
@@ -120,6 +140,9 @@ class Workers:
         for p in list(self.procs):
             stop(p)
         self.procs.clear()
+        if self.alerts is not None:
+            stop(self.alerts)
+            self.alerts = None
 
 
 def _free_port() -> int:
@@ -141,6 +164,7 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0, su
     sent = scenario_input()
     t0 = sent[0][3]
     group = Workers(settings, tmp)
+    group.start_alerts()
     for _ in range(workers):
         group.start()
     started = time.monotonic()
@@ -171,6 +195,9 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0, su
         stored = await _wait_stored(settings, len(expected), t0, timeout=240)
         live_h = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=5.0)
         live_i = await read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True, settle=1.0)
+        if group.alerts is None:  # a fault may have left it down
+            group.start_alerts()
+        tasks = await _settled_tasks(group.alerts_settings)
     finally:
         injector.cancel()
         group.stop_all()
@@ -187,6 +214,15 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0, su
         [e for e in events if e["type"] == "hazard"], [e for e in events if e["type"] == "incident"], last_ts
     )
     got_h, got_i = comparable(live_h, live_i, last_ts)
+    routing = load_routing(group.alerts_settings.routing, alerts_api=group.alerts_settings.alerts_api)
+    want_tasks = {
+        (inc.incident_id, d)
+        for e in events
+        if e["type"] == "incident"
+        for inc in [IncidentEvent.model_validate({k: v for k, v in e.items() if k != "type"})]
+        for d in route(inc, routing)
+    }
+    got_tasks = [(i, d) for i, d in tasks]
     report = {
         "hazard transitions (replay)": len(want_h),
         "missing hazard transitions": len(want_h - got_h),
@@ -197,6 +233,10 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0, su
         "readings expected": len(expected),
         "readings stored": len(stored & expected),
         "readings missing": len(expected - stored),
+        "tasks (replay)": len(want_tasks),
+        "missing tasks": len(want_tasks - set(got_tasks)),
+        "extra tasks": len(set(got_tasks) - want_tasks),
+        "duplicate tasks": len(got_tasks) - len(set(got_tasks)),
         "worker restarts by the supervisor": group.restarts,
     }
     print("\nchaos run:", {k: v for k, v in report.items()}, flush=True)
@@ -207,6 +247,25 @@ async def run(stack, tmp: Path, *, workers: int, faults, tail_s: float = 0.0, su
         sorted(got_i - want_i)[:5],
     )
     return report
+
+
+async def _settled_tasks(settings) -> list[tuple[str, str]]:
+    """(incident, department) of every task in the run's alert store, once the count stops growing."""
+    import sqlite3
+
+    def read() -> list[tuple[str, str]]:
+        with contextlib.closing(sqlite3.connect(settings.alerts_db_path)) as db:
+            return [tuple(r) for r in db.execute("SELECT incident_id, department FROM tasks")]
+
+    last, stable, got = -1, 0, []
+    for _ in range(240):
+        got = await asyncio.to_thread(read) if settings.alerts_db_path.exists() else []
+        stable = stable + 1 if got and len(got) == last else 0
+        if stable >= 20:  # some, and unchanged for 10 s (a restarted service rejoins its group first)
+            return got
+        last = len(got)
+        await asyncio.sleep(0.5)
+    return got
 
 
 async def _wait_stored(settings, n: int, t0: int, timeout: float) -> set[tuple[str, int]]:
@@ -225,9 +284,10 @@ async def _wait_stored(settings, n: int, t0: int, timeout: float) -> set[tuple[s
 
 
 def assert_exact(report: dict) -> None:
-    counts = {k: v for k, v in report.items() if k.startswith(("missing", "extra", "readings missing"))}
+    counts = {k: v for k, v in report.items() if k.startswith(("missing", "extra", "duplicate", "readings missing"))}
     assert all(v == 0 for v in counts.values()), (counts, report["_diff"])
     assert report["hazard transitions (replay)"] > 100 and report["incident events (replay)"] > 20
+    assert report["tasks (replay)"] > 20
 
 
 @pytest.mark.asyncio
@@ -235,9 +295,15 @@ async def test_five_sigkills_with_a_backlog_change_nothing(stack, tmp_path):
     rng = random.Random(11)
     send_s = SPAN_MS / 1000 / SPEED
     kills = sorted(rng.uniform(4, send_s - 4) for _ in range(5))
-    state = {"down_until": None}
+    state = {"down_until": None, "alerts_back": None}
 
     async def faults(elapsed, group):
+        # The alert service too: SIGKILLed once halfway, back 3 s later.
+        if state["alerts_back"] is None and elapsed >= send_s / 2 and group.alerts is not None:
+            group.kill_alerts()
+            state["alerts_back"] = elapsed + 3
+        elif state["alerts_back"] is not None and group.alerts is None and elapsed >= state["alerts_back"]:
+            group.start_alerts()
         if state["down_until"] is not None and elapsed >= state["down_until"]:
             group.start()  # back after a pause long enough for a backlog of tens of event seconds
             state["down_until"] = None

@@ -15,7 +15,7 @@ from sensors.registry import load_registry
 
 from .test_routing import incident
 
-SHIPPED = PROJECT_ROOT / "deploy" / "routing.yaml"
+SHIPPED = PROJECT_ROOT / "config" / "routing.yaml"
 
 
 def test_county_codes():
@@ -56,4 +56,4 @@ def test_alerts_check_command(tmp_path: Path):
     bad.write_text(SHIPPED.read_text(encoding="utf-8").replace("min_severity: orange", "min_severity: amber", 1))
     refused = run("check", str(bad))
     assert refused.returncode == 1
-    assert f"{bad}:" in refused.stderr and "routes[0].routes[1].min_severity" in refused.stderr
+    assert f"{bad}:" in refused.stderr and "routes[1].routes[1].min_severity" in refused.stderr  # routes[0]: reports

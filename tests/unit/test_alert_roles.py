@@ -5,6 +5,7 @@ not) and each permission is asserted. A new endpoint without a row here fails th
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ from fastapi.testclient import TestClient
 
 from alerts.api import create_app
 from alerts.auth import hash_token, issue_token, revoke_token
+from alerts.reports import ReportInput, check_report, submit_report
 from alerts.routing import load_routing
 from alerts.silences import Matcher
 from alerts.store import TaskStore, now_ms, task_id_for
 from config.settings import Settings
+from sensors.registry import load_registry
 
 from .test_alerts_api import incident
 
@@ -103,7 +106,26 @@ MATRIX = [
         {**dict.fromkeys(CALLERS[3:], 403), "admin": 200, "duty_officer": 200},
     ),
 ]
+OVERVIEW = {**dict.fromkeys(CALLERS[3:], 403), "admin": 200, "duty_officer": 200, "inspector": 200}
+# The duty console's calls (issue 8): the page shows what these answer and enables what they allow.
+MATRIX += [
+    ("GET", "/v1/me", None, None, ALL_OK),
+    ("GET", "/v1/board", None, None, ALL_OK),  # an enterprise gets only its own (test_console_roles)
+    ("GET", "/v1/wall", None, None, ALL_OK),
+    ("GET", "/v1/events", None, None, ALL_OK),
+    ("GET", "/v1/incidents/{incident_id}/detail", None, None, READ_ONE),
+    ("GET", "/v1/reports", None, None, OVERVIEW),
+    ("GET", "/v1/reports/{tracking}/photos/{idx}", None, None, OVERVIEW),
+    ("POST", "/v1/reports/{tracking}/link", {"incident_id": "inc-own", "reason": "same leak"}, None, OVERVIEW),
+    ("POST", "/v1/reports/{tracking}/unfounded", {"reason": "nothing found on site"}, None, OVERVIEW),
+]
 PUBLIC = {
+    ("GET", "/"),
+    ("GET", "/wall"),
+    ("GET", "/report"),
+    ("GET", "/v1/report-form"),
+    ("POST", "/v1/reports"),
+    ("GET", "/v1/reports/{tracking}"),
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/docs"),
@@ -134,6 +156,8 @@ class World:
         revoked, self.secrets["revoked"] = issue_token(self.store, "former", "duty_officer")
         revoke_token(self.store, revoked.token_id)
         self.client = TestClient(create_app(self.settings, self.store, lambda: self.routing))
+        self.client.app.state.stopping.set()  # an event stream answers its first event, then ends
+        self.tracking = submit_test_report(self.store, self.routing)
 
     def headers(self, caller: str) -> dict[str, str]:
         if caller == "anonymous":
@@ -152,6 +176,21 @@ class World:
         return task_id_for("inc-own", "enterprise"), "inc-own", "county"
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+
+
+def submit_test_report(store: TaskStore, routing) -> str:
+    """A public report with one photo, as the form would leave it; returns its tracking number."""
+    registry = load_registry(Settings().registry)
+    raw = ReportInput(
+        what="Smell of gas by the east gate", when=time.strftime("%Y-%m-%dT%H:%M"), region="320582", address="Gate"
+    )
+    fields, photos = check_report(
+        raw, registry, tz="Asia/Shanghai", now=now_ms(), photos=[("p.png", PNG)], max_photos=3, max_photo_bytes=10_000
+    )
+    return submit_report(store, routing, registry, fields, photos, source="127.0.0.1", severity="yellow")[0]
+
+
 def cases():
     for method, path, body, state, allowed in MATRIX:
         for caller in CALLERS:
@@ -167,7 +206,9 @@ def test_role_matrix(tmp_path: Path, method, path, body, state, caller, expected
         world.store.acknowledge(task_id, "setup")
     if state == "resolved":
         world.store.resolve(task_id, "setup")
-    url = path.format(task_id=task_id, incident_id=incident_id, silence_id=world.silence_id)
+    url = path.format(
+        task_id=task_id, incident_id=incident_id, silence_id=world.silence_id, tracking=world.tracking, idx=0
+    )
     params = {"enterprise_id": OTHER} if caller == "ent_other" and path in ("/tasks", "/incidents") else None
     if body is not None:
         body = {k: v.format(handover_to=handover_to) if isinstance(v, str) else v for k, v in body.items()}

@@ -123,3 +123,27 @@ def test_snapshot_restore_continues_exactly(mini_registry):
     assert events(second, script[1]) == []  # a redelivered frame is recognised as already evaluated
     got += [e for f in script[2:] for e in events(second, f)]
     assert got == expected
+
+
+def test_title_and_summary_describe_the_situation_now_not_the_first_hazard(mini_registry):
+    eng = RuleEngine(mini_registry, correlation_window_s=300)
+    r1 = run(eng, frame("site-a", 0, a_gas1=30, a_temp1=20))  # gas high (yellow) alone: no incident
+    r2 = run(eng, frame("site-a", 60, a_gas1=30, a_temp1=65))  # temperature high pairs with it
+    r3 = run(eng, frame("site-a", 70, a_gas1=55, a_temp1=65))  # gas high-high (orange) joins
+    r4 = run(eng, frame("site-a", 80, a_gas1=1, a_temp1=65))  # gas clears, temperature still high
+    r5 = run(eng, frame("site-a", 90, a_gas1=1, a_temp1=20))  # all clear
+    inc = incidents([r1, r2, r3, r4, r5])
+    assert len(inc) == 5
+    site = mini_registry.sites["site-a"].name
+    assert [i.status for i in inc] == ["open", "update", "update", "update", "closed"]
+    assert inc[0].title == f"{site}: high combustible_gas at a-gas1 and 1 more sensor"
+    assert inc[0].summary.startswith("yellow: 2 hazards open on 2 sensors, 2 linked in all; worst high combustible_gas")
+    assert "correlation.site_window" in inc[0].summary
+    # The worst open hazard leads once it is there, and the counts follow.
+    assert inc[1].title == f"{site}: high_high combustible_gas at a-gas1 and 1 more sensor"
+    assert inc[1].summary.startswith("orange: 3 hazards open on 2 sensors, 3 linked in all")
+    # Gas cleared (high, then high-high): the temperature alone is open (severity never silently goes down).
+    assert inc[3].title == f"{site}: high temperature at a-temp1"
+    assert inc[3].summary.startswith("orange: 1 hazard open on 1 sensor, 3 linked in all; worst high temperature")
+    assert inc[4].title == f"{site}: high_high combustible_gas at a-gas1 and 1 more sensor — all clear"
+    assert inc[4].summary.startswith("orange: all clear, 3 hazards on 2 sensors were linked")

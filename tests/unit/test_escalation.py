@@ -60,7 +60,7 @@ def test_levels_without_a_department_for_the_region_are_skipped(routing):
 
 
 def test_shipped_routing_has_the_whole_jiangsu_chain():
-    routing = load_routing(PROJECT_ROOT / "deploy" / "routing.yaml", alerts_api="http://a")
+    routing = load_routing(PROJECT_ROOT / "config" / "routing.yaml", alerts_api="http://a")
     chain, dept = [], "enterprise-duty"
     while dept:
         chain.append(dept)

@@ -56,3 +56,33 @@ def test_replay_reports_bad_lines_by_number(tmp_path, mini_registry):
     assert report.refused["malformed_json"] == 1 and report.refused["invalid_field"] == 1
     assert any(e.startswith(f"{src}:3:") for e in report.errors)
     assert any(e.startswith(f"{src}:4:") and "readings" in e for e in report.errors)
+
+
+def test_replay_reports_readings_the_engine_refuses_by_line(tmp_path, mini_registry):
+    src = tmp_path / "in.jsonl"
+    strangers = [
+        b'{"site_id": "site-a", "ts": %d, "sensor_id": "nobody", "value": 1}' % (T0 + 9000),
+        b'{"site_id": "site-a", "ts": %d, "sensor_id": "b-gas1", "value": 1}' % (T0 + 1500),
+    ]
+    write_script(src, SCRIPT, extra_lines=strangers)
+    report = replay_file(src, mini_registry, tmp_path / "out.jsonl")
+    assert report.refused == {"unknown_sensor": 1, "sensor_not_of_site": 1}
+    # By line, although the engine met line 9 (ts +1.5 s) before line 8 (ts +9 s).
+    assert report.errors[0].startswith(f"{src}:8: unknown_sensor: sensor_id 'nobody'")
+    assert report.errors[1].startswith(f"{src}:9: sensor_not_of_site: sensor_id 'b-gas1' belongs to site 'site-b'")
+
+
+def test_late_readings_fed_out_of_order_are_reported_by_line(mini_registry):
+    from rules.engine import RuleEngine
+    from rules.replay import ReplayReport, replay_messages
+    from sensors.schema import Reading
+
+    engine = RuleEngine(mini_registry, None, lateness_s=60.0)
+    report = ReplayReport()
+    late = Reading(site_id="site-a", ts=T0, sensor_id="a-gas1", value=1.0)
+    pairs = [(1, SCRIPT[0].model_copy(update={"ts": T0 + 120_000})), (2, late)]
+    list(replay_messages(pairs, engine, report, batch_size=1, source="x.jsonl"))
+    assert report.refused == {"late": 1}
+    assert report.errors == [
+        f"x.jsonl:2: late: sensor_id 'a-gas1' at ts {T0} is more than 60 s behind that sensor's newest reading"
+    ]

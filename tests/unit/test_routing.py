@@ -11,7 +11,7 @@ from config.settings import PROJECT_ROOT
 from rules.models import IncidentEvent
 
 API = "http://127.0.0.1:18080"
-SHIPPED = PROJECT_ROOT / "deploy" / "routing.yaml"
+SHIPPED = PROJECT_ROOT / "config" / "routing.yaml"
 
 
 def incident(severity: str = "blue", sector: str = "hazchem", region: str = "320583") -> IncidentEvent:
