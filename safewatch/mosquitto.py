@@ -64,7 +64,7 @@ def write_conf(settings: Settings) -> Path:
         "autosave_interval 5",
         # The gateway acknowledges a message only once Kafka has it, so many are in flight at once;
         # mosquitto's defaults (20 in flight, 1,000 queued) would throttle it, then drop messages.
-        # In flight: what the gateway's batches hold; the rest waits in mosquitto, not in gateway memory.
+        # In flight: what the gateway's batches hold, so the rest waits in mosquitto (see docs/ingest.md).
         f"max_inflight_messages {settings.mqtt_batch * BATCHES_IN_FLIGHT}",
         f"max_queued_messages {settings.mqtt_max_queued}",
         "max_packet_size 1048576",
