@@ -68,15 +68,16 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
         }
         return Response(_json(result), status_code=202, media_type="application/json")
 
+    # async: the feed is read on the event loop that writes it, never from a worker thread.
     @app.get("/v1/feed")
-    def feed_json(request: Request) -> Response:
+    async def feed_json(request: Request) -> Response:
         """The feed health of the token's enterprise (never another's)."""
         enterprise_id = enterprise_of(request)
         report = feed.report(enterprise_id, registry, int(time.time() * 1000), settings.feed_silent_periods)
         return Response(_json(report), media_type="application/json")
 
     @app.get("/v1/feed.html", response_class=HTMLResponse)
-    def feed_html(request: Request) -> HTMLResponse:
+    async def feed_html(request: Request) -> HTMLResponse:
         """The same as a page."""
         enterprise_id = enterprise_of(request)
         report = feed.report(enterprise_id, registry, int(time.time() * 1000), settings.feed_silent_periods)
