@@ -75,6 +75,7 @@ class Gateway:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        stop_process(self.proc)  # a gateway that never answered must not outlive the test
         raise AssertionError(f"gateway did not answer; see {log}")
 
     def post(self, token: str | None, body: bytes | str, **headers: str) -> httpx.Response:
