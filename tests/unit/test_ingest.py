@@ -153,3 +153,15 @@ def test_any_bytes_get_an_outcome(raw: bytes) -> None:
     for i, (item, obj) in enumerate(split_body(raw)):
         out = check(i, item, obj, enterprise_id=ENT, registry=REG, now_ms=NOW, future_ms=30_000)
         assert out.status in ("accepted", "refused") and (out.status == "accepted" or out.reason)
+
+
+def test_feed_page_escapes_what_operators_sent() -> None:
+    from ingest.page import feed_page
+
+    feed = Feed()
+    hostile = b'{"site_id": "<script>alert(1)</script>", "ts": 1}'
+    out = check(0, hostile, None, enterprise_id=ENT, registry=REG, now_ms=NOW, future_ms=30_000)
+    feed.record(ENT, [out], NOW, "http")
+    page = feed_page(feed.report(ENT, REG, NOW, silent_periods=3))
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "unknown_site" in page
