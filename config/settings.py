@@ -134,6 +134,31 @@ class Settings(BaseSettings):
         "yellow", description="severity of the incident a public report opens (its acknowledge deadline)"
     )
 
+    # --- ingest gateway: issue 10 (HTTP and MQTT in, per-enterprise credentials) ---
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 18090
+    ingest_db: Path | None = Field(None, description="SQLite file of enterprise tokens; default under state_dir")
+    # HTTPS straight from the gateway; without these it serves plain HTTP (TLS ends at a load balancer).
+    ingest_tls_cert: Path | None = Field(None, description="PEM certificate (chain) for HTTPS")
+    ingest_tls_key: Path | None = Field(None, description="PEM private key for HTTPS")
+    ingest_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body as sent (413)")
+    # gzip makes small bodies large: the limit after inflating stops a zip bomb.
+    ingest_max_inflated_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body after gunzip (413)")
+    ingest_max_items: int = Field(20_000, gt=0, description="most frames/readings in one request (413)")
+    ingest_rate_per_s: float = Field(100_000.0, gt=0, description="items/s one enterprise may send per gateway (429)")
+    ingest_burst_s: float = Field(2.0, gt=0, description="seconds of ingest_rate_per_s an enterprise may send at once")
+    # A sensor is silent when nothing arrived for this many of its sampling periods (feed health).
+    feed_silent_periods: float = Field(3.0, gt=0, description="periods without a reading before a sensor is silent")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 11883
+    mqtt_user: str = Field("safewatch-gateway", description="the gateway's own MQTT account")
+    mqtt_password: str | None = Field(None, repr=False, description="default a secret kept under state_dir")
+    # The persistent MQTT session is named by this id: a restarted gateway takes its unacked messages back.
+    mqtt_client_id: str = Field("safewatch-gateway-1", description="unique per gateway process, stable across restarts")
+    mqtt_share_group: str = Field("safewatch", description="shared-subscription group of all gateways")
+    mqtt_batch: int = Field(2000, gt=0, description="most MQTT messages forwarded to Kafka in one batch")
+    mqtt_max_queued: int = Field(1_000_000, gt=0, description="QoS 1 messages mosquitto holds per offline session")
+
     @property
     def bootstrap(self) -> str:
         """Kafka bootstrap servers."""
@@ -162,6 +187,16 @@ class Settings(BaseSettings):
     def history_db_path(self) -> Path:
         """Where accident records and the data-access audit log are kept."""
         return self.history_db or self.state_dir / "history.sqlite3"
+
+    @property
+    def ingest_db_path(self) -> Path:
+        """Where the ingest gateway's enterprise tokens are kept."""
+        return self.ingest_db or self.state_dir / "ingest.sqlite3"
+
+    @property
+    def mosquitto_dir(self) -> Path:
+        """Config, password file, ACL and persistence of the embedded mosquitto."""
+        return self.state_dir.expanduser().resolve() / "mosquitto"
 
     @property
     def alerts_api(self) -> str:

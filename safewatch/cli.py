@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-stack_app = typer.Typer(help="The embedded local stack: Tansu broker and InfluxDB 1.x.", no_args_is_help=True)
+stack_app = typer.Typer(help="The embedded local stack: Tansu broker, InfluxDB 1.x, mosquitto.", no_args_is_help=True)
 alerts_app = typer.Typer(help="The alert service.", no_args_is_help=True)
 registry_app = typer.Typer(help="The registry of enterprises, sites and sensors.", no_args_is_help=True)
 rules_app = typer.Typer(help="The rule catalogue.", no_args_is_help=True)
@@ -42,11 +42,12 @@ def _fail(message: str, code: int = 1) -> None:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Install what the stack and its tests need that pip cannot (InfluxDB, Chromium, Prometheus from Debian)."""
-    from .stack import install_chromium, install_influxdb, install_prometheus
+    """Install what the stack and its tests need that pip cannot (InfluxDB, mosquitto, Chromium, Prometheus)."""
+    from .stack import install_chromium, install_influxdb, install_mosquitto, install_prometheus
 
     try:
         install_influxdb()
+        install_mosquitto()
         install_chromium()
         install_prometheus()
     except Exception as exc:  # the message says what to do
@@ -339,6 +340,7 @@ def simulate(
 def produce(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of readings or frames"),
     topic: str = typer.Option(None, help="topic to send to; default telemetry.<sector> of each site"),
+    json_out: bool = typer.Option(False, "--json", help="print the counts as one JSON object (for scripts)"),
 ) -> None:
     """Send a JSONL file of readings or frames to the broker (the operators' producer)."""
     from sensors.producer import TelemetryProducer, produce_file
@@ -357,7 +359,26 @@ def produce(
             )
 
     counts = asyncio.run(run())
-    console.print(counts)
+    if json_out:
+        import dataclasses
+        import json
+
+        print(json.dumps({"file": str(path), **dataclasses.asdict(counts)}))
+        return
+    print(produce_summary(path, counts))  # plain: rich would fold long paths at 80 columns in a pipe
+
+
+def produce_summary(path: Path, counts) -> str:
+    """What `produce` did, in sentences an operator reads at a glance."""
+    lines = [f"{path}: {counts.lines} lines read, {counts.sent} sent"]
+    lines += [f"  {n:>8}  → {t}" for t, n in sorted(counts.by_topic.items())]
+    if counts.invalid_json:
+        lines.append(f"  {counts.invalid_json} not JSON: sent anyway, the worker dead-letters them (malformed_json)")
+    if counts.unknown_site:
+        lines.append(f"  {counts.unknown_site} name no site of the registry: sent to the previous line's topic")
+    if counts.skipped:
+        lines.append(f"  {counts.skipped} NOT sent: no line names a known site, no topic could be told (use --topic)")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -430,6 +451,11 @@ def bench(
     quix_python: Path | None = typer.Option(
         None, help="a Python with quixstreams: also run the single-reading messages through a Quix Streams app"
     ),
+    gateway: bool = typer.Option(
+        False, "--gateway", help="instead: one ingest gateway, HTTP frames/s and MQTT msgs/s vs raw produce"
+    ),
+    request_frames: int = typer.Option(1000, help="with --gateway: frames per HTTP request"),
+    concurrency: int = typer.Option(4, help="with --gateway: HTTP requests in flight"),
 ) -> None:
     """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
     if history:
@@ -439,6 +465,18 @@ def bench(
 
         stack_up(get_settings())
         run_history_bench(get_settings(), n_sensors=sensors if sensors != 10_000 else 1000, reuse_end=reuse_end)
+    if gateway:
+        from .gateway_bench import run_gateway_bench
+
+        n = max(readings // frame_size, 1)
+        run_gateway_bench(
+            get_settings(),
+            frames_total=n,
+            frame_size=frame_size,
+            request_frames=request_frames,
+            concurrency=concurrency,
+            mqtt_total=n,
+        )
         return
     if storage:
         from .bench import run_storage_bench
@@ -478,3 +516,99 @@ def sectors() -> None:
     prefix = get_settings().topic_prefix
     for s in SECTORS:
         console.print(f"{s}\t{telemetry_topic(s, prefix)}")
+
+
+# --- ingest gateway and enterprise tokens (issue 10) ------------------------------------------
+enterprise_app = typer.Typer(help="Enterprises' own credentials for the ingest gateway.", no_args_is_help=True)
+enterprise_token_app = typer.Typer(
+    help="Enterprise tokens: HTTP bearer token and MQTT password (hashed at rest; shown once).", no_args_is_help=True
+)
+app.add_typer(enterprise_app, name="enterprise")
+enterprise_app.add_typer(enterprise_token_app, name="token")
+
+
+@enterprise_token_app.command("issue")
+def enterprise_token_issue(
+    enterprise: str = typer.Argument(..., help="the enterprise's unified social credit code"),
+    name: str = typer.Option(..., help="who holds it, e.g. 'tank farm gateway'"),
+) -> None:
+    """Issue a token for an enterprise of the registry; prints the secret alone on stdout, once."""
+    from ingest.tokens import TokenStore
+    from sensors.registry import RegistryError, load_registry
+
+    from .mosquitto import enterprise_topics, sync_auth
+
+    settings = get_settings()
+    try:
+        reg = load_registry(settings.registry)
+    except RegistryError as exc:
+        _fail(str(exc))
+    if enterprise not in reg.enterprises:
+        _fail(f"no enterprise {enterprise!r} in {settings.registry} (give its unified social credit code)")
+    store = TokenStore(settings.ingest_db_path)
+    try:
+        token, secret = store.issue(enterprise, name)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    sync_auth(settings)
+    err.print(
+        f"issued {token.token_id} for {enterprise} ({reg.enterprises[enterprise].name}), held by {name}.\n"
+        f"HTTP: Authorization: Bearer <token>; MQTT: user {token.token_id}, password <token>, "
+        f"topics {enterprise_topics(enterprise)}. The token is shown once, keep it safe:",
+        markup=False,
+    )
+    print(secret)  # alone on stdout: TOKEN=$(safewatch enterprise token issue ...)
+
+
+@enterprise_token_app.command("revoke")
+def enterprise_token_revoke(token_id: str = typer.Argument(..., help="the token's id (ent-…), from `list`")) -> None:
+    """Revoke a token: HTTP refuses it at once, mosquitto at its next login."""
+    from ingest.tokens import TokenStore
+
+    from .mosquitto import sync_auth
+
+    settings = get_settings()
+    store = TokenStore(settings.ingest_db_path)
+    try:
+        if not store.revoke(token_id):
+            _fail(f"no live token {token_id}")
+    finally:
+        store.close()
+    sync_auth(settings)
+    console.print(f"revoked {token_id}")
+
+
+@enterprise_token_app.command("list")
+def enterprise_token_list() -> None:
+    """Every enterprise token: id, enterprise, holder, issued and revoked (never the secret)."""
+    from ingest.tokens import TokenStore
+
+    store = TokenStore(get_settings().ingest_db_path)
+    try:
+        tokens = store.list()
+    finally:
+        store.close()
+    print("id\tenterprise\tname\tissued_ms\trevoked_ms")  # tab-separated: greppable
+    for t in tokens:
+        print(f"{t.token_id}\t{t.enterprise_id}\t{t.name}\t{t.created_at}\t{t.revoked_at or ''}")
+
+
+@app.command()
+def gateway(
+    mqtt: bool = typer.Option(True, help="also take telemetry from mosquitto (shared subscription, QoS 1)"),
+    loglevel: str = typer.Option("info", help="log level"),
+) -> None:
+    """Run the ingest gateway: HTTP POST /v1/telemetry, GET /v1/feed, and MQTT in; all out to Kafka."""
+    from ingest.service import serve
+    from streams.worker import topic_specs
+
+    from .mosquitto import gateway_password
+    from .stack import ensure_topics_when_reachable
+
+    settings = get_settings()
+    setup_logging("gateway", loglevel)
+    ensure_topics_when_reachable(settings, topic_specs(settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, gateway_password(settings) if mqtt else None, log_level=loglevel))

@@ -1,4 +1,4 @@
-"""The embedded local stack: the Tansu broker and InfluxDB 1.x, run as detached processes.
+"""The embedded local stack: the Tansu broker, InfluxDB 1.x and mosquitto, run as detached processes.
 
 Backs `safewatch stack up|down|status|install`. Everything lives under `settings.state_dir`:
 `run/` (pid files), `logs/`, `influxdb/` (config and data). Production uses docker-compose instead.
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BROKER = "broker"
 INFLUXDB = "influxdb"
+MOSQUITTO = "mosquitto"  # the MQTT broker plant gateways publish to (issue 10)
 # The S3 server that holds the broker's topics when `broker_storage` is s3 and no endpoint is given.
 OBJECTSTORE = "objectstore"
 # safewatch's own services, left running by `safewatch demo` and stopped by `stack down`.
@@ -122,6 +123,20 @@ def install_prometheus() -> str:
     if not found:
         raise StackError("apt-get installed prometheus but `prometheus` is still not on PATH")
     return found
+
+
+def install_mosquitto() -> str:
+    """Install Debian's `mosquitto` (the broker) and `mosquitto-clients` (mosquitto_pub) when missing."""
+    if which("mosquitto_pub") is None:
+        _apt_install("mosquitto-clients", "mosquitto_pub", "mosquitto's clients (`mosquitto_pub`)")
+    found = which("mosquitto")
+    # Debian puts the broker in /usr/sbin, which is not on every user's PATH.
+    return found or _apt_install("mosquitto", "/usr/sbin/mosquitto", "the mosquitto MQTT broker")
+
+
+def which(program: str) -> str | None:
+    """`program` on PATH, or in /usr/sbin (where Debian puts mosquitto; not on every user's PATH)."""
+    return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
 
 
 # --- paths and addresses -----------------------------------------------------------------------
@@ -311,6 +326,8 @@ def _is_ours(settings: Settings, part: str, pid: int) -> bool:
         return "safewatch" in argv and argv[argv.index("safewatch") + 1 :] == SERVICES[part]
     if part == OBJECTSTORE:
         return "moto.server" in argv and str(settings.objectstore_port) in argv
+    if part == MOSQUITTO:
+        return Path(argv[0]).name == "mosquitto" and str(settings.mosquitto_dir / "mosquitto.conf") in argv
     if part == BROKER:
         # Not the file name: CALF_TANSU_BIN may point at a binary called anything.
         return argv[1:2] == ["broker"] and "--listener-url" in argv and "--storage-engine" in argv
@@ -343,9 +360,11 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _check_ports_free(part: str, ports: list[tuple[str, int]], settings: Settings) -> None:
-    variable = {BROKER: "SAFEWATCH_BROKER_PORT", OBJECTSTORE: "SAFEWATCH_OBJECTSTORE_PORT"}.get(
-        part, "SAFEWATCH_INFLUX_PORT"
-    )
+    variable = {
+        BROKER: "SAFEWATCH_BROKER_PORT",
+        OBJECTSTORE: "SAFEWATCH_OBJECTSTORE_PORT",
+        MOSQUITTO: "SAFEWATCH_MQTT_PORT",
+    }.get(part, "SAFEWATCH_INFLUX_PORT")
     for host, port in ports:
         if _port_in_use(host, port):
             raise StackError(
@@ -458,8 +477,30 @@ def _objectstore_healthy(settings: Settings) -> bool:
         return False
 
 
+def _mosquitto_healthy(settings: Settings) -> bool:
+    return _tcp_connects(settings.mqtt_host, settings.mqtt_port)
+
+
+def _mosquitto_command(settings: Settings) -> list[str]:
+    from .mosquitto import write_auth, write_conf
+
+    mosquitto = which("mosquitto")
+    if mosquitto is None:
+        raise StackError("mosquitto is not installed: run `safewatch stack install` (or `make setup`)")
+    from ingest.tokens import TokenStore
+
+    store = TokenStore(settings.ingest_db_path)
+    try:
+        write_auth(settings, store)
+    finally:
+        store.close()
+    return [mosquitto, "-c", str(write_conf(settings))]
+
+
 def _wait_healthy(settings: Settings, part: str, pid: int | None, timeout: float) -> None:
-    check = {BROKER: _broker_healthy, OBJECTSTORE: _objectstore_healthy}.get(part, _influx_healthy)
+    check = {BROKER: _broker_healthy, OBJECTSTORE: _objectstore_healthy, MOSQUITTO: _mosquitto_healthy}.get(
+        part, _influx_healthy
+    )
     deadline = time.monotonic() + timeout
     while True:
         # Liveness first: if ours died (say, lost a race for its port), whatever answers is not it.
@@ -515,6 +556,9 @@ def _start_part(settings: Settings, part: str) -> int | None:
     elif part == BROKER:
         _check_ports_free(part, [(settings.broker_host, settings.broker_port)], settings)
         argv, env = _broker_command(settings), _broker_env(settings)
+    elif part == MOSQUITTO:
+        _check_ports_free(part, [(settings.mqtt_host, settings.mqtt_port)], settings)
+        argv = _mosquitto_command(settings)
     else:
         argv = _influx_command(settings)
         _check_ports_free(
@@ -539,7 +583,9 @@ def stack_up(settings: Settings) -> list[PartStatus]:
     running are left alone.
     """
     _state(settings).mkdir(parents=True, exist_ok=True)
-    _influx_command(settings)  # fail before starting anything if influxd is missing
+    _influx_command(settings)  # fail before starting anything if influxd or mosquitto is missing
+    if which("mosquitto") is None:
+        raise StackError("mosquitto is not installed: run `safewatch stack install` (or `make setup`)")
     started: list[str] = []
     try:
         for part in _parts(settings):
@@ -557,7 +603,8 @@ def stack_up(settings: Settings) -> list[PartStatus]:
 
 def _parts(settings: Settings) -> tuple[str, ...]:
     """The stack's parts in start order (the object store only when the broker keeps topics in it)."""
-    return (OBJECTSTORE, BROKER, INFLUXDB) if _embedded_objectstore(settings) else (BROKER, INFLUXDB)
+    parts = (BROKER, INFLUXDB, MOSQUITTO)
+    return (OBJECTSTORE, *parts) if _embedded_objectstore(settings) else parts
 
 
 def stop_part(settings: Settings, part: str) -> bool:
@@ -572,7 +619,7 @@ def stack_down(settings: Settings) -> list[str]:
     """Stop the services and the parts `stack_up` started (per their pid files); return those stopped."""
     # Services first (they talk to the rest), then InfluxDB: it has data to flush, then the
     # broker, and last the object store that holds its topics (if any).
-    return [part for part in (*SERVICES, INFLUXDB, BROKER, OBJECTSTORE) if stop_part(settings, part)]
+    return [part for part in (*SERVICES, MOSQUITTO, INFLUXDB, BROKER, OBJECTSTORE) if stop_part(settings, part)]
 
 
 def start_service(settings: Settings, part: str, env: dict[str, str]) -> int:
@@ -594,6 +641,11 @@ def start_service(settings: Settings, part: str, env: dict[str, str]) -> int:
     _CHILDREN[proc.pid] = proc
     _pid_file(settings, part).write_text(f"{proc.pid}\n")
     return proc.pid
+
+
+def running_pid(settings: Settings, part: str) -> int | None:
+    """The pid of our live process for a part of the stack, if it runs."""
+    return _running_pid(settings, part)
 
 
 def service_running(settings: Settings, part: str) -> bool:
@@ -639,6 +691,13 @@ def stack_status(settings: Settings) -> list[PartStatus]:
     if healthy and pid is None:
         note = "answering, but not started from this state dir (no pid file); " + note
     parts.append(PartStatus(INFLUXDB, _influx_address(settings), pid, healthy, note, _log_file(settings, INFLUXDB)))
+    pid = _running_pid(settings, MOSQUITTO)
+    healthy = _mosquitto_healthy(settings)
+    note = f"mosquitto, one account per enterprise token, persistence in {settings.mosquitto_dir}"
+    if healthy and pid is None:
+        note = "answering, but not started from this state dir (no pid file); " + note
+    address = f"mqtt://{settings.mqtt_host}:{settings.mqtt_port}"
+    parts.append(PartStatus(MOSQUITTO, address, pid, healthy, note, _log_file(settings, MOSQUITTO)))
     for part, address in (
         ("worker", f"http://127.0.0.1:{settings.worker_web_port}/metrics"),
         ("alerts", settings.alerts_api),

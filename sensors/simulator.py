@@ -26,7 +26,7 @@ from sensors.schema import Frame, FrameReading, Quality, Reading, encode
 
 NOISE_FRACTION = 0.0075  # noise sigma as a fraction of the measuring span
 DRIFT_FRACTION = 0.02  # largest drift amplitude as a fraction of the span
-DRIFT_PERIOD_S = (600.0, 3600.0)
+DRIFT_PERIOD_S = (600.0, 3600.0)  # lively, for demos and scenarios; plants drift over hours (see drift_period_s)
 # Sensors sampled this slowly or slower (tailings ponds, slopes: 30-60 s) watch processes that
 # move over days; over the minutes to hours a run covers, a healthy pond or dam holds still. Such
 # a sensor gets no drift and a precise instrument's noise, or its rate rules (0.1 m/h of pond
@@ -40,6 +40,13 @@ TRIGGER_RAMP_S = 20.0  # an excursion (or interlock trigger) climbs to its peak 
 RATE_CAP_SIGMAS = 4.0  # a ramp levels off this many noise sigmas inside the healthy band
 OUT_OF_RANGE_FRACTION = 0.1  # out_of_range reads this fraction of the span past the top of the range
 GAS_QUANTITY = "combustible_gas"
+# Zero drift (`zero_drift=True`): a gas detector in clean air reads its zero point plus an offset
+# that wanders a few tenths of a percent of span either side of 0 (below the measuring range
+# is still a measurement under NAMUR NE 43, down to 1.25 % of span), with an instrument's noise.
+GAS_DETECTOR_UNITS = ("%LEL", "ppm")
+ZERO_OFFSET_FRACTION = (-0.006, 0.003)
+ZERO_NOISE_FRACTION = 0.001
+NE43_BAND_BELOW = 0.0125
 TEMP_QUANTITY = "temperature"
 # Cycled through, one per frame of a site inside a malformed window:
 #   not_json      - the site's frame cut in half (sent in addition to the good frame)
@@ -137,6 +144,8 @@ class PlantSimulator:
         tick_s: float = 1.0,
         scenarios: list[Scenario] | tuple[Scenario, ...] = (),
         sites: list[str] | None = None,
+        zero_drift: bool = False,
+        drift_period_s: tuple[float, float] = DRIFT_PERIOD_S,
     ):
         if tick_s <= 0:
             raise ValueError(f"tick_s must be > 0, got {tick_s}")
@@ -149,7 +158,7 @@ class PlantSimulator:
         self.tick_s = tick_s
         self.ticks = 0
         self.scenarios = list(scenarios)
-        self._sites = [_site_state(registry, registry.sites[s], seed) for s in site_ids]
+        self._sites = [_site_state(registry, registry.sites[s], seed, zero_drift, drift_period_s) for s in site_ids]
         for sc in self.scenarios:
             _check_scenario(sc, registry, site_ids)
 
@@ -235,10 +244,22 @@ def default_baseline(sensor: Sensor) -> float:
     return low + 0.5 * (hi - low)  # type: ignore[operator]  # Alarms guarantees one set point
 
 
-def _channel(sensor: Sensor, rng: np.random.Generator) -> _Channel:
+def _is_gas_detector(sensor: Sensor) -> bool:
+    lows = [k for k in sensor.alarms.set_points() if k.startswith("low")]
+    return sensor.unit in GAS_DETECTOR_UNITS and sensor.range[0] == 0 and not lows
+
+
+def _channel(
+    sensor: Sensor,
+    rng: np.random.Generator,
+    zero_drift: bool = False,
+    drift_period_s: tuple[float, float] = DRIFT_PERIOD_S,
+) -> _Channel:
     """Signal parameters sized so noise and drift stay well clear of every set point."""
     if sensor.is_state:
         return _state_channel(sensor)
+    if zero_drift and _is_gas_detector(sensor):
+        return _zero_channel(sensor, rng)
     lo, hi = sensor.range
     span = hi - lo
     base = default_baseline(sensor)
@@ -256,9 +277,26 @@ def _channel(sensor: Sensor, rng: np.random.Generator) -> _Channel:
         sigma=SLOW_NOISE_FRACTION * span if slow else min(NOISE_FRACTION * span, 0.1 * margin),
         drift_amp=0.0 if slow else min(DRIFT_FRACTION * span, 0.3 * margin),
         # drawn even when unused, so every later channel of the site keeps its random numbers
-        drift_omega=2 * math.pi / rng.uniform(*DRIFT_PERIOD_S),
+        drift_omega=2 * math.pi / rng.uniform(*drift_period_s),
         drift_phase=rng.uniform(0, 2 * math.pi),
         band=(band_lo, band_hi),
+        decimals=max(1, 4 - math.ceil(math.log10(span))),
+    )
+
+
+def _zero_channel(sensor: Sensor, rng: np.random.Generator) -> _Channel:
+    """A gas detector in clean air: its zero point, offset a little either side, and small noise."""
+    lo, hi = sensor.range
+    span = hi - lo
+    first = min(sensor.alarms.set_points().values())
+    return _Channel(
+        sensor=sensor,
+        baseline=lo + rng.uniform(*ZERO_OFFSET_FRACTION) * span,
+        sigma=ZERO_NOISE_FRACTION * span,
+        drift_amp=0.0,
+        drift_omega=0.0,
+        drift_phase=0.0,
+        band=(lo - NE43_BAND_BELOW * span, lo + 0.2 * (first - lo)),
         decimals=max(1, 4 - math.ceil(math.log10(span))),
     )
 
@@ -281,10 +319,16 @@ def _state_channel(sensor: Sensor) -> _Channel:
     )
 
 
-def _site_state(registry: Registry, site: Site, seed: int) -> _SiteState:
+def _site_state(
+    registry: Registry,
+    site: Site,
+    seed: int,
+    zero_drift: bool = False,
+    drift_period_s: tuple[float, float] = DRIFT_PERIOD_S,
+) -> _SiteState:
     # Seeded per site, so a site's signals do not change when other sites are added or left out.
     rng = np.random.default_rng([seed, zlib.crc32(site.id.encode())])
-    channels = [_channel(s, rng) for s in registry.sensors_of_site(site.id)]
+    channels = [_channel(s, rng, zero_drift, drift_period_s) for s in registry.sensors_of_site(site.id)]
     return _SiteState(site=site, topic=telemetry_topic(site.sector), channels=channels, rng=rng)
 
 
@@ -328,7 +372,8 @@ def _value(ch: _Channel, t: float, noise: float, scenarios: list[Scenario]) -> f
                 # Past the measuring range on purpose: the clip below would hide the fault.
                 return round(s.range[1] + OUT_OF_RANGE_FRACTION * (s.range[1] - s.range[0]), ch.decimals)
             v = _scripted(ch, sc, t, level, wobble, v)
-    return round(min(max(v, s.range[0]), s.range[1]), ch.decimals)
+    # Clipped to the measuring range, or to the band below it that a zero-drifting detector reads.
+    return round(min(max(v, min(s.range[0], ch.band[0])), s.range[1]), ch.decimals)
 
 
 def _scripted(ch: _Channel, sc: Scenario, t: float, level: float, wobble: float, v: float) -> float:

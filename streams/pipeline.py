@@ -8,13 +8,10 @@ batch is acknowledged (offsets may commit) only after all of it is done.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import numpy as np
 import orjson
@@ -25,6 +22,7 @@ from config.settings import Settings
 from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
 from rules.batch import Batch, BatchBuilder
 from rules.engine import NEVER, RuleEngine
+from sensors.deadletter import RawMessage, deadletter_record, ts_hint
 from sensors.schema import DecodeError, FastFrame, FastReading, Frame, Reading, decode_fast, decode_message, split_frame
 
 from .influx import InfluxWriter, deadletter_line, hazard_line, incident_line, reading_lines, tags
@@ -51,75 +49,6 @@ EMPTY_SNAPSHOT: dict = {"v": 2}  # restoring it resets a site to "never seen"
 
 async def _nothing() -> None:
     return None
-
-
-@dataclass
-class RawMessage:
-    """A consumed telemetry message, whatever its content."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-# The copy of a refused input kept in its dead-letter record; the broker's message limit is
-# ~1 MiB, so a bigger input is cut (its size and SHA-256 say what it was).
-RAW_COPY_MAX = 64 * 1024
-RECORD_MAX = 160 * 1024  # a whole dead-letter record as JSON, well under the broker's limit
-
-
-def deadletter_record(
-    reason: str, detail: str, m: RawMessage, *, payload: dict | None = None, site_id: str | None = None
-) -> dict:
-    """What the dead-letter topic carries: why, where from, and the input itself (cut if large).
-
-    Always serialisable and bounded (under RECORD_MAX as JSON): a payload too deep or too big for
-    that is replaced by the raw copy, and a raw copy that JSON escaping would blow up goes as base64."""
-    rec: dict = {
-        "reason": reason,
-        "detail": detail[:2000],
-        "topic": m.topic,
-        "partition": m.partition,
-        "offset": m.offset,
-        "site_id": site_id[:128] if isinstance(site_id, str) else None,
-        "received_at": int(time.time() * 1000),
-    }
-    if payload is not None and _fits({**rec, "reading": payload}):
-        rec["reading"] = payload
-        return rec
-    if m.value is not None:
-        raw = m.value
-        rec["raw_bytes"] = len(raw)
-        if len(raw) > RAW_COPY_MAX:
-            rec["raw_sha256"] = hashlib.sha256(raw).hexdigest()
-            rec["raw_truncated"] = True
-            raw = raw[:RAW_COPY_MAX]
-        try:
-            rec["raw"] = raw.decode()
-        except UnicodeDecodeError:
-            rec["raw_b64"] = base64.b64encode(raw).decode()
-        if "raw" in rec and not _fits(rec):  # control characters are written as \u00XX, 6 bytes each
-            rec["raw_b64"] = base64.b64encode(raw).decode()
-            del rec["raw"]
-    return rec
-
-
-def _fits(rec: dict) -> bool:
-    try:
-        return len(orjson.dumps(rec)) <= RECORD_MAX
-    except (orjson.JSONEncodeError, TypeError):  # e.g. nested deeper than JSON encoders go
-        return False
-
-
-def _ts_hint(ts: int) -> str:
-    """Why a time may be off: the contract is epoch milliseconds UTC."""
-    if ts < 10**11:
-        return " (it looks like seconds: ts must be epoch milliseconds UTC)"
-    if ts > 10**14:
-        return " (it looks like microseconds: ts must be epoch milliseconds UTC)"
-    return ""
 
 
 def _frame_item(value: bytes, slot: int, sensor_id: str) -> dict | None:
@@ -261,7 +190,7 @@ class Pipeline:
             refuse(
                 "future",
                 f"ts: event time {msg.ts} is {ahead:,.0f} s ahead of this worker's clock (tolerance "
-                f"{self.settings.future_tolerance_s:g} s){_ts_hint(msg.ts)}",
+                f"{self.settings.future_tolerance_s:g} s){ts_hint(msg.ts)}",
                 msg.site_id,
             )
             return
@@ -276,7 +205,7 @@ class Pipeline:
         ts = int(batch.ts[p])
         detail = (
             f"{where}sensor {sensor}: event time {ts} is more than {self.settings.lateness_s:g} s behind "
-            f"the sensor's newest reading{_ts_hint(ts)}"
+            f"the sensor's newest reading{ts_hint(ts)}"
         )
         return "late", deadletter_record("late", detail, m, payload=item, site_id=site), site.encode()
 

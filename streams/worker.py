@@ -25,11 +25,12 @@ from config.logs import setup_logging
 from config.settings import Settings
 from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
 from rules.engine import RuleEngine
+from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
 
 from .checkpoint import load_snapshots, sites_by_partition
 from .influx import InfluxWriter
-from .pipeline import Pipeline, RawMessage
+from .pipeline import Pipeline
 from .reload import RuleReloader
 
 # The embedded broker reports a partition's end as the start of its last batch + 1, so this reads

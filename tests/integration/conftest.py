@@ -1,4 +1,4 @@
-"""Integration fixtures: one real embedded stack (Tansu + InfluxDB) per test session.
+"""Integration fixtures: one real embedded stack (Tansu, InfluxDB, mosquitto) per test session.
 
 It runs on its own free loopback ports and state dir, so it never touches a running demo.
 """
@@ -39,7 +39,8 @@ def free_ports() -> dict[str, int]:
     """Distinct free loopback ports for every server a test session may start."""
     # Sockets stay bound until all are chosen, so no two ports coincide.
     with ExitStack() as held:
-        ports = {name: _bind(held) for name in ("broker_port", "alerts_port", "worker_web_port")}
+        names = ("broker_port", "alerts_port", "worker_web_port", "mqtt_port", "ingest_port")
+        ports = {name: _bind(held) for name in names}
         while True:
             influx = _bind(held)
             # InfluxDB also binds its RPC service on a port derived from the HTTP one.
@@ -58,6 +59,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         broker_host="127.0.0.1",
         influx_host="127.0.0.1",
         alerts_host="127.0.0.1",
+        mqtt_host="127.0.0.1",
+        ingest_host="127.0.0.1",
+        mqtt_password=None,
+        ingest_db=None,
         # Explicit None beats SAFEWATCH_* in the environment: tests must not reach a real cluster.
         broker_url=None,
         influx_url=None,

@@ -18,6 +18,7 @@ from config.settings import Settings
 from safewatch.stack import (
     BROKER,
     INFLUXDB,
+    MOSQUITTO,
     StackError,
     ensure_topics,
     ensure_topics_async,
@@ -126,9 +127,10 @@ async def test_ensure_topics_is_idempotent_and_keeps_configs(stack: Settings) ->
     assert entries.get("cleanup.policy") == "compact"
 
 
-def test_status_reports_both_parts_healthy(stack: Settings) -> None:
+def test_status_reports_every_part_healthy(stack: Settings) -> None:
     parts = {part.name: part for part in stack_status(stack)}
-    assert set(parts) == {BROKER, INFLUXDB}
+    assert set(parts) == {BROKER, INFLUXDB, MOSQUITTO}
+    assert parts[MOSQUITTO].healthy and parts[MOSQUITTO].address == f"mqtt://127.0.0.1:{stack.mqtt_port}"
     broker, influx = parts[BROKER], parts[INFLUXDB]
     assert broker.healthy and influx.healthy
     assert broker.address == stack.bootstrap

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streams.pipeline import RAW_COPY_MAX, RawMessage, deadletter_record
+from sensors.deadletter import RAW_COPY_MAX, RawMessage, deadletter_record
 
 MiB = 1024 * 1024
 KiB = 1024

@@ -1,0 +1,110 @@
+"""The embedded MQTT broker (Debian's mosquitto 2.0): its config, password file and ACL.
+
+One account per live enterprise token (user = token id, password = the token) that may publish
+only under `safewatch/<credit code>/+/telemetry`; the gateway's own account may only read
+those topics. The files are rewritten whenever a token is issued or revoked, and a running
+mosquitto is told to reload them (SIGHUP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+from pathlib import Path
+
+from config.settings import Settings
+from ingest.mqtt import BATCHES_IN_FLIGHT, TOPIC_FILTER, TOPIC_ROOT
+from ingest.tokens import TokenStore, mosquitto_hash
+
+
+def enterprise_topics(enterprise_id: str) -> str:
+    """The topic filter one enterprise may publish to."""
+    return f"{TOPIC_ROOT}/{enterprise_id}/+/telemetry"
+
+
+def gateway_password(settings: Settings) -> str:
+    """The gateway's MQTT password: the setting, else a secret made once and kept under state_dir."""
+    if settings.mqtt_password:
+        return settings.mqtt_password
+    path = settings.mosquitto_dir / "gateway.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def write_auth(settings: Settings, store: TokenStore) -> None:
+    """Write the password file and the ACL from the live tokens (atomically: mosquitto may reload any time)."""
+    tokens = store.list(live_only=True)
+    passwd = [f"{settings.mqtt_user}:{mosquitto_hash(gateway_password(settings))}"]
+    passwd += [f"{t.token_id}:{t.mqtt_hash}" for t in tokens]
+    acl = [f"user {settings.mqtt_user}", f"topic read {TOPIC_FILTER}", ""]
+    for t in tokens:
+        acl += [f"user {t.token_id}", f"topic write {enterprise_topics(t.enterprise_id)}", ""]
+    _write(settings.mosquitto_dir / "passwd", "\n".join(passwd) + "\n")
+    _write(settings.mosquitto_dir / "acl", "\n".join(acl))
+
+
+def write_conf(settings: Settings) -> Path:
+    """mosquitto.conf: a loopback listener, no anonymous access, persistent QoS 1 sessions."""
+    root = settings.mosquitto_dir
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Written by `safewatch stack up` on every start; edits are overwritten.",
+        f"listener {settings.mqtt_port} {settings.mqtt_host}",
+        "allow_anonymous false",
+        f"password_file {root / 'passwd'}",
+        f"acl_file {root / 'acl'}",
+        # Queued QoS 1 messages of an offline gateway session are kept on disk across a broker restart.
+        "persistence true",
+        f"persistence_location {root / 'data'}/",
+        "autosave_interval 5",
+        # The gateway acknowledges a message only once Kafka has it, so many are in flight at once;
+        # mosquitto's defaults (20 in flight, 1,000 queued) would throttle it, then drop messages.
+        # In flight: what the gateway's batches hold, so the rest waits in mosquitto (see docs/ingest.md).
+        f"max_inflight_messages {settings.mqtt_batch * BATCHES_IN_FLIGHT}",
+        f"max_queued_messages {settings.mqtt_max_queued}",
+        "max_packet_size 1048576",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+    ]
+    if os.geteuid() == 0:
+        lines.append("user root")  # else it drops to user `mosquitto`, who cannot write state_dir
+    conf = root / "mosquitto.conf"
+    _write(conf, "\n".join(lines) + "\n")
+    return conf
+
+
+def reload(settings: Settings) -> bool:
+    """Ask a running embedded mosquitto to reread its password file and ACL; False if none runs."""
+    from .stack import MOSQUITTO, running_pid
+
+    pid = running_pid(settings, MOSQUITTO)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGHUP)
+    return True
+
+
+def sync_auth(settings: Settings) -> None:
+    """Rewrite the auth files from the token store and reload mosquitto (after issue/revoke)."""
+    store = TokenStore(settings.ingest_db_path)
+    try:
+        write_auth(settings, store)
+    finally:
+        store.close()
+    reload(settings)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)
