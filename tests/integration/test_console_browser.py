@@ -178,7 +178,7 @@ async def test_console_wall_and_report_in_chromium(stack, tmp_path: Path):
             await expect(panel.locator("img[data-photo]")).to_have_js_property("naturalWidth", 2, timeout=10_000)
             inspector.once("dialog", lambda dialog: dialog.accept("现场核查无钢瓶"))
             await panel.locator("button[data-how=unfounded]").click()
-            await expect(inspector_card).to_contain_text("已结束", timeout=15_000)  # its incident closed
+            await expect(inspector_card).to_contain_text("险情已解除", timeout=15_000)  # its incident closed: all clear
             decided = httpx.get(f"{api}/v1/reports", headers=duty).json()[0]
             assert (decided["status"], decided["decided_by"]) == ("unfounded", "监察员 李")
             await public.click("#track button[type=submit]")
