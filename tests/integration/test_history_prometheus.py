@@ -57,19 +57,25 @@ async def test_every_platform_panel_returns_data_from_a_real_prometheus(stack, l
     service = spawn(alerts, tmp_path / "alerts.log", "alerts", "serve")
     base = f"http://127.0.0.1:{prom_port}"
     try:
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=5) as c:
+                    r = (await c.get(f"{base}/api/v1/query", params={"query": "sum(up)"})).json()
+            except httpx.HTTPError:
+                return False  # Prometheus itself still starting
+            return bool(r["data"]["result"]) and float(r["data"]["result"][0]["value"][1]) == 2
+
+        # Scraping before the work starts: rate() needs samples from before and after it, or a
+        # run that is over before the first scrape leaves every counter flat (and the quantiles NaN).
+        await wait_for(up, 60, "Prometheus scraping the worker and the alert service")
+        await asyncio.sleep(3)
         msgs = simulate(leak_run.registry, int(time.time() * 1000) - 1_800_000)
         await produce(worker_settings, msgs)
         await wait_for(
             lambda: metric(worker_settings, "safewatch_messages_total"), 120, "the worker", at_least=len(msgs)
         )
         await wait_for(lambda: len(receiver.received), 90, "alert deliveries", at_least=1)
-
-        async def up() -> bool:
-            async with httpx.AsyncClient(timeout=5) as c:
-                r = (await c.get(f"{base}/api/v1/query", params={"query": "sum(up)"})).json()
-            return bool(r["data"]["result"]) and float(r["data"]["result"][0]["value"][1]) == 2
-
-        await wait_for(up, 60, "Prometheus scraping the worker and the alert service")
         await asyncio.sleep(6)  # several scrapes after the work, so rate() has two points that differ
         async with httpx.AsyncClient(timeout=10) as c:
             for q in PROMQL:
