@@ -100,6 +100,9 @@ def decode_message(raw: bytes) -> Frame | Reading:
 # with hypothesis that what these accept, the models accept with the same values).
 _FastIdent = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _FastEpochMs = Annotated[int, msgspec.Meta(gt=0, lt=32503680000000)]
+# pydantic takes an integer that fits i64 or u64 and refuses a bigger one; msgspec takes any size
+# but bounds only within i64, so a `seq` past 2**63 - 1 takes the slow path (which decides).
+_FastSeq = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class FastFrameReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -108,7 +111,7 @@ class FastFrameReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     sensor_id: _FastIdent
     value: float
     quality: Quality = "good"
-    seq: int | None = None
+    seq: _FastSeq | None = None
 
 
 class FastReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -119,7 +122,7 @@ class FastReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ts: _FastEpochMs
     value: float
     quality: Quality = "good"
-    seq: int | None = None
+    seq: _FastSeq | None = None
 
 
 class FastFrame(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -137,11 +140,17 @@ _fast_reading = msgspec.json.Decoder(FastReading)
 
 def decode_fast(raw: bytes) -> FastFrame | FastReading | None:
     """A valid message, decoded cheaply; None for anything else (then use `decode_message`)."""
+    # msgspec has no untagged unions of objects: a frame is what has a `readings` key, as in
+    # decode_message; a `"readings"` that is a value (a sensor so named) fails as a frame and is
+    # then tried as a reading, which refuses a `readings` key. msgspec refuses NaN/inf literals
+    # and numbers out of float range, so values are finite.
+    if b'"readings"' in raw:
+        try:
+            return _fast_frame.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
     try:
-        # msgspec has no untagged unions of objects: a frame is what has a `readings` key, as in
-        # decode_message. A `"readings"` elsewhere only costs a fall back to the slow path.
-        # msgspec refuses NaN/inf literals and numbers out of float range, so values are finite.
-        return _fast_frame.decode(raw) if b'"readings"' in raw else _fast_reading.decode(raw)
+        return _fast_reading.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
 

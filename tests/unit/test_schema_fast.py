@@ -100,3 +100,25 @@ def test_refused_input_falls_back_to_the_errors_that_name_the_field():
         assert exc.reason == "invalid_field" and "readings.0.value" in exc.detail
     else:
         raise AssertionError("a string value was accepted")
+
+
+def test_seq_bounds_are_the_contracts():
+    """Found by the property above in CI: msgspec took a `seq` of any size, pydantic only i64/u64."""
+    cases = [  # seq, fast path takes it, the contract takes it
+        (-(2**63), True, True),
+        (-(2**63) - 1, False, False),
+        (2**63 - 1, True, True),
+        (2**64 - 1, False, True),  # u64: left to the slow path, which takes it
+        (2**64, False, False),
+    ]
+    for seq, fast_ok, ok in cases:
+        raw = b'{"site_id": "s", "sensor_id": "a", "ts": 1795600000000, "value": 1, "seq": %d}' % seq
+        frame = b'{"site_id": "s", "ts": 1795600000000, "readings": [{"sensor_id": "a", "value": 1, "seq": %d}]}' % seq
+        for message in (raw, frame):
+            assert (decode_fast(message) is not None) == fast_ok, (seq, message)
+            try:
+                decode_message(message)
+                accepted = True
+            except DecodeError:
+                accepted = False
+            assert accepted == ok, (seq, message)
