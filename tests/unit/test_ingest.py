@@ -36,7 +36,9 @@ def frame(**over: object) -> dict:
 
 def test_split_body_forms() -> None:
     one = orjson.dumps(frame())
-    assert split_body(one) == [(one, frame())]
+    assert split_body(one) == [(one, None)]  # one object: left to `check`, which decodes it once
+    pretty = orjson.dumps(frame(), option=orjson.OPT_INDENT_2)
+    assert split_body(pretty) == [(pretty, frame())]  # one object over several lines is not NDJSON
     assert [x for _, x in split_body(b"[" + one + b"," + one + b"]")] == [frame(), frame()]
     lines = split_body(one + b"\r\n\n" + b"{bad \n", ndjson=True)
     assert lines == [(one, None), (b"{bad ", None)]  # each line's bytes as sent, blank lines skipped
