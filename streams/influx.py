@@ -87,6 +87,30 @@ def incident_line(inc: IncidentEvent) -> str:
     )
 
 
+COLOURS = ("red", "orange", "yellow", "blue")
+
+
+def incident_state_line(inc: IncidentEvent) -> str:
+    """The incident's state after a change, in a series of its own so `last()` per incident is its state now."""
+    # `incident` has the id as a field, so InfluxQL cannot take each incident's last point; here it is
+    # a tag. Incidents are rare (tens a day), so a series per incident costs InfluxDB little.
+    # InfluxQL has no conditional sum: the wall counts colours by summing 0/1 fields.
+    head = tags(
+        "incident_state",
+        incident_id=inc.incident_id,
+        site_id=inc.site_id,
+        sector=inc.sector,
+        region=inc.region,
+        enterprise_id=inc.enterprise_id,
+    )
+    is_open = inc.status != "closed"
+    flags = "".join(f",open_{c}={int(is_open and inc.severity == c)}i" for c in COLOURS)
+    return (
+        f"{head} status={escape_str(inc.status)},severity={escape_str(inc.severity)},open={int(is_open)}i{flags},"
+        f"opened_at={inc.opened_at}i {inc.updated_at}"
+    )
+
+
 def deadletter_line(reason: str, topic: str, count: int, ts_ms: int) -> str:
     """Dead-lettered messages of one reason, counted per batch."""
     return f"{tags('deadletter', reason=reason, topic=topic)} count={count}i {ts_ms}"

@@ -25,7 +25,7 @@ from rules.engine import NEVER, RuleEngine
 from sensors.deadletter import RawMessage, deadletter_record, ts_hint
 from sensors.schema import DecodeError, FastFrame, FastReading, Frame, Reading, decode_fast, decode_message, split_frame
 
-from .influx import InfluxWriter, deadletter_line, hazard_line, incident_line, reading_lines, tags
+from .influx import InfluxWriter, deadletter_line, hazard_line, incident_line, incident_state_line, reading_lines, tags
 from .reload import RuleReloader
 
 log = logging.getLogger(__name__)
@@ -388,10 +388,11 @@ class Pipeline:
         return split_frame(obj)
 
     def _lines(self, result, reasons: Counter) -> list[str]:
-        """Hazard, incident and dead-letter points of a batch (readings: `_store_readings`)."""
+        """Hazard, incident (event and state) and dead-letter points of a batch (readings: `_store_readings`)."""
         lines: list[str] = []
         lines.extend(hazard_line(h) for h in result.hazards)
         lines.extend(incident_line(i) for i in result.incidents)
+        lines.extend(incident_state_line(i) for i in result.incidents)
         now = int(time.time() * 1000)
         lines.extend(deadletter_line(reason, "telemetry", n, now) for reason, n in reasons.items())
         return lines
