@@ -176,7 +176,7 @@ def wall() -> g.Dashboard:
 
 
 def site() -> g.Dashboard:
-    """Site drill-down: each sensor's readings with the set points its hazards crossed, hazards as annotations."""
+    """Site drill-down: each sensor's readings with its set points as lines, hazards as annotations."""
     variables = [
         g.Template(
             name="site",
@@ -221,10 +221,12 @@ def site() -> g.Dashboard:
                     alias="value ($tag_unit)",
                 ),
                 influx(
-                    'SELECT max("threshold") FROM "hazard" WHERE "sensor_id" =~ /^$sensor$/ AND $timeFilter'
-                    ' GROUP BY time($__interval), "kind" fill(none)',
+                    # Stored every few minutes of the sensor's time: fill(previous) draws them as lines.
+                    'SELECT last("high_high") AS "high_high", last("high") AS "high", last("low") AS "low",'
+                    ' last("low_low") AS "low_low" FROM "setpoint" WHERE "sensor_id" =~ /^$sensor$/ AND $timeFilter'
+                    " GROUP BY time($__interval) fill(previous)",
                     ref="B",
-                    alias="set point $tag_kind",
+                    alias="set point $col",
                 ),
             ],
             gridPos=g.GridPos(h=8, w=8, x=0, y=6),

@@ -48,6 +48,14 @@ def reading_lines(
     ]
 
 
+def setpoint_head(reading_prefix: str, set_points: dict[str, float]) -> str | None:
+    """`setpoint,<the reading's tags> high=…,…` for a sensor (its time is added per point); None without set points."""
+    if not set_points:
+        return None
+    fields = ",".join(f"{name}={float(v)!r}" for name, v in set_points.items())
+    return "setpoint" + reading_prefix.removeprefix("reading") + " " + fields
+
+
 def hazard_line(h: HazardEvent) -> str:
     """One hazard open/clear event as a point."""
     head = tags(
