@@ -395,7 +395,12 @@ def setup(
     _guard(lambda: ensure_retention(settings))
     console.print(
         f"policies raw ({settings.influx_raw_retention}, default), rollup_1m ({settings.influx_rollup_1m_retention}),"
-        f" rollup_1h ({settings.influx_rollup_1h_retention}); continuous queries cq_reading_rollup_1m/_1h"
+        f" rollup_1h ({settings.influx_rollup_1h_retention}); "
+        + (
+            "no continuous queries: run `safewatch history rollup --loop` (SAFEWATCH_INFLUX_ROLLUP_JOB)"
+            if settings.influx_rollup_job
+            else "continuous queries cq_reading_rollup_1m/_1h"
+        )
     )
     if backfill:
         from zoneinfo import ZoneInfo
