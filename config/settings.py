@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     influx_batch_points: int = 5000
     influx_write_concurrency: int = Field(4, ge=1, description="chunks written at once")
     influx_write_readings: bool = True
+    # Set points beside the readings, so a chart draws them as lines over any range; every few minutes of a
+    # sensor's event time is enough for that and costs ~3 % of the reading points at one reading per 10 s.
+    influx_setpoint_every_s: float = Field(300.0, gt=0, description="how often a sensor's set points are stored")
     influx_timeout_s: float = Field(10.0, description="one /write request's timeout")
     influx_spool_dir: Path | None = Field(None, description="where unwritten points wait; default STATE_DIR/spool")
     influx_spool_max_bytes: int = Field(512 * 1024 * 1024, description="spool limit; when full the worker waits")
@@ -81,8 +84,10 @@ class Settings(BaseSettings):
     # readings, so histories and the accident association can look back years. Empty: no copy.
     influx_events_rp: str | None = Field("events", description="policy that keeps a long copy of event points")
     influx_events_retention: str = Field("1830d", description="how long the copy of events is kept")
-    # InfluxDB 2.x (docker-compose) has no continuous queries and no roll-up buckets set up: read raw there.
     influx_rollups: bool = Field(True, description="history reads the roll-up policies for long or old ranges")
+    # InfluxDB 2.x has no continuous queries: there `safewatch history rollup` makes the same roll-ups.
+    influx_rollup_job: bool = Field(False, description="roll-ups by `history rollup`, not continuous queries")
+    influx_rollup_every_s: float = Field(60.0, gt=0, description="how often `history rollup --loop` runs")
     history_tz: str = Field("Asia/Shanghai", description="time zone history output is shown in")
     history_max_rows: int = Field(100_000, ge=1, description="most rows one history query or export returns")
     history_db: Path | None = Field(None, description="SQLite of accident records and the data-access audit log")

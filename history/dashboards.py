@@ -54,17 +54,25 @@ def _pos(i: int, w: int, h: int, per_row: int) -> g.GridPos:
     return g.GridPos(h=h, w=w, x=(i % per_row) * w, y=(i // per_row) * h)
 
 
+def open_now(fields: str, by: str) -> str:
+    """Every incident's latest state (a subquery): the wall counts what is open now, whatever the time range."""
+    # No time filter: an incident opened before the dashboard's range and still open must count, and
+    # one opened and closed within it must not. The default policy's retention bounds the scan.
+    return f'(SELECT last("open") AS "open", {fields} FROM "incident_state" GROUP BY {by})'
+
+
 def wall() -> g.Dashboard:
-    """Province wall: incidents by region and sector, red/orange counts, latest incidents, enterprise colours."""
-    opened = "\"status\" = 'open' AND $timeFilter"
+    """Province wall: open incidents by region and sector, red/orange counts, latest incidents, enterprise colours."""
+    colours = ", ".join(f'"open_{c}"' for c in ("red", "orange", "yellow", "blue"))
     panels = [
         g.Stat(
-            title="Incidents by colour (red, orange, yellow, blue at any time in the range)",
+            title="Open incidents now, by colour",
             dataSource=INFLUX,
             targets=[
                 influx(
-                    'SELECT count(distinct("incident_id")) FROM "incident" WHERE $timeFilter GROUP BY "severity"',
-                    alias="$tag_severity",
+                    'SELECT sum("open_red") AS "red", sum("open_orange") AS "orange", sum("open_yellow") AS "yellow",'
+                    ' sum("open_blue") AS "blue" FROM ' + open_now(colours, '"incident_id"'),
+                    fmt="table",
                 )
             ],
             colorMode="background",
@@ -79,12 +87,14 @@ def wall() -> g.Dashboard:
             gridPos=g.GridPos(h=5, w=8, x=0, y=0),
         ),
         g.Table(
-            title="Incidents opened by region and sector",
+            title="Open incidents now by region and sector (red, orange)",
             dataSource=INFLUX,
             targets=[
                 influx(
-                    f'SELECT count("incident_id") AS "incidents" FROM "incident" WHERE {opened}'
-                    ' GROUP BY "region", "sector"',
+                    'SELECT sum("open") AS "open", sum("open_red") AS "red", sum("open_orange") AS "orange"'
+                    " FROM "
+                    + open_now('"open_red", "open_orange"', '"incident_id", "region", "sector"')
+                    + ' WHERE "open" = 1 GROUP BY "region", "sector"',
                     fmt="table",
                 )
             ],
@@ -119,6 +129,29 @@ def wall() -> g.Dashboard:
             gridPos=g.GridPos(h=5, w=8, x=0, y=5),
         ),
         g.Table(
+            title="Open incidents now",
+            dataSource=INFLUX,
+            targets=[
+                influx(
+                    'SELECT "incident_id", "severity", "status", "opened_at", "enterprise_id", "site_id", "region",'
+                    ' "sector" FROM '
+                    + open_now(
+                        '"severity", "status", "opened_at"',
+                        '"incident_id", "enterprise_id", "site_id", "region", "sector"',
+                    )
+                    + ' WHERE "open" = 1',
+                    fmt="table",
+                )
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "opened_at"},
+                    "properties": [{"id": "unit", "value": "dateTimeAsIso"}],
+                }
+            ],
+            gridPos=g.GridPos(h=8, w=24, x=0, y=10),
+        ),
+        g.Table(
             title="Latest incident events",
             dataSource=INFLUX,
             targets=[
@@ -128,7 +161,7 @@ def wall() -> g.Dashboard:
                     fmt="table",
                 )
             ],
-            gridPos=g.GridPos(h=10, w=24, x=0, y=10),
+            gridPos=g.GridPos(h=10, w=24, x=0, y=18),
         ),
     ]
     return g.Dashboard(
@@ -143,7 +176,7 @@ def wall() -> g.Dashboard:
 
 
 def site() -> g.Dashboard:
-    """Site drill-down: each sensor's readings with the set points its hazards crossed, hazards as annotations."""
+    """Site drill-down: each sensor's readings with its set points as lines, hazards as annotations."""
     variables = [
         g.Template(
             name="site",
@@ -188,10 +221,12 @@ def site() -> g.Dashboard:
                     alias="value ($tag_unit)",
                 ),
                 influx(
-                    'SELECT max("threshold") FROM "hazard" WHERE "sensor_id" =~ /^$sensor$/ AND $timeFilter'
-                    ' GROUP BY time($__interval), "kind" fill(none)',
+                    # Stored every few minutes of the sensor's time: fill(previous) draws them as lines.
+                    'SELECT last("high_high") AS "high_high", last("high") AS "high", last("low") AS "low",'
+                    ' last("low_low") AS "low_low" FROM "setpoint" WHERE "sensor_id" =~ /^$sensor$/ AND $timeFilter'
+                    " GROUP BY time($__interval) fill(previous)",
                     ref="B",
-                    alias="set point $tag_kind",
+                    alias="set point $col",
                 ),
             ],
             gridPos=g.GridPos(h=8, w=8, x=0, y=6),

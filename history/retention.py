@@ -14,7 +14,7 @@ import httpx
 from config.settings import Settings
 
 RAW, ROLLUP_1M, ROLLUP_1H = "raw", "rollup_1m", "rollup_1h"
-EVENT_MEASUREMENTS = ("hazard", "incident", "deadletter")
+EVENT_MEASUREMENTS = ("hazard", "incident", "incident_state", "deadletter")
 AGGREGATES = ("min", "mean", "max", "last", "count")
 # A continuous query recomputes this much of the recent past on every run, so readings that
 # arrive late (up to the worker's lateness bound, and a spool drained after an outage) are rolled up.
@@ -84,6 +84,8 @@ def statements(settings: Settings) -> list[str]:
     for rp in (ROLLUP_1M, ROLLUP_1H):
         name = ident(f"cq_reading_{rp}")
         out.append(f"DROP CONTINUOUS QUERY {name} ON {db}")  # a changed definition replaces the old one
+        if settings.influx_rollup_job:
+            continue  # `history rollup` writes the same points: a continuous query too would do it twice
         out.append(
             f"CREATE CONTINUOUS QUERY {name} ON {db} RESAMPLE EVERY {INTERVAL[rp]} FOR {RESAMPLE_FOR[rp]}"
             f" BEGIN {rollup_select(settings, rp)} END"

@@ -48,6 +48,14 @@ def reading_lines(
     ]
 
 
+def setpoint_head(reading_prefix: str, set_points: dict[str, float]) -> str | None:
+    """`setpoint,<the reading's tags> high=…,…` for a sensor (its time is added per point); None without set points."""
+    if not set_points:
+        return None
+    fields = ",".join(f"{name}={float(v)!r}" for name, v in set_points.items())
+    return "setpoint" + reading_prefix.removeprefix("reading") + " " + fields
+
+
 def hazard_line(h: HazardEvent) -> str:
     """One hazard open/clear event as a point."""
     head = tags(
@@ -84,6 +92,30 @@ def incident_line(inc: IncidentEvent) -> str:
     return (
         f"{head} incident_id={escape_str(inc.incident_id)},hazards={len(inc.hazard_ids)}i,"
         f"open_hazards={len(inc.open_hazard_ids)}i,rule_id={escape_str(inc.rule_id)} {inc.updated_at}"
+    )
+
+
+COLOURS = ("red", "orange", "yellow", "blue")
+
+
+def incident_state_line(inc: IncidentEvent) -> str:
+    """The incident's state after a change, in a series of its own so `last()` per incident is its state now."""
+    # `incident` has the id as a field, so InfluxQL cannot take each incident's last point; here it is
+    # a tag. Incidents are rare (tens a day), so a series per incident costs InfluxDB little.
+    # InfluxQL has no conditional sum: the wall counts colours by summing 0/1 fields.
+    head = tags(
+        "incident_state",
+        incident_id=inc.incident_id,
+        site_id=inc.site_id,
+        sector=inc.sector,
+        region=inc.region,
+        enterprise_id=inc.enterprise_id,
+    )
+    is_open = inc.status != "closed"
+    flags = "".join(f",open_{c}={int(is_open and inc.severity == c)}i" for c in COLOURS)
+    return (
+        f"{head} status={escape_str(inc.status)},severity={escape_str(inc.severity)},open={int(is_open)}i{flags},"
+        f"opened_at={inc.opened_at}i {inc.updated_at}"
     )
 
 

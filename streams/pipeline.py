@@ -25,7 +25,16 @@ from rules.engine import NEVER, RuleEngine
 from sensors.deadletter import RawMessage, deadletter_record, ts_hint
 from sensors.schema import DecodeError, FastFrame, FastReading, Frame, Reading, decode_fast, decode_message, split_frame
 
-from .influx import InfluxWriter, deadletter_line, hazard_line, incident_line, reading_lines, tags
+from .influx import (
+    InfluxWriter,
+    deadletter_line,
+    hazard_line,
+    incident_line,
+    incident_state_line,
+    reading_lines,
+    setpoint_head,
+    tags,
+)
 from .reload import RuleReloader
 
 log = logging.getLogger(__name__)
@@ -84,6 +93,10 @@ class Pipeline:
         self.deadletter_topic = settings.topic(DEADLETTER_TOPIC)
         self.checkpoint_topic = settings.topic(CHECKPOINT_TOPIC)
         self.prefixes = [self._prefix(s) for s in engine.sensors]
+        self.setpoint_heads = [
+            setpoint_head(self.prefixes[i], s.alarms.set_points()) for i, s in enumerate(engine.sensors)
+        ]
+        self._setpoint_due = np.zeros(len(self.prefixes), dtype=np.int64)  # event time each is next stored
         self.reloader = reloader or RuleReloader(settings)
         self.caught_up = caught_up
         self.future_ms = int(settings.future_tolerance_s * 1000)
@@ -341,15 +354,28 @@ class Pipeline:
             return
         keep = np.ones(len(batch), dtype=bool)
         keep[late] = False
-        await self.writer.write(
-            reading_lines(
-                self.prefixes,
-                batch.idx[keep].tolist(),
-                batch.ts[keep].tolist(),
-                batch.value[keep].tolist(),
-                batch.good[keep].tolist(),
-            )
+        lines = reading_lines(
+            self.prefixes,
+            batch.idx[keep].tolist(),
+            batch.ts[keep].tolist(),
+            batch.value[keep].tolist(),
+            batch.good[keep].tolist(),
         )
+        await self.writer.write(lines + self._setpoint_lines(batch.idx[keep], batch.ts[keep]))
+
+    def _setpoint_lines(self, idx: np.ndarray, ts: np.ndarray) -> list[str]:
+        """Each sensor's set points, stamped with a reading's time, once every `influx_setpoint_every_s` of it."""
+        due = ts >= self._setpoint_due[idx]
+        if not due.any():  # the common case: one vector compare per batch
+            return []
+        every = int(self.settings.influx_setpoint_every_s * 1000)
+        out = []
+        for i, t in zip(idx[due].tolist(), ts[due].tolist(), strict=True):
+            head = self.setpoint_heads[i]
+            if t >= self._setpoint_due[i] and head is not None:  # a sensor twice in a batch: once
+                self._setpoint_due[i] = t + every
+                out.append(f"{head} {t}")
+        return out
 
     async def _emit(self, result, dead) -> None:
         # Alerts first: nothing below may delay a duty officer's hazard or incident.
@@ -388,10 +414,11 @@ class Pipeline:
         return split_frame(obj)
 
     def _lines(self, result, reasons: Counter) -> list[str]:
-        """Hazard, incident and dead-letter points of a batch (readings: `_store_readings`)."""
+        """Hazard, incident (event and state) and dead-letter points of a batch (readings: `_store_readings`)."""
         lines: list[str] = []
         lines.extend(hazard_line(h) for h in result.hazards)
         lines.extend(incident_line(i) for i in result.incidents)
+        lines.extend(incident_state_line(i) for i in result.incidents)
         now = int(time.time() * 1000)
         lines.extend(deadletter_line(reason, "telemetry", n, now) for reason, n in reasons.items())
         return lines

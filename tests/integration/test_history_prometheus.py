@@ -61,9 +61,12 @@ async def test_every_platform_panel_returns_data_from_a_real_prometheus(stack, l
         async def up() -> bool:
             try:
                 async with httpx.AsyncClient(timeout=5) as c:
-                    r = (await c.get(f"{base}/api/v1/query", params={"query": "sum(up)"})).json()
+                    resp = await c.get(f"{base}/api/v1/query", params={"query": "sum(up)"})
             except httpx.HTTPError:
                 return False  # Prometheus itself still starting
+            if resp.status_code != 200:
+                return False  # listening, but its storage not open yet: "503 Service Unavailable", not JSON
+            r = resp.json()
             return bool(r["data"]["result"]) and float(r["data"]["result"][0]["value"][1]) == 2
 
         # Scraping before the work starts: rate() needs samples from before and after it, or a
