@@ -112,7 +112,7 @@ async def deliver_webhooks(
     marked sent within a commit of its answer. Returns those that failed in a way worth
     retrying, for `deliver` and its retry policy."""
     departments = {n.id: routing.departments[n.department] for n in notifications}
-    wanted = [(n.id, redact_url(departments[n.id].webhook or "")) for n in notifications]
+    wanted = [(n, redact_url(departments[n.id].webhook or "")) for n in notifications]
     started = await asyncio.to_thread(store.begin_attempts, wanted)
     unsettled: list[Outcome] = []
     settling: list[asyncio.Task] = []

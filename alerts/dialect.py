@@ -61,6 +61,7 @@ class Database:
     def __init__(self, target: str | Path) -> None:
         self.dialect: Literal["sqlite", "postgresql"] = "postgresql" if is_postgres(target) else "sqlite"
         self.lock = threading.RLock()
+        self.memo: dict[Any, Any] = {}  # what a write transaction looked up once (emptied per transaction)
         self._pg: psycopg.Connection[Any] | None = None
         self._lite: sqlite3.Connection | None = None
         if self.dialect == "postgresql":
@@ -97,6 +98,7 @@ class Database:
     def transaction(self) -> Iterator[Database]:
         """One write transaction: only one at a time, in this process and across processes."""
         with self.lock:
+            self.memo = {}
             if self._pg is not None:
                 self._pg.execute("BEGIN")
                 self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))

@@ -208,10 +208,12 @@ def _v5(db: Database) -> None:
 
 
 def _v6(db: Database) -> None:
-    # Inhibition looks, for every message it might hold, for open incidents with the same
-    # `equal` labels (the shipped rule: the same site); without this index that read every
-    # open incident's JSON per message. Written once in the store's SQL: it runs on both databases.
+    # Two lookups made for every message, which read whole tables without an index: inhibition
+    # looks for open incidents with the same `equal` labels (the shipped rule: the same site),
+    # and every delivery attempt counts the attempts before it. Written once in the store's SQL:
+    # it runs on both databases.
     db.execute("CREATE INDEX incidents_site ON incidents (json_extract(incident_json, '$.site_id'))")
+    db.execute("CREATE INDEX deliveries_notification ON deliveries (notification_id)")
 
 
 MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]

@@ -428,19 +428,25 @@ class TaskStore:
             return _mark_sent(db, notification_id, detail, now)
 
     def begin_attempts(
-        self, wanted: list[tuple[int, str]], now: int | None = None
+        self, wanted: list[tuple[Notification, str]], now: int | None = None
     ) -> list[tuple[Notification, Task, int, int]]:
-        """`begin_attempt` for many (notification id, URL) pairs in one transaction, after the checks
+        """`begin_attempt` for many (notification, URL) pairs in one transaction, after the checks
         a single send makes (still unsent; a reminder of a task acted on meanwhile is skipped);
         returns (notification, task, attempt row, attempt number) for those to send now."""
         now = now_ms() if now is None else now
         out = []
         with self.transaction() as db:
-            for notification_id, url in wanted:
-                row = db.execute("SELECT * FROM notifications WHERE id = ?", (notification_id,)).fetchone()
-                if row is None or row["status"] in ("sent", "skipped") or row["held_by"] is not None:
+            for n, url in wanted:
+                # The outbox row's state now, its attempts so far and its task, in one read.
+                row = db.execute(
+                    "SELECT n.status AS outbox_status, n.held_by AS outbox_held_by,"
+                    " (SELECT COUNT(*) FROM deliveries d WHERE d.notification_id = n.id) AS outbox_attempts, t.*"
+                    " FROM notifications n JOIN tasks t ON t.task_id = n.task_id WHERE n.id = ?",
+                    (n.id,),
+                ).fetchone()
+                if row is None or row["outbox_status"] in ("sent", "skipped") or row["outbox_held_by"] is not None:
                     continue
-                n, task = _notification(row), _task(_row(db, row["task_id"]))
+                task = _task(row)
                 if n.kind in ("task", "escalation") and task.status not in UNACKNOWLEDGED:
                     db.execute(
                         "UPDATE notifications SET status = 'skipped', sent_at = ?,"
@@ -448,9 +454,7 @@ class TaskStore:
                         (now, f"not sent: task {task.status} before it was sent", n.id),
                     )
                     continue
-                attempt = (
-                    db.execute("SELECT COUNT(*) FROM deliveries WHERE notification_id = ?", (n.id,)).fetchone()[0] + 1
-                )
+                attempt = row["outbox_attempts"] + 1
                 attempt_row = db.execute(
                     "INSERT INTO deliveries (task_id, notification_id, attempt, at, url, http_status, error, ok)"
                     " VALUES (?, ?, ?, ?, ?, NULL, ?, 0) RETURNING id",
@@ -860,18 +864,23 @@ class TaskStore:
 
 
 def _mark_sent(db: Database, notification_id: int, detail: str | None, now: int) -> bool:
-    n = db.execute("SELECT task_id, status FROM notifications WHERE id = ?", (notification_id,)).fetchone()
-    if n is None or n["status"] in ("sent", "skipped"):
+    sent = db.execute(
+        "UPDATE notifications SET status = 'sent', sent_at = ? WHERE id = ? AND status NOT IN ('sent', 'skipped')"
+        " RETURNING task_id",
+        (now, notification_id),
+    ).fetchone()
+    if sent is None:
         return False
-    db.execute("UPDATE notifications SET status = 'sent', sent_at = ? WHERE id = ?", (now, notification_id))
-    task = db.execute("SELECT * FROM tasks WHERE task_id = ?", (n["task_id"],)).fetchone()
-    if task["delivery_status"] != "delivered":
-        target = "delivered" if task["status"] == "new" else task["status"]
-        db.execute(
-            "UPDATE tasks SET delivery_status = 'delivered', status = ?, updated_at = ? WHERE task_id = ?",
-            (target, now, n["task_id"]),
-        )
-        _audit(db, n["task_id"], now, "delivered", task["status"], target, "delivery", None, detail)
+    # The task's first message moves it new → delivered (any later state stays as it is).
+    task = db.execute(
+        "UPDATE tasks SET delivery_status = 'delivered', updated_at = ?,"
+        " status = CASE WHEN status = 'new' THEN 'delivered' ELSE status END"
+        " WHERE task_id = ? AND delivery_status != 'delivered' RETURNING status",
+        (now, sent["task_id"]),
+    ).fetchone()
+    if task is not None:
+        before = "new" if task["status"] == "delivered" else task["status"]
+        _audit(db, sent["task_id"], now, "delivered", before, task["status"], "delivery", None, detail)
     return True
 
 
@@ -994,10 +1003,11 @@ def _create_task(
     task_id = task_id_for(incident_id, department)
     incident = orjson.loads(incident_json)
     deadline = now + round(ack_minutes * 60_000)
-    cursor = db.execute(
+    # RETURNING gives the new row (none when the task existed), saving a read per task.
+    inserted = db.execute(
         "INSERT INTO tasks (task_id, incident_id, department, enterprise_id, severity, status, delivery_status,"
         " created_at, updated_at, ack_deadline, next_escalation_at, incident_json, incident_rev, send_resolved)"
-        " VALUES (?, ?, ?, ?, ?, 'new', 'pending', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        " VALUES (?, ?, ?, ?, ?, 'new', 'pending', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
         (
             task_id,
             incident_id,
@@ -1012,13 +1022,13 @@ def _create_task(
             incident.get("updated_at", 0),
             int(send_resolved),
         ),
-    )
-    created = cursor.rowcount == 1
-    if created:
-        detail = f"severity {incident['severity']}" + (f"; {reason}" if reason else "")
-        _audit(db, task_id, now, "created", None, "new", "router", None, detail)
-        _enqueue(db, task_id, department, kind, now, incident_json, reason, channels_of, inhibit_rules)
-    return _task(_row(db, task_id)), created
+    ).fetchone()
+    if inserted is None:
+        return _task(_row(db, task_id)), False
+    detail = f"severity {incident['severity']}" + (f"; {reason}" if reason else "")
+    _audit(db, task_id, now, "created", None, "new", "router", None, detail)
+    held = _enqueue(db, task_id, department, kind, now, incident_json, reason, channels_of, inhibit_rules)
+    return _task(_row(db, task_id) if held else inserted), True
 
 
 def _enqueue(
@@ -1031,28 +1041,26 @@ def _enqueue(
     reason: str | None,
     channels_of: ChannelsOf,
     inhibit_rules: list[InhibitRule] | None = None,
-) -> list[int]:
+) -> bool:
     """Queue the task's next message on each channel its department has (sequence numbers count
-    per task and channel); returns the outbox row ids."""
-    ids = []
+    per task and channel); returns whether a silence or an inhibiting incident holds it."""
     held = _hold(db, orjson.loads(incident_json), department, now, inhibit_rules or [])
+    held_by = held[0] if held else None
     for channel in channels_of(department):
-        seq = db.execute(
-            "SELECT COALESCE(MAX(seq) + 1, 0) FROM notifications WHERE task_id = ? AND channel = ?", (task_id, channel)
-        ).fetchone()[0]
-        row = db.execute(
+        # The next sequence number and the row in one statement: one round trip on PostgreSQL.
+        db.execute(
             "INSERT INTO notifications (task_id, department, channel, seq, kind, created_at, status, reason,"
-            " incident_json, held_by) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
-            (task_id, department, channel, seq, kind, now, reason, incident_json, held[0] if held else None),
-        ).fetchone()
-        ids.append(row[0])
+            " incident_json, held_by) SELECT ?, ?, ?, COALESCE(MAX(seq) + 1, 0), ?, ?, 'pending', ?, ?, ?"
+            " FROM notifications WHERE task_id = ? AND channel = ?",
+            (task_id, department, channel, kind, now, reason, incident_json, held_by, task_id, channel),
+        )
     if held:
         status = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()["status"]
         _audit(db, task_id, now, "held", status, status, SYSTEM, None, f"{kind} message held: {held[1]}")
         if kind == "task":
             # Nobody was told, so no clock runs; it starts when the message is released.
             db.execute("UPDATE tasks SET next_escalation_at = NULL WHERE task_id = ?", (task_id,))
-    return ids
+    return held is not None
 
 
 def _hold_ended(db: Database, held_by: str, now: int) -> str | None:
@@ -1072,12 +1080,19 @@ def _hold(
     db: Database, incident: dict[str, Any], department: str, now: int, rules: list[InhibitRule]
 ) -> tuple[str, str] | None:
     """What holds a message back now, if anything: (held_by, why)."""
-    for row in db.execute(
-        "SELECT * FROM silences WHERE starts_at <= ? AND ends_at > ? AND (expired_at IS NULL OR expired_at > ?)"
-        " ORDER BY ends_at DESC",
-        (now, now, now),
-    ):
-        if Matcher.model_validate_json(row["matcher_json"]).matches(incident, department):
+    # The silences in force are read once per transaction and time (a batch asks for every message).
+    silences = db.memo.get(("silences", now))
+    if silences is None:
+        silences = db.memo[("silences", now)] = [
+            (Matcher.model_validate_json(row["matcher_json"]), row)
+            for row in db.execute(
+                "SELECT * FROM silences WHERE starts_at <= ? AND ends_at > ?"
+                " AND (expired_at IS NULL OR expired_at > ?) ORDER BY ends_at DESC",
+                (now, now, now),
+            )
+        ]
+    for matcher, row in silences:
+        if matcher.matches(incident, department):
             return row["silence_id"], f"silenced by {row['silence_id']} ({row['created_by']}: {row['reason']})"
     for rule in rules:
         if not rule.target.matches(incident, department):

@@ -47,7 +47,7 @@ def test_batched_attempts_are_logged_before_and_settled_after(store_target: Path
     c = store.create_task(incident(), "province", 30, now=T0)[0]
     store.acknowledge(c.task_id, "Li", now=T0 + 1)  # acted on by phone: its first message is noise now
     pending = {n.task_id: n for n in store.unsent()}
-    started = store.begin_attempts([(pending[t.task_id].id, "http://x/inbox") for t in (a, b, c)], now=T0 + 2)
+    started = store.begin_attempts([(pending[t.task_id], "http://x/inbox") for t in (a, b, c)], now=T0 + 2)
     assert [(n.task_id, attempt) for n, _, _, attempt in started] == [(a.task_id, 1), (b.task_id, 1)]
     assert store.notifications(c.task_id)[0].status == "skipped"
     # Before any outcome: both attempts on record, both messages still to send (a crash here resends them).
@@ -60,7 +60,7 @@ def test_batched_attempts_are_logged_before_and_settled_after(store_target: Path
     assert store.get_task(a.task_id).status == "delivered" and store.notifications(a.task_id)[0].status == "sent"
     assert store.notifications(b.task_id)[0].status == "pending"  # left to the retry policy
     assert [(d.http_status, d.ok) for d in store.deliveries(b.task_id)] == [(503, False)]
-    assert store.begin_attempts([(na.id, "http://x/inbox")]) == []  # sent: never again
+    assert store.begin_attempts([(na, "http://x/inbox")]) == []  # sent: never again
     store.close()
 
 
