@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 
+import aiohttp
 import httpx
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -31,7 +32,7 @@ from alerts.robots import (
 )
 from alerts.routing import Department, Robot, Routing
 from alerts.signing import sign
-from alerts.store import UNACKNOWLEDGED, Notification, TaskStore
+from alerts.store import UNACKNOWLEDGED, Notification, Outcome, Task, TaskStore
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,63 @@ async def deliver(
     return "sent"
 
 
+async def deliver_webhooks(
+    notifications: list[Notification],
+    *,
+    routing: Routing,
+    session: aiohttp.ClientSession,
+    store: TaskStore,
+    settings: Settings,
+    limit: asyncio.Semaphore,
+) -> list[Notification]:
+    """First attempts of many webhook notifications: every attempt row in one transaction before
+    any POST, the POSTs concurrently (at most `limit`), their outcomes group-committed as they
+    come (each write takes every outcome that arrived during the previous one), so a message is
+    marked sent within a commit of its answer. Returns those that failed in a way worth
+    retrying, for `deliver` and its retry policy."""
+    departments = {n.id: routing.departments[n.department] for n in notifications}
+    wanted = [(n, redact_url(departments[n.id].webhook or "")) for n in notifications]
+    started = await asyncio.to_thread(store.begin_attempts, wanted)
+    unsettled: list[Outcome] = []
+    settling: list[asyncio.Task] = []
+
+    async def settle() -> None:
+        while unsettled:
+            chunk = unsettled[:]
+            unsettled.clear()
+            await asyncio.to_thread(store.finish_attempts, chunk)
+
+    async def post(n: Notification, task: Task, row: int, attempt: int) -> tuple[Outcome, bool]:
+        body = encode(webhook_body(n, task, settings.alerts_api))
+        async with limit:
+            status, error, permanent = await _post_fast(departments[n.id], n, body, session, settings)
+        outcome = Outcome(row, n.id, attempt, status, error)
+        unsettled.append(outcome)
+        if not settling or settling[-1].done():
+            settling.append(asyncio.create_task(settle()))
+        return outcome, permanent
+
+    try:
+        results = await asyncio.gather(*(post(*s) for s in started))
+    finally:
+        # Even when stopping: what was answered is written down, so it is not sent again.
+        await asyncio.gather(*settling, return_exceptions=True)
+    if unsettled or any(t.cancelled() or t.exception() for t in settling):
+        raise RuntimeError("outcomes of a webhook batch could not be stored; the sweep sends them again")
+    retry = []
+    for (n, *_), (o, permanent) in zip(started, results, strict=True):
+        metrics.DELIVERY_ATTEMPTS.labels(n.department, "ok" if o.error is None else "error").inc()
+        if o.error is None:
+            metrics.DELIVERIES.labels(n.department, "delivered").inc()
+            continue
+        log.warning("delivery of %s to %s failed (attempt %d): %s", n.key, n.department, o.attempt, o.error)
+        if not permanent:
+            retry.append(n)
+        elif await asyncio.to_thread(store.mark_failed, n.id, o.error):
+            metrics.DELIVERIES.labels(n.department, "failed").inc()
+    return retry
+
+
 async def _attempt(
     notification: Notification,
     department: Department,
@@ -158,12 +216,12 @@ async def _post(
 ) -> tuple[int | None, str | None, bool]:
     """One webhook POST: (HTTP status, error or None, whether the error is permanent)."""
     assert department.webhook is not None
-    headers = {"Content-Type": "application/json", "Idempotency-Key": notification.key}
-    if department.secret:
-        headers |= sign(department.secret, int(time.time()), body)  # a fresh timestamp on every attempt
     try:
         response = await client.post(
-            department.webhook, content=body, headers=headers, timeout=settings.delivery_timeout_s
+            department.webhook,
+            content=body,
+            headers=_headers(department, notification, body),
+            timeout=settings.delivery_timeout_s,
         )
     except httpx.HTTPError as exc:
         return None, (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), False
@@ -174,6 +232,34 @@ async def _post(
         f"HTTP {response.status_code}: {response.text[:200]}",
         is_permanent(response.status_code),
     )
+
+
+def _headers(department: Department, notification: Notification, body: bytes) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": notification.key}
+    if department.secret:
+        headers |= sign(department.secret, int(time.time()), body)  # a fresh timestamp on every attempt
+    return headers
+
+
+async def _post_fast(
+    department: Department, notification: Notification, body: bytes, session: aiohttp.ClientSession, settings: Settings
+) -> tuple[int | None, str | None, bool]:
+    """`_post` through aiohttp: the batched first attempts' client. On this project's 2 cores it
+    POSTs ~9,800 small JSON bodies/s to a local receiver where httpx manages ~400 to 1,600."""
+    assert department.webhook is not None
+    try:
+        async with session.post(
+            department.webhook,
+            data=body,
+            headers=_headers(department, notification, body),
+            timeout=aiohttp.ClientTimeout(total=settings.delivery_timeout_s),
+        ) as response:
+            text = await response.text(errors="replace")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return None, (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), False
+    if 200 <= response.status < 300:
+        return response.status, None, False
+    return response.status, f"HTTP {response.status}: {text[:200]}", is_permanent(response.status)
 
 
 def _robot_request(kind: str, robot: Robot, payload: dict) -> tuple[str, dict]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,10 +27,11 @@ from pydantic import ValidationError
 
 from alerts import metrics
 from alerts.api import create_app
-from alerts.delivery import deliver
+from alerts.delivery import deliver, deliver_webhooks
+from alerts.dialect import DB_ERRORS
 from alerts.escalation import escalate_forever
 from alerts.routing import LiveRouting, Routing, all_routes, facts_of, route_matches
-from alerts.store import Notification, Task, TaskStore
+from alerts.store import Notification, Routed, Task, TaskStore
 from config.settings import Settings
 from config.topics import INCIDENTS_TOPIC
 from rules.models import IncidentEvent
@@ -37,6 +39,8 @@ from sensors.registry import RegistryError, load_registry
 
 log = logging.getLogger(__name__)
 MAX_CONCURRENT_DELIVERIES = 32
+OUTBOX_READ = 10_000  # outbox rows read at once
+WEBHOOK_BATCH = 100  # first webhook attempts logged (and their outcomes) per store transaction
 
 
 def store_incident(
@@ -47,17 +51,35 @@ def store_incident(
     Unreadable messages are logged, counted and skipped (returns []): a poison message must
     not stop the dispatch of every incident behind it.
     """
+    return store_incidents([raw], routing=routing, store=store, classes=classes)
+
+
+def store_incidents(
+    raws: list[bytes | None], *, routing: Routing, store: TaskStore, classes: Mapping[str, str] | None = None
+) -> list[Task]:
+    """`store_incident` for a batch of messages, in order, in one store transaction (one commit
+    per fetch instead of one per incident); returns the tasks they newly created."""
+    batch = [routed for raw in raws if (routed := route_incident(raw, routing, classes)) is not None]
+    new = store.record_incidents(batch) if batch else []
+    metrics.INCIDENTS.inc(len(batch))
+    for task in new:
+        metrics.TASKS_CREATED.labels(task.department, task.severity).inc()
+    return new
+
+
+def route_incident(raw: bytes | None, routing: Routing, classes: Mapping[str, str] | None = None) -> Routed | None:
+    """Decode one incident message and route it; None (logged and counted) when it is unreadable."""
     if not raw:
         metrics.BAD_INCIDENTS.labels("empty").inc()
         log.warning("skipped an empty incident message")
-        return []
+        return None
     try:
         incident = IncidentEvent.model_validate_json(raw)
     except ValidationError as exc:
         reason = "json" if any(e["type"] == "json_invalid" for e in exc.errors()) else "schema"
         metrics.BAD_INCIDENTS.labels(reason).inc()
         log.warning("skipped a bad incident message (%s): %s; raw=%.200r", reason, exc.errors()[0]["msg"], raw)
-        return []
+        return None
     matches = route_matches(facts_of(incident, (classes or {}).get(incident.enterprise_id)), routing)
     if not matches:
         metrics.UNROUTED.inc()
@@ -65,16 +87,12 @@ def store_incident(
             "incident %s (%s, region %s) matched no route", incident.incident_id, incident.sector, incident.region
         )
     # A closed incident still gets its tasks: it happened, and it must be reported (docs/standards.md §10).
-    new = store.record_incident(
+    return Routed(
         incident,
         [m.department for m in matches],
         {m.department: getattr(m.ack_minutes, incident.severity) for m in matches},
-        send_resolved={m.department: m.send_resolved for m in matches},
+        {m.department: m.send_resolved for m in matches},
     )
-    metrics.INCIDENTS.inc()
-    for task in new:
-        metrics.TASKS_CREATED.labels(task.department, task.severity).inc()
-    return new
 
 
 async def process_incident(
@@ -92,7 +110,8 @@ async def process_incident(
 @dataclass
 class Deliveries:
     """Background sends of outbox notifications: at most one at a time per notification, a
-    bounded number in all."""
+    bounded number in all. First webhook attempts go in batches (`deliver_webhooks`: one store
+    transaction before the POSTs, one after); everything else, and every retry, one by one."""
 
     routing: Routing
     store: TaskStore
@@ -100,16 +119,63 @@ class Deliveries:
     settings: Settings
     running: dict[int, asyncio.Task] = field(default_factory=dict)
     limit: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES))
+    session: aiohttp.ClientSession | None = None  # the batches' client, made on first use (needs the loop)
 
-    def start(self, notification: Notification, attempts: int | None = None) -> None:
+    def start_many(self, notifications: list[Notification]) -> None:
+        """Send what the outbox gave that is not already being sent: pending webhook messages in
+        batches, the rest (other channels, failed ones: one attempt each) one by one."""
+        batch = []
+        for n in notifications:
+            if n.id in self.running:
+                continue
+            department = self.routing.departments.get(n.department)
+            if n.status == "pending" and n.channel == "webhook" and department is not None and department.webhook:
+                batch.append(n)
+            else:
+                self.start(n, attempts=1 if n.status == "failed" else None)
+        for i in range(0, len(batch), WEBHOOK_BATCH):
+            chunk = batch[i : i + WEBHOOK_BATCH]
+            job = asyncio.create_task(self._run_batch(chunk), name=f"deliver-batch-{chunk[0].key}")
+            for n in chunk:
+                self.running[n.id] = job
+            job.add_done_callback(functools.partial(self._forget, [n.id for n in chunk]))
+
+    def _forget(self, ids: list[int], job: asyncio.Task) -> None:
+        for i in ids:
+            if self.running.get(i) is job:  # a retry may have taken the id over meanwhile
+                del self.running[i]
+
+    async def _run_batch(self, notifications: list[Notification]) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONCURRENT_DELIVERIES))
+        try:
+            retry = await deliver_webhooks(
+                notifications,
+                routing=self.routing,
+                session=self.session,
+                store=self.store,
+                settings=self.settings,
+                limit=self.limit,
+            )
+        except Exception:
+            # Left pending in the outbox (attempts logged stay on record), so the next sweep tries again.
+            log.exception("a batch of %d deliveries crashed", len(notifications))
+            return
+        for n in retry:
+            # The rest of the retry policy, one by one, after its first wait.
+            self.running.pop(n.id, None)
+            self.start(n, attempts=self.settings.delivery_retries, delay_s=self.settings.delivery_backoff_s)
+
+    def start(self, notification: Notification, attempts: int | None = None, delay_s: float = 0.0) -> None:
         """Send a notification in the background unless it is already being sent."""
         if notification.id in self.running:
             return
-        job = asyncio.create_task(self._run(notification, attempts), name=f"deliver-{notification.key}")
+        job = asyncio.create_task(self._run(notification, attempts, delay_s), name=f"deliver-{notification.key}")
         self.running[notification.id] = job
-        job.add_done_callback(lambda _: self.running.pop(notification.id, None))
+        job.add_done_callback(lambda done: self._forget([notification.id], done))
 
-    async def _run(self, notification: Notification, attempts: int | None) -> None:
+    async def _run(self, notification: Notification, attempts: int | None, delay_s: float = 0.0) -> None:
+        await asyncio.sleep(delay_s)
         async with self.limit:
             try:
                 await deliver(
@@ -130,6 +196,8 @@ class Deliveries:
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
 
 
 async def pump_outbox(deliveries: Deliveries, store: TaskStore, kick: asyncio.Event, sweep_s: float) -> None:
@@ -138,11 +206,18 @@ async def pump_outbox(deliveries: Deliveries, store: TaskStore, kick: asyncio.Ev
     hours gets a steady, bounded retry."""
     loop = asyncio.get_running_loop()
     next_sweep = loop.time()
+    seen = 0  # the newest outbox row started: a kick reads only what was queued after it
     while True:
         kick.clear()  # before reading the outbox, so a kick during the read is not lost
         sweep = loop.time() >= next_sweep
-        for n in await asyncio.to_thread(store.unsent, include_failed=sweep):
-            deliveries.start(n, attempts=1 if n.status == "failed" else None)
+        # Outbox ids grow in commit order (one writer at a time), so nothing queued is skipped;
+        # a row left pending by a crashed send is the sweep's, which reads the whole outbox.
+        after = 0 if sweep else seen
+        found = await asyncio.to_thread(store.unsent, include_failed=sweep, limit=OUTBOX_READ, after=after)
+        deliveries.start_many(found)
+        seen = max([seen, *(n.id for n in found)])
+        if len(found) >= OUTBOX_READ:
+            kick.set()  # more than one read holds: go on at once
         if sweep:
             next_sweep = loop.time() + sweep_s
         with contextlib.suppress(TimeoutError):
@@ -196,18 +271,20 @@ async def consume_forever(
     kick: asyncio.Event,
     classes: Mapping[str, str] | None = None,
 ) -> None:
-    """Read incidents until cancelled; commit each partition's offset once its tasks (and their
-    notifications, in the outbox) are stored."""
+    """Read incidents until cancelled; commit the offsets of what one fetch brought once its tasks
+    (and their notifications, in the outbox) are stored, all in one transaction."""
     consumer = incident_consumer(settings)
     await _start_consumer(consumer, settings)
     try:
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-            for tp, messages in batches.items():
-                for message in messages:
-                    if await _store_until_done(message.value, routing(), store, classes):
-                        kick.set()
-                await _commit(consumer, tp, messages[-1].offset + 1)
+            if not batches:
+                continue
+            # Partitions in turn, each in offset order: an incident's events share a key, so a partition.
+            raws = [m.value for messages in batches.values() for m in messages]
+            await _store_until_done(raws, routing(), store, classes)
+            kick.set()  # revisions and held-then-released messages queue without new tasks too
+            await _commit(consumer, {tp: messages[-1].offset + 1 for tp, messages in batches.items()})
     finally:
         await consumer.stop()
 
@@ -216,7 +293,7 @@ async def serve(settings: Settings) -> None:
     """Run the consumer, the delivery sweep and the HTTP API in this loop until cancelled or SIGTERM."""
     live = LiveRouting(settings.routing, settings.alerts_api)
     classes = supervision_classes(settings)
-    store = await asyncio.to_thread(TaskStore, settings.alerts_db_path)
+    store = await asyncio.to_thread(TaskStore, settings.alerts_store)
     store.channels_of = lambda department: live.current.channels_of(department)
     store.inhibit_rules = live.current.inhibit_rules
     client = httpx.AsyncClient(timeout=settings.delivery_timeout_s)
@@ -246,7 +323,7 @@ async def serve(settings: Settings) -> None:
             settings.alerts_api,
             len(live.current.departments),
             len(all_routes(live.current)),
-            store.path,
+            store.location,
         )
         jobs.append(
             asyncio.create_task(
@@ -301,25 +378,25 @@ async def _start_consumer(consumer: AIOKafkaConsumer, settings: Settings) -> Non
 
 
 async def _store_until_done(
-    raw: bytes | None, routing: Routing, store: TaskStore, classes: Mapping[str, str] | None
+    raws: list[bytes | None], routing: Routing, store: TaskStore, classes: Mapping[str, str] | None
 ) -> list[Task]:
-    # A database error is not the message's fault: retry rather than skip it, and keep the
-    # offset uncommitted meanwhile.
+    # A database error is not the messages' fault: retry the batch (its transaction was rolled
+    # back) rather than skip it, and keep the offsets uncommitted meanwhile.
     while True:
         try:
-            return await asyncio.to_thread(store_incident, raw, routing=routing, store=store, classes=classes)
-        except sqlite3.Error as exc:
-            log.error("cannot store tasks in %s (%s); retrying in 1 s", store.path, exc)
+            return await asyncio.to_thread(store_incidents, raws, routing=routing, store=store, classes=classes)
+        except DB_ERRORS as exc:
+            log.error("cannot store tasks in %s (%s); retrying in 1 s", store.location, exc)
             await asyncio.sleep(1)
 
 
-async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
     try:
-        await consumer.commit({tp: offset})
+        await consumer.commit(offsets)
     except KafkaError as exc:
         # Typically a rebalance: the next owner re-reads these messages, and the store's
         # UNIQUE(incident_id, department) turns them into no-ops.
-        log.warning("commit of %s at %d failed: %s", tp, offset, exc)
+        log.warning("commit of %s failed: %s", offsets, exc)
 
 
 async def _run_server(server: uvicorn.Server, settings: Settings) -> None:

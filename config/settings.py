@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # --- alerts -----------------------------------------------------------------------------
     routing: Path = Field(PROJECT_ROOT / "config" / "routing.yaml")
     alerts_db: Path | None = Field(None, description="SQLite task store; default under state_dir")
+    # The one switch to PostgreSQL; repr=False because a URL may carry a password.
+    alerts_db_url: str | None = Field(
+        None, repr=False, description="PostgreSQL task store (postgresql://…); unset: the SQLite file alerts_db"
+    )
     alerts_host: str = "127.0.0.1"
     alerts_port: int = 18080
     alerts_group: str = "safewatch-alerts"
@@ -187,6 +191,11 @@ class Settings(BaseSettings):
     def alerts_db_path(self) -> Path:
         """Where the alert service keeps its tasks."""
         return self.alerts_db or self.state_dir / "alerts.sqlite3"
+
+    @property
+    def alerts_store(self) -> Path | str:
+        """The task store to open: the PostgreSQL URL when one is set, else the SQLite file."""
+        return self.alerts_db_url or self.alerts_db_path
 
     @property
     def history_db_path(self) -> Path:

@@ -42,14 +42,16 @@ def _fail(message: str, code: int = 1) -> None:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Install what the stack and its tests need that pip cannot (InfluxDB, mosquitto, Chromium, Prometheus)."""
-    from .stack import install_chromium, install_influxdb, install_mosquitto, install_prometheus
+    """Install what the stack and its tests need that pip cannot (InfluxDB, mosquitto, Chromium, Prometheus,
+    PostgreSQL)."""
+    from .stack import install_chromium, install_influxdb, install_mosquitto, install_postgresql, install_prometheus
 
     try:
         install_influxdb()
         install_mosquitto()
         install_chromium()
         install_prometheus()
+        install_postgresql()
     except Exception as exc:  # the message says what to do
         _fail(str(exc))
 
@@ -186,7 +188,7 @@ def silence_add(
         matcher = parse_matchers(matchers)
     except ValueError as exc:
         _fail(str(exc))
-    store = TaskStore(get_settings().alerts_db_path)
+    store = TaskStore(get_settings().alerts_store)
     try:
         now = now_ms()
         silence = store.add_silence(
@@ -204,7 +206,7 @@ def silence_list(all_: bool = typer.Option(False, "--all", help="also those that
     """Silences in force (or all): id, start, end, who, why, matchers (tab-separated)."""
     from alerts.store import TaskStore, now_ms
 
-    store = TaskStore(get_settings().alerts_db_path)
+    store = TaskStore(get_settings().alerts_store)
     try:
         found = store.silences(active_at=None if all_ else now_ms())
     finally:
@@ -222,7 +224,7 @@ def silence_expire(silence_id: str = typer.Argument(...)) -> None:
     """End a silence now; the service tells what is still open at its next tick."""
     from alerts.store import TaskStore
 
-    store = TaskStore(get_settings().alerts_db_path)
+    store = TaskStore(get_settings().alerts_store)
     try:
         store.expire_silence(silence_id)
     except KeyError:
@@ -249,7 +251,7 @@ def token_issue(
     from alerts.auth import issue_token
     from alerts.store import TaskStore
 
-    store = TaskStore(get_settings().alerts_db_path)
+    store = TaskStore(get_settings().alerts_store)
     try:
         info, secret = issue_token(store, name, role, enterprise)
     except ValueError as exc:
@@ -266,7 +268,7 @@ def token_revoke(token_id: str = typer.Argument(..., help="the token's id (tok-â
     from alerts.auth import revoke_token
     from alerts.store import TaskStore
 
-    store = TaskStore(get_settings().alerts_db_path)
+    store = TaskStore(get_settings().alerts_store)
     try:
         if not revoke_token(store, token_id):
             _fail(f"no live token {token_id}")
@@ -281,7 +283,7 @@ def token_list() -> None:
     from alerts.auth import list_tokens
     from alerts.store import TaskStore
 
-    store = TaskStore(get_settings().alerts_db_path)
+    store = TaskStore(get_settings().alerts_store)
     try:
         tokens = list_tokens(store)
     finally:
@@ -456,8 +458,21 @@ def bench(
     ),
     request_frames: int = typer.Option(1000, help="with --gateway: frames per HTTP request"),
     concurrency: int = typer.Option(4, help="with --gateway: HTTP requests in flight"),
+    alerts: bool = typer.Option(
+        False, "--alerts", help="instead: the alert service's incidents/s and first-delivery latency, both stores"
+    ),
+    incidents: int = typer.Option(5000, help="with --alerts: incidents per throughput run"),
+    incident_rate: float = typer.Option(50.0, help="with --alerts: incidents/s offered in the latency run"),
+    postgres: bool = typer.Option(True, help="with --alerts: also on a throwaway PostgreSQL cluster"),
 ) -> None:
     """Raw broker limit vs the pipeline: readings/s and end-to-end latency percentiles."""
+    if alerts:
+        from .alerts_bench import run_alerts_bench
+
+        run_alerts_bench(
+            get_settings(), incidents_n=incidents, rate=incident_rate, seconds=latency_seconds, postgres=postgres
+        )
+        return
     if history:
         from history.bench import run_history_bench
 

@@ -237,7 +237,7 @@ def demo_token_file(settings: Settings) -> Path:
 
 def provision_demo_token(settings: Settings) -> Path:
     """Revoke the previous demo token, issue a fresh duty-officer one, write it to its file (0600)."""
-    store = TaskStore(settings.alerts_db_path)
+    store = TaskStore(settings.alerts_store)
     try:
         for old in list_tokens(store):
             if old.name == DEMO_TOKEN_NAME and old.revoked_at is None:

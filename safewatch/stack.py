@@ -26,6 +26,8 @@ import httpx
 
 from config.settings import Settings
 
+from .postgres import pg_bin_dir
+
 log = logging.getLogger(__name__)
 
 BROKER = "broker"
@@ -123,6 +125,20 @@ def install_prometheus() -> str:
     if not found:
         raise StackError("apt-get installed prometheus but `prometheus` is still not on PATH")
     return found
+
+
+def install_postgresql() -> str:
+    """Install Debian's `postgresql` (the PostgreSQL task store's tests and bench start a cluster of
+    their own from its binaries) unless a server is there; return its bin folder."""
+    found = pg_bin_dir()
+    if found is None:
+        # The server's binaries live in /usr/lib/postgresql/N/bin, off PATH; postgresql-common's
+        # pg_ctlcluster, on PATH, comes with them.
+        _apt_install("postgresql", "pg_ctlcluster", "PostgreSQL's server (`postgresql`)")
+        found = pg_bin_dir()
+    if found is None:
+        raise StackError("apt-get installed postgresql but no server is under /usr/lib/postgresql")
+    return str(found)
 
 
 def install_mosquitto() -> str:

@@ -70,6 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         influx_password=None,
         influx_token=None,
         alerts_db=None,
+        alerts_db_url=None,
         **free_ports(),
     )
     try:

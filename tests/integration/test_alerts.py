@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,7 +56,8 @@ def receiver():
     r.close()
 
 
-def alerts_settings(leak_run, tmp_path, receiver, group: str):
+def alerts_settings(leak_run, tmp_path, receiver, group: str, store_target: Path | str | None = None):
+    """The service's settings for one test; `store_target` (a fixture param) picks SQLite or PostgreSQL."""
     routing = tmp_path / "routing.yaml"
     text = (PROJECT_ROOT / "config" / "routing.yaml").read_text()
     routing.write_text(text.replace("${ALERTS_API}/inbox", f"{receiver.url}/dept"))
@@ -63,6 +65,7 @@ def alerts_settings(leak_run, tmp_path, receiver, group: str):
         update={
             "routing": routing,
             "alerts_db": tmp_path / "tasks.sqlite3",
+            "alerts_db_url": store_target if isinstance(store_target, str) else None,
             "alerts_group": group,
             "alerts_port": free_ports()["alerts_port"],
             "delivery_backoff_s": 0.1,
@@ -73,7 +76,7 @@ def alerts_settings(leak_run, tmp_path, receiver, group: str):
 
 def api_headers(settings) -> dict[str, str]:
     """An admin token issued in the service's store (as `safewatch alerts token issue` does)."""
-    store = TaskStore(settings.alerts_db_path)
+    store = TaskStore(settings.alerts_store)
     try:
         _, secret = issue_token(store, "integration test", "admin")
     finally:
@@ -106,8 +109,8 @@ def expected_revisions(leak_run, settings) -> Counter:
     return revisions
 
 
-def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run, tmp_path, receiver):
-    settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-{uuid.uuid4().hex[:6]}")
+def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run, tmp_path, receiver, store_target):
+    settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-{uuid.uuid4().hex[:6]}", store_target)
     want = expected_tasks(leak_run, settings)
     want_revisions = expected_revisions(leak_run, settings)
     assert len(want) >= 3, "the leak incident should reach several departments"

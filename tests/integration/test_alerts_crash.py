@@ -18,10 +18,10 @@ from .pipeline_helpers import spawn, stop, wait_until
 from .test_alerts import Receiver, alerts_settings, api_headers, expected_tasks
 
 
-def test_sigkill_during_delivery_loses_nothing_and_records_every_attempt(leak_run, tmp_path):
+def test_sigkill_during_delivery_loses_nothing_and_records_every_attempt(leak_run, tmp_path, store_target):
     receiver = Receiver(delay_s=2.0)  # slow to answer, so the kill lands while POSTs are open
     try:
-        settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-kill-{uuid.uuid4().hex[:6]}")
+        settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-kill-{uuid.uuid4().hex[:6]}", store_target)
         settings = settings.model_copy(update={"alerts_redeliver_s": 2.0})
         want = expected_tasks(leak_run, settings)
         headers = api_headers(settings)
@@ -64,7 +64,8 @@ def test_sigkill_during_delivery_loses_nothing_and_records_every_attempt(leak_ru
             assert lost == []
             assert set(received) <= known  # nothing was sent that the outbox does not hold
             print(
-                f"\nalert service kill: {len(want)} tasks, {queued} messages queued, {in_flight_at_kill} POST(s)"
+                f"\nalert service kill ({'postgresql' if settings.alerts_db_url else 'sqlite'}): {len(want)} tasks,"
+                f" {queued} messages queued, {in_flight_at_kill} POST(s)"
                 f" open at the kill, {sum(received.values())} POSTs received: 0 lost, {repeats} repeat(s) of an"
                 f" attempt the kill cut short (same Idempotency-Key), 0 other duplicates"
             )

@@ -20,10 +20,10 @@ from .test_alerts import Receiver, alerts_settings, api_headers, expected_tasks
 ACK_S = 8  # every colour's acknowledge deadline in this test
 
 
-def test_escalation_survives_a_restart_and_stops_on_acknowledgement(leak_run, tmp_path):
+def test_escalation_survives_a_restart_and_stops_on_acknowledgement(leak_run, tmp_path, store_target):
     receiver = Receiver()
     try:
-        settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-esc-{uuid.uuid4().hex[:6]}")
+        settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-esc-{uuid.uuid4().hex[:6]}", store_target)
         text = settings.routing.read_text()
         minutes = ACK_S / 60
         text = text.replace(
@@ -48,7 +48,7 @@ def test_escalation_survives_a_restart_and_stops_on_acknowledgement(leak_run, tm
         proc.wait()
 
         # Down past every deadline: no timer runs anywhere now.
-        store = TaskStore(settings.alerts_db_path)
+        store = TaskStore(settings.alerts_store)
         latest = max(t.next_escalation_at or 0 for t in store.list_tasks())
         store.close()
         time.sleep(max(0.0, latest / 1000 - time.time()) + 1)

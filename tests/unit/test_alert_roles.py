@@ -137,12 +137,12 @@ PUBLIC = {
 class World:
     """A store with one incident of each of two enterprises (tasks for both departments), a token per role."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, db_url: str | None = None):
         routing_file = tmp_path / "routing.yaml"
         routing_file.write_text(ROUTING)
-        self.settings = Settings(state_dir=tmp_path, routing=routing_file)
+        self.settings = Settings(state_dir=tmp_path, routing=routing_file, alerts_db_url=db_url)
         self.routing = load_routing(routing_file, alerts_api="http://alerts.test")
-        self.store = TaskStore(self.settings.alerts_db_path)
+        self.store = TaskStore(self.settings.alerts_store)
         own = incident().model_copy(update={"incident_id": "inc-own", "enterprise_id": OWN})
         other = incident().model_copy(update={"incident_id": "inc-other", "enterprise_id": OTHER})
         for inc in (own, other):
@@ -199,8 +199,9 @@ def cases():
 
 
 @pytest.mark.parametrize(("method", "path", "body", "state", "caller", "expected"), list(cases()))
-def test_role_matrix(tmp_path: Path, method, path, body, state, caller, expected):
-    world = World(tmp_path)
+def test_role_matrix(tmp_path: Path, store_target: Path | str, method, path, body, state, caller, expected):
+    # Every call on both databases: the role checks are the API's, the data they filter is the store's.
+    world = World(tmp_path, store_target if isinstance(store_target, str) else None)
     task_id, incident_id, handover_to = world.target(caller)
     if state in ("acknowledged", "resolved"):
         world.store.acknowledge(task_id, "setup")

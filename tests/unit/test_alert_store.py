@@ -1,4 +1,4 @@
-"""The SQLite task store, on a real database file in tmp_path."""
+"""The task store, on a real SQLite file in tmp_path and on a real PostgreSQL database (`store_target`)."""
 
 from __future__ import annotations
 
@@ -43,14 +43,16 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path):
-    s = TaskStore(db_path)
+def store(store_target: Path | str):
+    s = TaskStore(store_target)
     yield s
     s.close()
 
 
-def test_store_is_a_real_wal_file(store: TaskStore, db_path: Path):
+def test_store_is_a_real_wal_file(db_path: Path):
+    store = TaskStore(db_path)
     store.create_task(incident(), "county", 30, now=T0)
+    store.close()
     assert db_path.is_file()
     other = sqlite3.connect(db_path)  # a second, independent reader sees the committed task
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -210,11 +212,11 @@ def test_list_filters_and_stats(store: TaskStore):
     assert stats["overdue"] == 2  # the orange ones (15 min); the blue one has 60
 
 
-def test_tasks_survive_reopening(db_path: Path):
-    first = TaskStore(db_path)
+def test_tasks_survive_reopening(store_target: Path | str):
+    first = TaskStore(store_target)
     task = first.record_incident(incident(), ["county"], 30, now=T0)[0]
     first.close()
-    reopened = TaskStore(db_path)
+    reopened = TaskStore(store_target)
     assert reopened.get_task(task.task_id) == task
     assert [n.task_id for n in reopened.unsent()] == [task.task_id]  # what the service sends at startup
     assert reopened.record_incident(incident(), ["county"], 30) == []  # a replay after restart sends nothing

@@ -37,8 +37,8 @@ def routing(tmp_path: Path):
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = TaskStore(tmp_path / "alerts.sqlite3")
+def store(store_target: Path | str):
+    s = TaskStore(store_target)  # a SQLite file, then a PostgreSQL database
     yield s
     s.close()
 
@@ -127,12 +127,11 @@ def test_a_second_timer_does_not_escalate_twice(store, routing):
     assert len(store.notifications(task_id_for("inc-a1", "suzhou"))) == 1
 
 
-def test_deadlines_survive_a_restart(tmp_path: Path, routing):
-    path = tmp_path / "alerts.sqlite3"
-    before = TaskStore(path)
+def test_deadlines_survive_a_restart(store_target: Path | str, routing):
+    before = TaskStore(store_target)
     before.record_incident(incident("orange"), ["county"], 10, now=T0)
     before.close()  # the service stops; nothing of the timer is in memory
-    after = TaskStore(path)
+    after = TaskStore(store_target)
     assert escalate_due(after, routing, T0 + 9 * MINUTE) == []
     [(escalated, target)] = escalate_due(after, routing, T0 + 30 * MINUTE)  # it was down past the deadline
     assert escalated.department == "county" and target.department == "suzhou"

@@ -13,8 +13,8 @@ from .test_alert_store import MINUTE, T0, incident
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = TaskStore(tmp_path / "alerts.sqlite3")
+def store(store_target: Path | str):
+    s = TaskStore(store_target)  # a SQLite file, then a PostgreSQL database
     yield s
     s.close()
 

@@ -16,8 +16,8 @@ WHERE = "10.0.0.7 token tok-1"
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = TaskStore(tmp_path / "alerts.sqlite3")
+def store(store_target: Path | str):
+    s = TaskStore(store_target)  # a SQLite file, then a PostgreSQL database
     yield s
     s.close()
 
