@@ -267,9 +267,10 @@ def stats_cmd(
     try:
         f = _guard(lambda: _filters(h, since, until, enterprise, None, None, None, None, None, None))
         tasks: list[dict[str, Any]] = []
-        path = h.settings.alerts_db_path
-        if path.exists():
-            store = TaskStore(path)
+        # The alert service's store, SQLite or PostgreSQL; a SQLite file not yet created has no tasks.
+        target = h.settings.alerts_store
+        if not isinstance(target, Path) or target.exists():
+            store = TaskStore(target)
             try:
                 tasks = [t.model_dump() for t in store.list_tasks(enterprise_id=f.enterprise_id, limit=100_000)]
             finally:

@@ -44,6 +44,7 @@ class Forwarder:
         self.deadletter_topic = settings.topic(DEADLETTER_TOPIC)
         self.future_ms = int(settings.future_tolerance_s * 1000)
         self.sensor_site = {k: v.site_id for k, v in registry.sensors.items()}
+        self.site_sensors = {site: frozenset(s.id for s in registry.sensors_of_site(site)) for site in registry.sites}
 
     def check_items(
         self, enterprise_id: str, items: list[tuple[bytes, Any]], *, topic_site: str | None = None
@@ -62,6 +63,7 @@ class Forwarder:
                 topic_prefix=self.settings.topic_prefix,
                 topic_site=topic_site,
                 sensor_site=self.sensor_site,
+                site_sensors=self.site_sensors,
             )
             for i, (raw, obj) in enumerate(items)
         ]

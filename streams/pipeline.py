@@ -96,7 +96,11 @@ class Pipeline:
         self.setpoint_heads = [
             setpoint_head(self.prefixes[i], s.alarms.set_points()) for i, s in enumerate(engine.sensors)
         ]
-        self._setpoint_due = np.zeros(len(self.prefixes), dtype=np.int64)  # event time each is next stored
+        # Event time each sensor's set points are next stored; never for a sensor without any, so
+        # it does not make every batch take the slow loop below.
+        self._setpoint_due = np.array(
+            [0 if head is not None else np.iinfo(np.int64).max for head in self.setpoint_heads], dtype=np.int64
+        )
         self.reloader = reloader or RuleReloader(settings)
         self.caught_up = caught_up
         self.future_ms = int(settings.future_tolerance_s * 1000)

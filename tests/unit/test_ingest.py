@@ -23,10 +23,22 @@ OTHER_SITE = "mn-jn-tailings01"
 NOW = 1_764_740_000_000
 
 
-def run(obj: object, enterprise: str = ENT, topic_site: str | None = None):
+SITE_SENSORS = {site: frozenset(s.id for s in REG.sensors_of_site(site)) for site in REG.sites}
+
+
+def run(obj: object, enterprise: str = ENT, topic_site: str | None = None, lookups: bool = False):
+    """check() as a test calls it; `lookups`: with the per-site sensor sets the gateway builds once."""
     raw = orjson.dumps(obj)
     return check(
-        0, raw, obj, enterprise_id=enterprise, registry=REG, now_ms=NOW, future_ms=30_000, topic_site=topic_site
+        0,
+        raw,
+        obj,
+        enterprise_id=enterprise,
+        registry=REG,
+        now_ms=NOW,
+        future_ms=30_000,
+        topic_site=topic_site,
+        site_sensors=SITE_SENSORS if lookups else None,
     )
 
 
@@ -78,10 +90,19 @@ def test_accepted_item_goes_to_its_sector_topic() -> None:
         ({"site_id": SITE, "sensor_id": "x", "ts": NOW, "value": 1.0}, "unknown_sensor", "sensor_id"),
     ],
 )
-def test_refusals_name_reason_and_field(obj: object, reason: str, field: str) -> None:
-    out = run(obj)
+@pytest.mark.parametrize("lookups", [False, True])
+def test_refusals_name_reason_and_field(obj: object, reason: str, field: str, lookups: bool) -> None:
+    out = run(obj, lookups=lookups)
     assert (out.status, out.reason, out.field) == ("refused", reason, field)
     assert out.as_result()["detail"].startswith(field) or field == "<message>"
+
+
+def test_the_site_sensor_sets_name_the_first_stranger() -> None:
+    stranger = "mn-jn-tailings01-pond-level01"
+    readings = [{"sensor_id": SENSOR, "value": 1.0}, {"sensor_id": stranger, "value": 1.0}]
+    out = run(frame(readings=readings), lookups=True)
+    assert (out.reason, out.field) == ("unknown_sensor", "readings.1.sensor_id") and stranger in out.detail
+    assert run(frame(), lookups=True).status == "accepted"
 
 
 def test_seconds_and_microseconds_say_so() -> None:
