@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import get_args
 
 import httpx
 from prometheus_client import Counter, Gauge
 
 from config.settings import Settings
-from rules.models import HazardEvent, IncidentEvent
+from rules.models import HazardEvent, IncidentEvent, Severity
 
 from .spool import Spool
 
@@ -95,7 +96,7 @@ def incident_line(inc: IncidentEvent) -> str:
     )
 
 
-COLOURS = ("red", "orange", "yellow", "blue")
+COLOURS: tuple[str, ...] = get_args(Severity)  # red, orange, yellow, blue
 
 
 def incident_state_line(inc: IncidentEvent) -> str:

@@ -375,10 +375,9 @@ class Pipeline:
         every = int(self.settings.influx_setpoint_every_s * 1000)
         out = []
         for i, t in zip(idx[due].tolist(), ts[due].tolist(), strict=True):
-            head = self.setpoint_heads[i]
-            if t >= self._setpoint_due[i] and head is not None:  # a sensor twice in a batch: once
+            if t >= self._setpoint_due[i]:  # a sensor twice in a batch: once (only sensors with set points get due)
                 self._setpoint_due[i] = t + every
-                out.append(f"{head} {t}")
+                out.append(f"{self.setpoint_heads[i]} {t}")
         return out
 
     async def _emit(self, result, dead) -> None:
