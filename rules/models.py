@@ -71,7 +71,8 @@ class TimelineEntry(BaseModel):
 
 
 class IncidentEvent(BaseModel):
-    """Linked hazards on one site: opened, updated (new hazard or worse severity) or closed."""
+    """Linked hazards on one site (or, for a scope incident, of one enterprise or region): opened,
+    updated (new hazard or worse severity) or closed."""
 
     model_config = ConfigDict(extra="forbid")
     incident_id: str
@@ -92,6 +93,10 @@ class IncidentEvent(BaseModel):
     hazard_ids: list[str]
     open_hazard_ids: list[str]
     timeline: list[TimelineEntry]
+    # "site" for the hot path's incidents; "enterprise", "county", "city" or "province" for the
+    # scope stage's, whose `site_id` is empty and `region` is the scope's code (rules/scope.py).
+    scope: str = "site"
+    scope_key: str = ""
 
     def to_json(self) -> bytes:
         """JSON bytes for the `incidents` topic."""
