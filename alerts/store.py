@@ -1106,7 +1106,9 @@ def _hold(
             (incident.get("incident_id"), *(str(incident[k]) for k in labels)),
         ):
             source = orjson.loads(other["incident_json"])
-            if rule.source.matches(source) and all(source.get(k) == incident.get(k) for k in rule.equal):
+            # An empty label is no label: scope incidents have no site, and two of them are not "the same site".
+            equal = all(incident.get(k) and source.get(k) == incident.get(k) for k in rule.equal)
+            if rule.source.matches(source) and equal:
                 why = f"inhibited by open {source.get('severity')} incident {other['incident_id']}"
                 return f"incident:{other['incident_id']}", f"{why} (equal {', '.join(rule.equal)})"
     return None

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     # this lag lets a partition that is a little behind catch up before silence counts.
     clock_lag_s: float = 2.0
     correlation_window_s: float = 300.0
+    # --- correlation's second stage: enterprise and region scopes (issue 13) ---
+    correlation_dir: Path = Field(
+        PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/correlation/*.yaml)"
+    )
+    scope_stage: bool = Field(True, description="run the scope stage in `safewatch worker` (else `safewatch scope`)")
+    risk_enabled: bool = Field(True, description="compute enterprise risk colours (topic `risk`, `enterprise_risk`)")
+    scope_quiet_s: float = Field(600.0, gt=0, description="a scope incident all clear this long closes")
+    scope_clock_lag_s: float = Field(5.0, ge=0, description="scope timers run this far behind the wall clock")
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
     # A reading from the future would become its sensor's newest and make every true reading
     # after it look late, so it is refused; keep this below lateness_s.

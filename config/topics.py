@@ -10,7 +10,11 @@ SECTORS: tuple[str, ...] = get_args(Sector)
 HAZARDS_TOPIC = "hazards"
 INCIDENTS_TOPIC = "incidents"
 DEADLETTER_TOPIC = "deadletter"
-CHECKPOINT_TOPIC = "safewatch.rulestate"
+CHECKPOINT_TOPIC = "safewatch.rulestate"  # rule state per site, and the scope stage's per scope key
+# Correlation's second stage: stage-1 hazard and incident events re-keyed by scope key (a
+# repartition topic, as Kafka Streams makes for a re-keyed aggregation), and enterprise risk colours.
+SCOPE_TOPIC = "correlation.scope"
+RISK_TOPIC = "risk"  # compacted, keyed by enterprise id
 
 
 def telemetry_topic(sector: str, prefix: str = "") -> str:

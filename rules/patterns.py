@@ -91,7 +91,7 @@ def load_correlation_rules(folder) -> list[CorrelationRule]:
         for i, raw in enumerate(data.get("rules", [])):
             try:
                 out.append(CorrelationRule.model_validate(raw))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 issues.append(f"{path}:{i}: {exc}")
     if issues:
         raise CorrelationRuleError(issues)

@@ -4,13 +4,16 @@ Readings (or frames) are put in event-time order — a stable sort, so equal tim
 order — and fed to the engine in batches; after each batch the clock advances to its newest
 reading, so timer rules (offline, interlock deadlines) fire as they would live. Hazard and
 incident events come out as JSON lines; the same input always gives the same output.
+With correlation rules, the scope stage (rules/scope.py) runs after stage 1 over its events in
+their order, as the worker's repartition feeds it: scope incidents come out as `incident` lines
+(`scope` other than "site") and enterprise risk changes as `risk` lines.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
@@ -21,7 +24,10 @@ from sensors.schema import DecodeError, Frame, Reading, decode_message
 from .catalog import Catalog
 from .engine import RuleEngine
 from .models import HazardEvent
+from .patterns import CorrelationRule
 from .publish import MaintenanceWindow
+from .risk import advance_with_risk, feed_with_risk
+from .scope import STAGE2_SCOPES, ScopeEngine, rules_scopes, scope_records
 
 
 @dataclass
@@ -31,6 +37,8 @@ class ReplayReport:
     readings: int = 0
     hazards: int = 0
     incidents: int = 0
+    scope_incidents: int = 0
+    risks: int = 0
     refused: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -58,6 +66,7 @@ def replay_messages(
     batch_size: int = 1000,
     *,
     source: Path | str = "<input>",
+    stage2: Stage2 | None = None,
 ) -> Iterator[dict]:
     """Feed (line, message) pairs through the engine in batches; yields hazard and incident events as dicts.
 
@@ -92,6 +101,10 @@ def replay_messages(
             report.incidents += len(res.incidents)
             for ev in res.events:
                 yield {"type": "hazard" if isinstance(ev, HazardEvent) else "incident", **ev.model_dump()}
+                if stage2 is not None:
+                    yield from stage2.feed(ev, report)
+        if stage2 is not None and len(batch):
+            yield from stage2.advance(int(batch.ts.max()), report)
         chunk.clear()
 
     for m in messages:
@@ -100,6 +113,33 @@ def replay_messages(
             yield from flush()
     if chunk:
         yield from flush()
+
+
+class Stage2:
+    """The scope stage over stage 1's events, as `safewatch worker` runs it behind the repartition topic."""
+
+    def __init__(self, rules: list[CorrelationRule], classes: dict[str, str] | None, quiet_ms: int):
+        self.engine = ScopeEngine(rules, quiet_ms=quiet_ms)
+        self.classes = classes
+        used = set(rules_scopes(rules)) | ({"enterprise"} if classes is not None else set())
+        self.scopes = [s for s in STAGE2_SCOPES if s in used]
+
+    def feed(self, ev, report: ReplayReport) -> Iterator[dict]:
+        for rec in scope_records(ev, self.scopes):
+            incidents, risk = feed_with_risk(self.engine, rec, self.classes)
+            yield from self._out(incidents, [risk] if risk else [], report)
+
+    def advance(self, now: int, report: ReplayReport) -> Iterator[dict]:
+        incidents, risks = advance_with_risk(self.engine, now, None, self.classes)
+        yield from self._out(incidents, risks, report)
+
+    def _out(self, incidents, risks, report: ReplayReport) -> Iterator[dict]:
+        report.scope_incidents += len(incidents)
+        report.risks += len(risks)
+        for i in incidents:
+            yield {"type": "incident", **i.model_dump()}
+        for r in risks:
+            yield {"type": "risk", **asdict(r)}
 
 
 def replay_file(
@@ -112,15 +152,23 @@ def replay_file(
     correlation_window_s: float = 300.0,
     lateness_s: float = 60.0,
     batch_size: int = 1000,
+    correlation: list[CorrelationRule] | None = None,
+    risk: bool = True,
+    scope_quiet_s: float = 600.0,
 ) -> ReplayReport:
-    """Replay `src` through a fresh engine and write the events to `out` as JSON lines."""
+    """Replay `src` through a fresh engine and write the events to `out` as JSON lines; with
+    `correlation` rules, the scope stage too (and enterprise risk colours unless `risk` is off)."""
     report = ReplayReport()
     engine = RuleEngine(
         registry, catalog, correlation_window_s=correlation_window_s, lateness_s=lateness_s, maintenance=maintenance
     )
     messages = read_messages(src, report)
+    stage2 = None
+    if correlation is not None:
+        classes = {e.id: e.supervision_class for e in registry.enterprises.values()} if risk else None
+        stage2 = Stage2(correlation, classes, int(scope_quiet_s * 1000))
     with open(out, "wb") as fh:
-        for event in replay_messages(messages, engine, report, batch_size=batch_size, source=src):
+        for event in replay_messages(messages, engine, report, batch_size=batch_size, source=src, stage2=stage2):
             fh.write(orjson.dumps(event, option=orjson.OPT_SORT_KEYS) + b"\n")
     # Decode errors came in file order, the engine's in event-time order: report all by line.
     prefix = len(f"{src}:")

@@ -8,13 +8,13 @@ Computed from an enterprise key's stage-2 state, so it follows exactly what that
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import orjson
 
 from .models import SEVERITY_RANK
-from .scope import ScopeState
+from .scope import Record, ScopeEngine, ScopeState
 
 COLOURS = {1: "blue", 2: "yellow", 3: "orange", 4: "red"}
 # Supervision classes whose enterprise goes one colour up while anything is open: D is the
@@ -77,3 +77,29 @@ def risk_change(enterprise_id: str, state: ScopeState, supervision_class: str, t
         return None
     state.risk = r.colour
     return r
+
+
+def feed_with_risk(engine: ScopeEngine, rec: Record, classes: Mapping[str, str] | None):
+    """One record through the scope engine, then (when `classes` is given) its enterprise's risk if it changed.
+
+    Shared by the scope stage and `safewatch replay`, so both give the same events."""
+    events = engine.feed(rec)
+    risk = None
+    if classes is not None and rec.scope == "enterprise":
+        risk = risk_change(rec.key, engine.states[rec.state_key], classes.get(rec.key, ""), rec.ts)
+    return events, risk
+
+
+def advance_with_risk(engine: ScopeEngine, now: int, keys: Iterable[str] | None, classes: Mapping[str, str] | None):
+    """The engine's timers, then the risks they changed (an enterprise incident closed, say)."""
+    keys = sorted(engine.states if keys is None else keys)
+    events = engine.advance(now, keys)
+    risks = []
+    if classes is not None:
+        for sk in keys:
+            scope, key = sk.split(":", 1)
+            if scope == "enterprise" and sk in engine.states:
+                r = risk_change(key, engine.states[sk], classes.get(key, ""), now)
+                if r is not None:
+                    risks.append(r)
+    return events, risks

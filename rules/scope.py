@@ -43,7 +43,8 @@ class Record:
 
     def to_json(self) -> bytes:
         """The record's value on the repartition topic."""
-        return orjson.dumps({"scope": self.scope, "key": self.key, "op": self.op, "ts": self.ts, "entry": asdict(self.entry)})
+        d = {"scope": self.scope, "key": self.key, "op": self.op, "ts": self.ts, "entry": asdict(self.entry)}
+        return orjson.dumps(d)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Record:
@@ -272,15 +273,17 @@ class ScopeEngine:
             used = set(st.used.get(rule.id, ()))
             got = fires(rule, [x for x in entries if x.id not in used], e, ts)
             if got:
-                out.append(self._open(scope, key, st, rule, got, e.id, ts))
+                out.append(self._open(scope, key, st, rule, got, ts))
         return out
 
     def _open(
-        self, scope: str, key: str, st: ScopeState, rule: CorrelationRule, got: list[Entry], trigger: str, ts: int
+        self, scope: str, key: str, st: ScopeState, rule: CorrelationRule, got: list[Entry], ts: int
     ) -> IncidentEvent:
         got = sorted(got, key=lambda x: (x.start, x.id))
         inc = ScopeIncident(
-            incident_id=stable_id("INC", scope, key, rule.id, trigger),
+            # Named by its earliest entry, not the one that arrived last: entries of different sites
+            # reach a scope key in whatever order the workers sent them, a replay in another.
+            incident_id=stable_id("INC", scope, key, rule.id, got[0].id),
             rule_id=rule.id,
             opened_at=ts,
             updated_at=ts,
@@ -364,7 +367,7 @@ class ScopeEngine:
                 due = first.start + int((rule.window_s or 0) * 1000)
                 inc = st.incidents.get(rule.id)
                 if inc is None:
-                    out.append(self._open(scope, key, st, rule, [first], first.id, due))
+                    out.append(self._open(scope, key, st, rule, [first], due))
                 elif first.id not in inc.entry_ids:
                     out.append(self._link(scope, key, st, rule, inc, first, due))
         return out
@@ -398,8 +401,8 @@ class ScopeEngine:
         region = head.region if scope == "enterprise" and head else key
         return IncidentEvent(
             incident_id=inc.incident_id,
-            status=status,  # type: ignore[arg-type]
-            severity=inc.severity,  # type: ignore[arg-type]
+            status=status,
+            severity=inc.severity,
             rule_id=rule.id,
             title=title,
             summary=summary,

@@ -114,6 +114,23 @@ def worker(
     run_worker(settings, loglevel=loglevel)
 
 
+@app.command()
+def scope(loglevel: str = typer.Option("info", help="log level")) -> None:
+    """Run correlation's scope stage alone (enterprise and region scopes, risk colours) until interrupted.
+
+    `safewatch worker` runs it too unless SAFEWATCH_SCOPE_STAGE=false; run this then."""
+    from sensors.registry import load_registry
+    from streams.scope_stage import run_alone
+    from streams.worker import topic_specs
+
+    from .stack import ensure_topics_when_reachable
+
+    settings = get_settings()
+    setup_logging("scope", loglevel)
+    ensure_topics_when_reachable(settings, topic_specs(settings))
+    run_alone(settings, load_registry(settings.registry))
+
+
 @alerts_app.command("serve")
 def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None:
     """Run the alert service: consume incidents, dispatch tasks, serve the HTTP API."""
@@ -392,10 +409,13 @@ def replay(
     maintenance: Path = typer.Option(None, "--maintenance", help="maintenance windows YAML"),
     registry_only: bool = typer.Option(False, "--registry-only", help="thresholds from registry set points only"),
     batch_size: int = typer.Option(1000),
+    correlation: Path = typer.Option(None, "--correlation", help="correlation rules; default rules/correlation"),
+    scopes: bool = typer.Option(True, help="run the scope stage (enterprise and region scopes, risk) after stage 1"),
 ) -> None:
     """Run the rule engine over a recorded file in event-time order; no broker needed."""
     from rules.catalog import CatalogError, load_catalog
     from rules.maintenance import MaintenanceError, load_maintenance
+    from rules.patterns import CorrelationRuleError, load_correlation_rules
     from rules.replay import replay_file
     from sensors.registry import RegistryError, load_registry
 
@@ -404,7 +424,8 @@ def replay(
         reg = load_registry(registry or settings.registry)
         catalog = None if registry_only else load_catalog(rules or settings.rules_dir)
         windows = load_maintenance(maintenance or settings.maintenance, set(reg.sensors) | set(reg.sites))
-    except (RegistryError, CatalogError, MaintenanceError) as exc:
+        corr = load_correlation_rules(correlation or settings.correlation_dir) if scopes else None
+    except (RegistryError, CatalogError, MaintenanceError, CorrelationRuleError) as exc:
         _fail(str(exc))
     report = replay_file(
         src,
@@ -415,6 +436,9 @@ def replay(
         correlation_window_s=settings.correlation_window_s,
         lateness_s=settings.lateness_s,
         batch_size=batch_size,
+        correlation=corr,
+        risk=settings.risk_enabled,
+        scope_quiet_s=settings.scope_quiet_s,
     )
     for line in report.errors[:20]:
         err.print(line, markup=False, highlight=False)  # input text may hold [brackets]
@@ -422,7 +446,9 @@ def replay(
         err.print(f"... and {len(report.errors) - 20} more")
     console.print(
         f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events"
-        f" → {out}" + (f"; refused: {dict(report.refused)}" if report.refused else "")
+        + (f", {report.scope_incidents} scope incident events, {report.risks} risk changes" if scopes else "")
+        + f" → {out}"
+        + (f"; refused: {dict(report.refused)}" if report.refused else "")
     )
 
 

@@ -14,7 +14,8 @@ import httpx
 from prometheus_client import Counter, Gauge
 
 from config.settings import Settings
-from rules.models import HazardEvent, IncidentEvent, Severity
+from rules.models import SEVERITY_RANK, HazardEvent, IncidentEvent, Severity
+from rules.risk import Risk
 
 from .spool import Spool
 
@@ -31,7 +32,7 @@ def escape_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def tags(measurement: str, **kv: str) -> str:
+def tags(measurement: str, **kv: str | None) -> str:
     """`measurement,k=v,...` with keys sorted, as InfluxDB prefers."""
     return measurement + "".join(f",{k}={escape_tag(str(v))}" for k, v in sorted(kv.items()) if v not in (None, ""))
 
@@ -89,6 +90,7 @@ def incident_line(inc: IncidentEvent) -> str:
         enterprise_id=inc.enterprise_id,
         status=inc.status,
         severity=inc.severity,
+        scope=None if inc.scope == "site" else inc.scope,  # a site incident's series are as before
     )
     return (
         f"{head} incident_id={escape_str(inc.incident_id)},hazards={len(inc.hazard_ids)}i,"
@@ -111,12 +113,22 @@ def incident_state_line(inc: IncidentEvent) -> str:
         sector=inc.sector,
         region=inc.region,
         enterprise_id=inc.enterprise_id,
+        scope=None if inc.scope == "site" else inc.scope,
     )
     is_open = inc.status != "closed"
     flags = "".join(f",open_{c}={int(is_open and inc.severity == c)}i" for c in COLOURS)
     return (
         f"{head} status={escape_str(inc.status)},severity={escape_str(inc.severity)},open={int(is_open)}i{flags},"
         f"opened_at={inc.opened_at}i {inc.updated_at}"
+    )
+
+
+def risk_line(r: Risk, region: str) -> str:
+    """An enterprise's risk colour after a change (written only when it changes)."""
+    head = tags("enterprise_risk", enterprise_id=r.enterprise_id, region=region, supervision_class=r.supervision_class)
+    return (
+        f"{head} colour={escape_str(r.colour)},rank={SEVERITY_RANK[r.colour]}i,open_incidents={r.open_incidents}i,"
+        f"open_hazards={r.open_hazards}i,reason={escape_str(r.reason)} {r.ts}"
     )
 
 

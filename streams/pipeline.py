@@ -19,9 +19,10 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
 from config.settings import Settings
-from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
+from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, SCOPE_TOPIC
 from rules.batch import Batch, BatchBuilder
 from rules.engine import NEVER, RuleEngine
+from rules.scope import scope_records
 from sensors.deadletter import RawMessage, deadletter_record, ts_hint
 from sensors.schema import DecodeError, FastFrame, FastReading, Frame, Reading, decode_fast, decode_message, split_frame
 
@@ -92,6 +93,10 @@ class Pipeline:
         self.incidents_topic = settings.topic(INCIDENTS_TOPIC)
         self.deadletter_topic = settings.topic(DEADLETTER_TOPIC)
         self.checkpoint_topic = settings.topic(CHECKPOINT_TOPIC)
+        self.scope_topic = settings.topic(SCOPE_TOPIC)
+        # Scope levels re-keyed into the repartition topic for the scope stage (the worker sets
+        # them from the correlation rules, streams/scope_stage.py); none: no repartition records.
+        self.scopes: list[str] = []
         self.prefixes = [self._prefix(s) for s in engine.sensors]
         self.setpoint_heads = [
             setpoint_head(self.prefixes[i], s.alarms.set_points()) for i, s in enumerate(engine.sensors)
@@ -388,6 +393,11 @@ class Pipeline:
         for inc in result.incidents:
             await self.send(self.incidents_topic, inc.site_id.encode(), inc.to_json())
             INCIDENTS.labels(inc.status).inc()
+        # The repartition: in stage 1's causal order, so each scope key sees a site's events in order.
+        if self.scopes:
+            for ev in result.events:
+                for rec in scope_records(ev, self.scopes):
+                    await self.send(self.scope_topic, rec.state_key.encode(), rec.to_json())
 
         reasons: Counter = Counter()
         for reason, rec, key in dead:

@@ -23,8 +23,17 @@ from prometheus_client import Gauge, start_http_server
 
 from config.logs import setup_logging
 from config.settings import Settings
-from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
+from config.topics import (
+    CHECKPOINT_TOPIC,
+    DEADLETTER_TOPIC,
+    HAZARDS_TOPIC,
+    INCIDENTS_TOPIC,
+    RISK_TOPIC,
+    SCOPE_TOPIC,
+    TELEMETRY_TOPICS,
+)
 from rules.engine import RuleEngine
+from rules.patterns import load_correlation_rules
 from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
 
@@ -32,6 +41,7 @@ from .checkpoint import load_snapshots, sites_by_partition
 from .influx import InfluxWriter
 from .pipeline import Pipeline
 from .reload import RuleReloader
+from .scope_stage import emitted_scopes, run_scope_stage
 
 # The embedded broker reports a partition's end as the start of its last batch + 1, so this reads
 # low there (README, the embedded broker's faults); on Kafka it is the true lag.
@@ -43,9 +53,11 @@ log = logging.getLogger(__name__)
 def topic_specs(settings: Settings) -> dict[str, dict]:
     """Every topic the worker reads or writes, with its config."""
     specs: dict[str, dict] = {
-        settings.topic(t): {} for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, DEADLETTER_TOPIC)
+        settings.topic(t): {}
+        for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, DEADLETTER_TOPIC, SCOPE_TOPIC)
     }
     specs[settings.topic(CHECKPOINT_TOPIC)] = {"cleanup.policy": "compact"}
+    specs[settings.topic(RISK_TOPIC)] = {"cleanup.policy": "compact"}  # the newest colour per enterprise
     return specs
 
 
@@ -128,6 +140,8 @@ def build_app(settings: Settings) -> faust.App:
         flush=lambda: app.producer.flush(),
         caught_up=caught_up,
     )
+    # The repartition for the scope stage: the levels its rules (and risk colours) need.
+    pipeline.scopes = emitted_scopes(settings, load_correlation_rules(settings.correlation_dir))
     if settings.influx_events_rp:
         spool = settings.spool_dir.with_name(settings.spool_dir.name + "-events")
         pipeline.events_writer = InfluxWriter(
@@ -283,6 +297,16 @@ def build_app(settings: Settings) -> faust.App:
                     await pipeline.checkpoint()
                 await commit(offsets)
             await consumer.stop()
+
+    if settings.scope_stage:
+
+        @app.task
+        async def scopes() -> None:
+            # Its own consumer group, state and checkpoints; a failure exits like a failed batch.
+            try:
+                await run_scope_stage(settings, registry)
+            except BaseException as exc:
+                _die(exc)
 
     @app.timer(interval=1.0)
     async def clock():

@@ -44,13 +44,14 @@ def hazards(settings: Settings, incident: dict[str, Any], now: int) -> list[dict
     """Each hazard of the incident: its newest event (kind, rule, value, peak, set point, start, end)."""
     ids = [h for h in incident.get("hazard_ids", [])[:MAX_HAZARDS] if _SAFE.match(h)]
     site = incident.get("site_id", "")
-    if not ids or not _SAFE.match(site):
+    scoped = incident.get("scope", "site") != "site"  # an enterprise or region incident: hazards of many sites
+    if not ids or not (scoped or _SAFE.match(site)):
         return []
     since = incident["opened_at"] - 24 * 3_600_000  # a hazard may open long before its incident (co-active)
     wanted = " OR ".join(f"hazard_id = '{h}'" for h in ids)
+    where_site = "" if scoped else f"site_id = '{site}' AND "
     rows = influx_query(
-        settings,
-        f"SELECT * FROM hazard WHERE site_id = '{site}' AND ({wanted}) AND time >= {since}ms AND time <= {now}ms",
+        settings, f"SELECT * FROM hazard WHERE {where_site}({wanted}) AND time >= {since}ms AND time <= {now}ms"
     )
     newest: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r["time"]):

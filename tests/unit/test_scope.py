@@ -13,18 +13,43 @@ H = 3_600_000
 T0 = 1_795_600_000_000
 
 
-def entry(i: str, site: str, *, start: int, quantity="rainfall_1h", rule="mine.rainfall_1h", severity="yellow",
-          region="320583", enterprise="E1", sector="mine", event="hazard") -> Entry:
+def entry(
+    i: str,
+    site: str,
+    *,
+    start: int,
+    quantity="rainfall_1h",
+    rule="mine.rainfall_1h",
+    severity="yellow",
+    region="320583",
+    enterprise="E1",
+    sector="mine",
+    event="hazard",
+) -> Entry:
     return Entry(
-        id=i, site_id=site, sensor_id=f"{site}-s-{i}", area="weather", quantity=quantity, kind="high_yellow",
-        rule_id=rule, severity=severity, sector=sector, enterprise_id=enterprise, region=region, start=start,
+        id=i,
+        site_id=site,
+        sensor_id=f"{site}-s-{i}",
+        area="weather",
+        quantity=quantity,
+        kind="high_yellow",
+        rule_id=rule,
+        severity=severity,
+        sector=sector,
+        enterprise_id=enterprise,
+        region=region,
+        start=start,
         event=event,
     )
 
 
 def rec(e: Entry, op="open", scope="county", ts=None) -> Record:
-    key = {"county": e.region, "city": e.region[:4] + "00", "enterprise": e.enterprise_id,
-           "province": e.region[:2] + "0000"}[scope]
+    key = {
+        "county": e.region,
+        "city": e.region[:4] + "00",
+        "enterprise": e.enterprise_id,
+        "province": e.region[:2] + "0000",
+    }[scope]
     return Record(scope, key, op, e.start if ts is None else ts, e)
 
 
@@ -41,13 +66,24 @@ def rule(**kw) -> CorrelationRule:
     return CorrelationRule.model_validate({"id": "t.rule", "text": {"en": "test"}, **kw})
 
 
-RAIN2 = dict(kind="window", scope="county", any_of=[{"rule": ["mine.rainfall_1h"]}], count=2, distinct="sites",
-             window_s=6 * 3600, severity="worst+1")
+RAIN2 = dict(
+    kind="window",
+    scope="county",
+    any_of=[{"rule": ["mine.rainfall_1h"]}],
+    count=2,
+    distinct="sites",
+    window_s=6 * 3600,
+    severity="worst+1",
+)
 
 
 def test_two_ponds_of_one_county_make_one_county_incident(shipped):
     eng = ScopeEngine(shipped)
-    a, b, c = entry("h1", "pond-a", start=T0), entry("h2", "pond-b", start=T0 + 2 * H), entry("h3", "pond-c", start=T0 + 3 * H)
+    a, b, c = (
+        entry("h1", "pond-a", start=T0),
+        entry("h2", "pond-b", start=T0 + 2 * H),
+        entry("h3", "pond-c", start=T0 + 3 * H),
+    )
     out = feed_all(eng, [rec(a), rec(b), rec(c)])
     rain = [o for o in out if o.rule_id == "region.county_rainstorm_ponds"]
     assert [o.status for o in rain] == ["open", "update"]
@@ -149,8 +185,13 @@ def test_coactive_city_red_incidents(shipped):
 
 
 def test_all_of_and_sectors():
-    r = rule(kind="window", scope="county", sectors=["mine"], window_s=3600,
-             all_of=[{"rule": ["mine.rainfall_1h"]}, {"quantity": ["pond_water_level"]}])
+    r = rule(
+        kind="window",
+        scope="county",
+        sectors=["mine"],
+        window_s=3600,
+        all_of=[{"rule": ["mine.rainfall_1h"]}, {"quantity": ["pond_water_level"]}],
+    )
     eng = ScopeEngine([r])
     rain = entry("h1", "pond-a", start=T0)
     other = entry("h2", "tank", start=T0 + 1, quantity="pond_water_level", rule="x", sector="hazchem")
@@ -160,12 +201,19 @@ def test_all_of_and_sectors():
 
 
 def test_sequence_rule():
-    r = rule(kind="sequence", scope="enterprise", window_s=3600, first={"quantity": ["rainfall_1h"]},
-             then={"quantity": ["pond_water_level"]})
+    r = rule(
+        kind="sequence",
+        scope="enterprise",
+        window_s=3600,
+        first={"quantity": ["rainfall_1h"]},
+        then={"quantity": ["pond_water_level"]},
+    )
     eng = ScopeEngine([r])
     level_first = entry("h0", "pond-b", start=T0 - 1, quantity="pond_water_level")
     rain, level = entry("h1", "pond-a", start=T0), entry("h2", "pond-b", start=T0 + 60_000, quantity="pond_water_level")
-    out = feed_all(eng, [rec(level_first, scope="enterprise"), rec(rain, scope="enterprise"), rec(level, scope="enterprise")])
+    out = feed_all(
+        eng, [rec(level_first, scope="enterprise"), rec(rain, scope="enterprise"), rec(level, scope="enterprise")]
+    )
     assert [(o.status, o.hazard_ids) for o in out] == [("open", ["h1", "h2"])]
 
 
@@ -186,8 +234,12 @@ def test_absence_fires_on_an_idle_scope_by_the_timer():
 
 
 def test_checkpoint_round_trip_gives_the_same_events():
-    recs = [rec(entry("h1", "pond-a", start=T0)), rec(entry("h2", "pond-b", start=T0 + H)),
-            rec(entry("h1", "pond-a", start=T0), "clear", ts=T0 + 2 * H), rec(entry("h3", "pond-c", start=T0 + 2 * H))]
+    recs = [
+        rec(entry("h1", "pond-a", start=T0)),
+        rec(entry("h2", "pond-b", start=T0 + H)),
+        rec(entry("h1", "pond-a", start=T0), "clear", ts=T0 + 2 * H),
+        rec(entry("h3", "pond-c", start=T0 + 2 * H)),
+    ]
     whole = ScopeEngine([rule(**RAIN2)])
     expected = feed_all(whole, recs) + whole.advance(T0 + 10 * H)
     for cut in range(len(recs) + 1):
@@ -214,18 +266,38 @@ def test_pruning_forgets_old_cleared_entries_only():
 
 
 def _hazard(event="open", kind="high_yellow", **kw) -> HazardEvent:
-    base = dict(hazard_id="HZ-1", event=event, kind=kind, level=1, severity="yellow", rule_id="mine.rainfall_1h",
-                site_id="pond-a", sensor_id="pond-a-rain", enterprise_id="E1", region="320583", sector="mine",
-                area="weather", quantity="rainfall_1h", unit="mm/h", threshold=16.0, value=20.0, peak=20.0,
-                start=T0, ts=T0)
+    base = dict(
+        hazard_id="HZ-1",
+        event=event,
+        kind=kind,
+        level=1,
+        severity="yellow",
+        rule_id="mine.rainfall_1h",
+        site_id="pond-a",
+        sensor_id="pond-a-rain",
+        enterprise_id="E1",
+        region="320583",
+        sector="mine",
+        area="weather",
+        quantity="rainfall_1h",
+        unit="mm/h",
+        threshold=16.0,
+        value=20.0,
+        peak=20.0,
+        start=T0,
+        ts=T0,
+    )
     return HazardEvent(**(base | kw))
 
 
 def test_scope_records_of_stage_one_events():
     recs = scope_records(_hazard(), ["enterprise", "county", "city", "province"])
     assert [(r.scope, r.key, r.state_key) for r in recs] == [
-        ("enterprise", "E1", "enterprise:E1"), ("county", "320583", "county:320583"),
-        ("city", "320500", "city:320500"), ("province", "320000", "province:320000")]
+        ("enterprise", "E1", "enterprise:E1"),
+        ("county", "320583", "county:320583"),
+        ("city", "320500", "city:320500"),
+        ("province", "320000", "province:320000"),
+    ]
     assert Record.from_json(recs[1].to_json()) == recs[1]
     assert scope_records(_hazard(kind="offline"), ["county"]) == []
     assert scope_records(_hazard(event="suppressed"), ["county"]) == []
