@@ -1,6 +1,6 @@
 """Enterprise risk colour (red / orange / yellow / blue) from what is open now and the supervision class.
 
-The table is docs/correlation.md "Enterprise risk colour": the four colours are the national
+The table is docs/scope-stage.md "Enterprise risk colour": the four colours are the national
 four-level scale (红 / 橙 / 黄 / 蓝 = 重大 / 较大 / 一般 / 低); how open incidents, open hazards and the
 supervision class map onto it is this deployment's choice (no national mapping was found).
 Computed from an enterprise key's stage-2 state, so it follows exactly what that state holds.

@@ -1,7 +1,7 @@
 """Stage 2 of correlation: enterprise and region (county, city, province) scopes.
 
 The worker re-keys every correlated hazard event and every site incident event into the
-repartition topic, one `Record` per scope level that has rules (docs/correlation.md). Here each
+repartition topic, one `Record` per scope level that has rules (docs/scope-stage.md). Here each
 scope key (`county:320583`, `enterprise:9132…`) has its own state — plain data, checkpointed as
 JSON — and the patterns of `rules/correlation/*.yaml` (rules/patterns.py) decide when its entries
 make an incident. At most one incident is open per (scope key, rule): open → update (an entry

@@ -1,4 +1,4 @@
-"""Enterprise risk colour (rules/risk.py): the table of docs/correlation.md."""
+"""Enterprise risk colour (rules/risk.py): the table of docs/scope-stage.md."""
 
 from __future__ import annotations
 
