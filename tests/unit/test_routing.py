@@ -88,6 +88,16 @@ def test_union_keeps_first_appearance_order_without_repeats(small):
     assert route(incident("red", "dust", "320583"), small) == ["county", "city-a", "fire"]
 
 
+def test_scope_incidents_route_by_their_scope_code(small):
+    # A scope incident's region is its scope's code (city 320500, county 320583): region prefixes work unchanged.
+    def scoped(region: str, scope: str):
+        return incident("yellow", region=region).model_copy(update={"scope": scope, "scope_key": region, "site_id": ""})
+
+    assert route(scoped("320500", "city"), small) == ["county", "city-a"]
+    assert route(scoped("320583", "county"), small) == ["county", "city-a"]
+    assert route(scoped("320100", "city"), small) == ["county"]
+
+
 def test_alerts_api_placeholder_is_expanded(tmp_path: Path):
     routing = load_routing(write(tmp_path, SMALL), alerts_api="http://10.0.0.5:9000/")
     assert routing.departments["county"].webhook == "http://10.0.0.5:9000/inbox/county"

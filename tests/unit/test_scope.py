@@ -307,3 +307,33 @@ def test_scope_records_of_stage_one_events():
 
 def test_rules_scopes(shipped):
     assert rules_scopes(shipped) == ["enterprise", "county", "city"]
+
+
+def test_replay_runs_the_scope_stage_after_stage_one(tmp_path):
+    from rules.catalog import load_catalog
+    from rules.replay import replay_file
+    from sensors.registry import load_registry
+
+    lines = []
+    for i in range(20):
+        for site, sensor, value in (
+            ("hz-zjg-tank01", "hz-zjg-tank01-t101-gas01", 55.0),
+            ("hz-zjg-jetty01", "hz-zjg-jetty01-b1-gas01", 30.0),
+        ):
+            r = {"site_id": site, "sensor_id": sensor, "ts": T0 + i * 1000, "value": value, "quality": "good"}
+            lines.append(orjson.dumps(r))
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    pair = rule(
+        kind="window", scope="county", any_of=[{"min_severity": "yellow"}], count=2, distinct="sites", window_s=3600
+    )
+    report = replay_file(src, load_registry(), out, catalog=load_catalog(), correlation=[pair])
+    events = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    scoped = [e for e in events if e["type"] == "incident" and e["scope"] == "county"]
+    assert [(e["status"], e["scope_key"], e["severity"]) for e in scoped] == [("open", "320582", "orange")]
+    risk = [e for e in events if e["type"] == "risk"]
+    assert risk[-1]["enterprise_id"] == "913205828486022959" and risk[-1]["colour"] == "orange"
+    assert report.scope_incidents == 1 and report.risks == len(risk)
+    # the scope incident comes after the stage-1 event that caused it
+    first = next(i for i, e in enumerate(events) if e["type"] == "incident" and e["scope"] == "county")
+    assert any(e["type"] == "hazard" and e["site_id"] == "hz-zjg-jetty01" for e in events[:first])

@@ -128,6 +128,23 @@ def test_a_red_incident_inhibits_yellow_and_blue_at_the_same_site(store):
     assert "inhibiting incident inc-red closed" in store.unsent()[-1].reason
 
 
+def test_scope_incidents_have_no_site_and_inhibit_no_one_by_it(store):
+    # Two scope incidents (county, city) both have an empty site_id: that is no site, not "the same site".
+    store.inhibit_rules = [
+        InhibitRule(
+            source=Matcher(severities=["red"]), target=Matcher(severities=["yellow", "blue"]), equal=["site_id"]
+        )
+    ]
+    county = at_site("red", "", "inc-county").model_copy(update={"scope": "county", "scope_key": "320583"})
+    city = at_site("yellow", "", "inc-city").model_copy(update={"scope": "city", "scope_key": "320500"})
+    store.record_incident(county, ["county"], 5, now=T0)
+    store.record_incident(city, ["county"], 30, now=T0 + 1)
+    assert store.held() == []
+    assert sorted(n.task_id for n in store.unsent()) == sorted(
+        [task_id_for("inc-county", "county"), task_id_for("inc-city", "county")]
+    )
+
+
 def test_matchers():
     with pytest.raises(ValidationError, match="at least one matcher"):
         Matcher()
