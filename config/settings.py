@@ -101,7 +101,10 @@ class Settings(BaseSettings):
     # Timers (offline, interlock deadlines) run on event time estimated from the newest reading;
     # this lag lets a partition that is a little behind catch up before silence counts.
     clock_lag_s: float = 2.0
-    correlation_window_s: float = 300.0
+    correlation_window_s: float = Field(300.0, description="window of `window` correlation rules that give none")
+    correlation_dir: Path = Field(
+        PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/patterns.py), read at start"
+    )
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
     # A reading from the future would become its sensor's newest and make every true reading
     # after it look late, so it is refused; keep this below lateness_s.

@@ -308,11 +308,17 @@ def registry_check(path: Path = typer.Argument(..., exists=True, dir_okay=False)
 
 
 @rules_app.command("check")
-def rules_check(directory: Path = typer.Argument(None, help="default: rules/catalog")) -> None:
-    """Validate rule files; every error names the file, line and field; exits non-zero on any."""
+def rules_check(
+    directory: Path = typer.Argument(None, help="default: rules/catalog"),
+    correlation: Path = typer.Option(None, help="correlation rules; default: rules/correlation"),
+) -> None:
+    """Validate rule and correlation files; every error names the file, line and field; exits non-zero on any."""
+    from config.topics import SECTORS
     from rules.catalog import CATALOG_DIR, CatalogError, load_catalog
+    from rules.patterns import CorrelationRuleError, load_correlation_rules
 
     directory = directory or CATALOG_DIR
+    correlation = correlation or get_settings().correlation_dir
     try:
         catalog = load_catalog(directory)
     except CatalogError as exc:
@@ -323,6 +329,15 @@ def rules_check(directory: Path = typer.Argument(None, help="default: rules/cata
     console.print(
         f"{directory}: ok — {n} rules in {len(catalog.sectors)} sector files ({', '.join(sorted(catalog.sectors))})"
     )
+    ids = {r.id for f in catalog.sectors.values() for r in f.rules}
+    try:
+        linked = load_correlation_rules(correlation, set(SECTORS), ids)
+    except CorrelationRuleError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False, highlight=False)
+        _fail(f"{len(exc.issues)} problem(s) in {correlation}")
+    hot = sum(r.hot for r in linked)
+    console.print(f"{correlation}: ok — {len(linked)} correlation rules ({hot} site/area, {len(linked) - hot} regional)")
 
 
 @app.command()
@@ -396,6 +411,7 @@ def replay(
     """Run the rule engine over a recorded file in event-time order; no broker needed."""
     from rules.catalog import CatalogError, load_catalog
     from rules.maintenance import MaintenanceError, load_maintenance
+    from rules.patterns import CorrelationRuleError, load_correlation_rules
     from rules.replay import replay_file
     from sensors.registry import RegistryError, load_registry
 
@@ -404,7 +420,8 @@ def replay(
         reg = load_registry(registry or settings.registry)
         catalog = None if registry_only else load_catalog(rules or settings.rules_dir)
         windows = load_maintenance(maintenance or settings.maintenance, set(reg.sensors) | set(reg.sites))
-    except (RegistryError, CatalogError, MaintenanceError) as exc:
+        correlation = load_correlation_rules(settings.correlation_dir)
+    except (RegistryError, CatalogError, MaintenanceError, CorrelationRuleError) as exc:
         _fail(str(exc))
     report = replay_file(
         src,
@@ -412,6 +429,7 @@ def replay(
         out,
         catalog=catalog,
         maintenance=windows,
+        correlation_rules=correlation,
         correlation_window_s=settings.correlation_window_s,
         lateness_s=settings.lateness_s,
         batch_size=batch_size,
