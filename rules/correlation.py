@@ -281,7 +281,11 @@ def _open(
         hazard_ids=[e.id for e in linked],
         open_hazard_ids=[e.id for e in linked if e.cleared_at is None],
         timeline=[
-            {"ts": e.start, "what": trigger_text if e.id == trigger and trigger_text else f"{e.kind} {e.sensor_id}", "hazard_id": e.id}
+            {
+                "ts": e.start,
+                "what": trigger_text if e.id == trigger and trigger_text else f"{e.kind} {e.sensor_id}",
+                "hazard_id": e.id,
+            }
             for e in linked
         ],
         points={e.id: [e.quantity, e.sensor_id, e.severity] for e in linked if e.cleared_at is None},
@@ -386,9 +390,12 @@ def correlate(
     if hazard.event != "open":
         return out
     new = entry_of(hazard)
-    state.pending = [p for p in state.pending if not (p.rule_id in by_id and answered(by_id[p.rule_id], p, new, "open"))]
+    state.pending = [
+        p for p in state.pending if not (p.rule_id in by_id and answered(by_id[p.rule_id], p, new, "open"))
+    ]
+    known = state.recent + ([Entry(**d) for d in inc.entries] if inc is not None else [])
     for rule in rules.rules:
-        p = arm(rule, new, window_ms)
+        p = arm(rule, new, window_ms, known)
         if p is not None:
             state.pending.append(p)
 

@@ -20,7 +20,8 @@ from sensors.registry import Registry
 from .batch import Batch, BatchBuilder
 from .bindings import Bindings, bind
 from .catalog import Catalog
-from .correlation import SiteCorrelation, SiteInfo, SiteRules, correlate, due, site_rules
+from .correlation import SiteCorrelation, SiteInfo, SiteRules, correlate, site_rules
+from .correlation import due as absences_due
 from .machines import SensorState, step_rate, step_stuck, step_threshold
 from .models import HazardEvent, IncidentEvent
 from .patterns import CorrelationRule, load_correlation_rules
@@ -505,7 +506,13 @@ class RuleEngine:
         for site_id, corr in self.correlation.items():
             if corr.pending:  # absence rules run on the site's clock, whether or not it sends
                 info = self.site_info[site_id]
-                caused = due(corr, info, int(clock[self.site_row[site_id]]), self.site_rules[info.sector], self.aggregation.get(info.sector))
+                caused = absences_due(
+                    corr,
+                    info,
+                    int(clock[self.site_row[site_id]]),
+                    self.site_rules[info.sector],
+                    self.aggregation.get(info.sector),
+                )
                 if caused:
                     result.incidents.extend(caused)
                     result.events.extend(caused)
@@ -662,7 +669,12 @@ class RuleEngine:
     def _correlate(self, h: HazardEvent) -> list[IncidentEvent]:
         state = self.correlation.setdefault(h.site_id, SiteCorrelation())
         return correlate(
-            state, h, self.site_info[h.site_id], self.window_ms, self.aggregation.get(h.sector), self.site_rules[h.sector]
+            state,
+            h,
+            self.site_info[h.site_id],
+            self.window_ms,
+            self.aggregation.get(h.sector),
+            self.site_rules[h.sector],
         )
 
     # --- checkpoints -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Every function here is pure: the hot path, the second stage, replay and unit tes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -119,7 +120,9 @@ class CorrelationRule(BaseModel):
         if self.all_of is not None and self.any_of is not None:
             raise ValueError("give `all_of` or `any_of`, not both")
         if self.kind in ("sequence", "absence") and (self.all_of or self.any_of):
-            raise ValueError(f"a {self.kind} rule takes `first` and `{'then' if self.kind == 'sequence' else 'missing'}`")
+            raise ValueError(
+                f"a {self.kind} rule takes `first` and `{'then' if self.kind == 'sequence' else 'missing'}`"
+            )
         if self.all_of is not None and self.count is not None and self.count > len(self.all_of):
             raise ValueError(f"count {self.count} is more than the {len(self.all_of)} matchers of all_of")
         if self.scope == "area" and self.distinct == "sites":
@@ -192,19 +195,23 @@ def load_correlation_rules(
         for n, rule in enumerate(parsed.rules):
             line = lines.get(("rules", n, "id"))
             if rule.id in seen:
-                issues.append(Issue(source, line, f"rules[{n}].id", f"{rule.id!r} is already defined in {seen[rule.id]}"))
+                issues.append(
+                    Issue(source, line, f"rules[{n}].id", f"{rule.id!r} is already defined in {seen[rule.id]}")
+                )
             seen[rule.id] = source
             for s in rule.sectors or []:
                 if sectors is not None and s not in sectors:
-                    issues.append(Issue(source, lines.get(("rules", n, "sectors")), f"rules[{n}].sectors", f"unknown sector {s!r}"))
+                    issues.append(
+                        Issue(
+                            source, lines.get(("rules", n, "sectors")), f"rules[{n}].sectors", f"unknown sector {s!r}"
+                        )
+                    )
             for where, m in _matchers(rule) if rule_ids is not None else []:
                 for rid in m.rule or []:
-                    if rid not in rule_ids:
-                        path = ("rules", n, *where, "rule")
-                        dotted = f"rules[{n}]." + ".".join(f"[{x}]" if isinstance(x, int) else str(x) for x in where)
-                        issues.append(
-                            Issue(source, line_of(path, lines), dotted.replace(".[", "[") + ".rule", f"no catalogue rule {rid!r}")
-                        )
+                    if rid not in rule_ids:  # type: ignore[operator]  # only walked when given
+                        field = ".".join(f"[{x}]" if isinstance(x, int) else str(x) for x in where).replace(".[", "[")
+                        line = line_of(("rules", n, *where, "rule"), lines)
+                        issues.append(Issue(source, line, f"rules[{n}].{field}.rule", f"no catalogue rule {rid!r}"))
             rules.append(rule)
     if issues:
         raise CorrelationRuleError(issues)
@@ -242,9 +249,9 @@ def _assign(matchers: list[Matcher], entries: list[Entry], need: int, rule: Corr
         if i == len(matchers) or met + (len(matchers) - i) < need:
             return False
         for e in entries:
-            if matchers[i].matches(e) and all(_distinct(rule, u) != _distinct(rule, e) for u in used):
-                if walk(i + 1, used + [e], met + 1):
-                    return True
+            fits = matchers[i].matches(e) and all(_distinct(rule, u) != _distinct(rule, e) for u in used)
+            if fits and walk(i + 1, used + [e], met + 1):
+                return True
         return walk(i + 1, used, met)  # leave this matcher unmet
 
     walk(0, [], 0)
@@ -266,38 +273,69 @@ def fires(rule: CorrelationRule, entries: list[Entry], new: Entry, default_windo
     """The entries that make `rule` fire as `new` opens (it is among `entries`); None if it does not.
 
     `entries` are the scope's candidates, cleared ones included while they may still count. The
-    new entry must take part: a situation that already held without it fired earlier.
+    new entry must take part: a situation that already held without it fired earlier. Order of
+    arrival does not matter, only event time: a late hazard that opened first still pairs.
     """
     if rule.kind == "absence" or not rule.applies_to(new.sector):
         return None
     if rule.scope == "area":
         entries = [e for e in entries if e.area == new.area]
+    others = [e for e in entries if e.id != new.id]
     if rule.kind == "sequence":
-        if not rule.then.matches(new):  # type: ignore[union-attr]
-            return None
-        window = rule.window_ms(default_window_ms)
-        firsts = [
+        return _sequence(rule, others, new, rule.window_ms(default_window_ms))
+    if rule.kind == "coactive":
+        # Open together: each was open when the later of the two opened.
+        pool = [e for e in others if _overlap(e, new)]
+        return _with(rule, new, pool)
+    window = rule.window_ms(default_window_ms)
+    near = [e for e in others if abs(e.start - new.start) <= window]
+    # Every span of `window` that holds the new entry, from the earliest start it can begin at.
+    for lo in sorted({e.start for e in near if e.start <= new.start} | {new.start}):
+        got = _with(rule, new, [e for e in near if lo <= e.start <= lo + window and new.start <= lo + window])
+        if got is not None:
+            return got
+    return None
+
+
+def _overlap(a: Entry, b: Entry) -> bool:
+    """Were both open at one moment (event time)?"""
+    a_end = a.cleared_at if a.cleared_at is not None else 2**62
+    b_end = b.cleared_at if b.cleared_at is not None else 2**62
+    return a.start < b_end and b.start < a_end
+
+
+def _with(rule: CorrelationRule, new: Entry, pool: list[Entry]) -> list[Entry] | None:
+    """The rule's condition over `pool` plus the new entry, which must take part."""
+    # The new entry first, so the matching takes it wherever it can.
+    got = _holds(rule, [new] + pool)
+    return got if got is not None and any(e.id == new.id for e in got) else None
+
+
+def _sequence(rule: CorrelationRule, others: list[Entry], new: Entry, window: int) -> list[Entry] | None:
+    """`first` then `then` within the window, whichever of the two arrived last."""
+    first, then = rule.first, rule.then
+    assert first is not None and then is not None  # the schema requires both on a sequence rule
+    if then.matches(new):
+        before = [
             e
-            for e in entries
-            if e.id != new.id
-            and rule.first.matches(e)  # type: ignore[union-attr]
-            and e.start <= new.start
-            and new.start - e.start <= window
+            for e in others
+            if first.matches(e)
+            and e.start <= new.start <= e.start + window
             and _distinct(rule, e) != _distinct(rule, new)
         ]
-        return [firsts[0], new] if firsts else None
-    if rule.kind == "coactive":
-        pool = [e for e in entries if e.cleared_at is None or e.cleared_at > new.start]
-    else:  # window, count: opened within the window before the new one
-        window = rule.window_ms(default_window_ms)
-        pool = [e for e in entries if e.start <= new.start and new.start - e.start <= window]
-    if not any(e.id == new.id for e in pool):
-        return None
-    # The new entry first, so the matching takes it wherever it can; it must take part.
-    got = _holds(rule, [new] + [e for e in pool if e.id != new.id])
-    if got is None or all(e.id != new.id for e in got):
-        return None
-    return got
+        if before:
+            return [before[0], new]
+    if first.matches(new):
+        after = [
+            e
+            for e in others
+            if then.matches(e)
+            and new.start <= e.start <= new.start + window
+            and _distinct(rule, e) != _distinct(rule, new)
+        ]
+        if after:
+            return [new, after[0]]
+    return None
 
 
 @dataclass
@@ -313,11 +351,17 @@ class Pending:
         return asdict(self)
 
 
-def arm(rule: CorrelationRule, new: Entry, default_window_ms: int) -> Pending | None:
-    """An absence rule starts waiting when its `first` opens."""
+def arm(rule: CorrelationRule, new: Entry, default_window_ms: int, known: Sequence[Entry] = ()) -> Pending | None:
+    """An absence rule starts waiting when its `first` opens, unless a hazard already `known` answered it.
+
+    (The answer can arrive before the first when input is out of order.)
+    """
     if rule.kind != "absence" or not rule.applies_to(new.sector) or not rule.first.matches(new):  # type: ignore[union-attr]
         return None
-    return Pending(rule.id, new.to_dict(), new.start + rule.window_ms(default_window_ms))
+    p = Pending(rule.id, new.to_dict(), new.start + rule.window_ms(default_window_ms))
+    if any(answered(rule, p, e, "open") for e in known):
+        return None
+    return p
 
 
 def answered(rule: CorrelationRule, p: Pending, e: Entry, event: str) -> bool:
@@ -327,7 +371,9 @@ def answered(rule: CorrelationRule, p: Pending, e: Entry, event: str) -> bool:
         return False
     if rule.missing == "clear":
         return event == "clear" and e.id == first["id"] and (e.cleared_at or 0) <= p.deadline
-    return event == "open" and e.id != first["id"] and first["start"] <= e.start <= p.deadline and rule.missing.matches(e)  # type: ignore[union-attr]
+    missing = rule.missing
+    assert isinstance(missing, Matcher)  # the schema requires `missing` on an absence rule
+    return event == "open" and e.id != first["id"] and first["start"] <= e.start <= p.deadline and missing.matches(e)
 
 
 def rule_severity(rule: CorrelationRule, entries: list[Entry]) -> str:

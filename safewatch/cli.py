@@ -337,7 +337,9 @@ def rules_check(
             err.print(str(issue), markup=False, highlight=False)
         _fail(f"{len(exc.issues)} problem(s) in {correlation}")
     hot = sum(r.hot for r in linked)
-    console.print(f"{correlation}: ok — {len(linked)} correlation rules ({hot} site/area, {len(linked) - hot} regional)")
+    console.print(
+        f"{correlation}: ok — {len(linked)} correlation rules ({hot} site/area, {len(linked) - hot} regional)"
+    )
 
 
 @app.command()

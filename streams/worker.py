@@ -24,8 +24,8 @@ from prometheus_client import Gauge, start_http_server
 from config.logs import setup_logging
 from config.settings import Settings
 from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
-from rules.patterns import load_correlation_rules
 from rules.engine import RuleEngine
+from rules.patterns import load_correlation_rules
 from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
 
