@@ -33,10 +33,12 @@ class SiteRules:
 
     rules: list[CorrelationRule]
     keep_ms: int  # longest window: a cleared hazard is remembered this long
+    by_id: dict[str, CorrelationRule] = field(init=False)
+    texts: dict[str, str] = field(init=False)  # rule id → English text, for summaries
 
-    @property
-    def by_id(self) -> dict[str, CorrelationRule]:
-        return {r.id: r for r in self.rules}
+    def __post_init__(self) -> None:
+        self.by_id = {r.id: r for r in self.rules}
+        self.texts = {r.id: r.text.en for r in self.rules}
 
 
 def site_rules(rules: list[CorrelationRule], sector: str, default_window_ms: int) -> SiteRules:
@@ -62,7 +64,7 @@ class OpenIncident:
     # describes what is open now, and at the close what the incident was.
     linked: dict = field(default_factory=dict)
     entries: list[dict] = field(default_factory=list)  # linked hazards as Entry data: later rules test them
-    rules: list[str] = field(default_factory=list)  # every rule that matched, in order
+    rules: dict[str, str] = field(default_factory=dict)  # every rule that matched → the colour it gave
 
 
 @dataclass
@@ -133,8 +135,7 @@ def situation(inc: OpenIncident, site_name: str, rule_text: dict[str, str] | Non
 
 
 def _event(inc: OpenIncident, info: SiteInfo, status: str, ts: int, rules: SiteRules) -> IncidentEvent:
-    texts = {r.id: r.text.en for r in rules.rules}
-    title, summary = situation(inc, info.site_name, texts)
+    title, summary = situation(inc, info.site_name, rules.texts)
     return IncidentEvent(
         incident_id=inc.incident_id,
         status=status,
@@ -231,12 +232,20 @@ def _matched(rule: CorrelationRule, got: list[Entry], colour: str, ts: int) -> d
     return {"ts": ts, "what": f"rule {rule.id} ({rule.text.en}): {colour}, {which}", "hazard_id": None}
 
 
-def _apply(inc: OpenIncident, rule: CorrelationRule, got: list[Entry], colour: str, ts: int) -> None:
-    """A rule matched on an open incident: record it, and let it raise (never lower) the severity."""
-    inc.rules.append(rule.id)
+def _apply(
+    inc: OpenIncident, rule: CorrelationRule, got: list[Entry], colour: str, ts: int, rules: SiteRules
+) -> None:
+    """A rule matched on an open incident: record it, and let it raise (never lower) the severity.
+
+    The incident is named by the rule that set its colour; at the same colour a sector's rule,
+    which says what is happening, takes the name from a general one.
+    """
+    inc.rules[rule.id] = colour
     inc.timeline.append(_matched(rule, got, colour, ts))
-    if SEVERITY_RANK[colour] > SEVERITY_RANK[inc.severity]:
-        inc.severity = colour
+    current = rules.by_id.get(inc.rule_id)
+    names_better = rule.sectors is not None and (current is None or current.sectors is None)
+    if SEVERITY_RANK[colour] > SEVERITY_RANK[inc.severity] or (colour == inc.severity and names_better):
+        inc.severity = worst(inc.severity, colour)
         inc.rule_id = rule.id
 
 
@@ -291,7 +300,7 @@ def _open(
         points={e.id: [e.quantity, e.sensor_id, e.severity] for e in linked if e.cleared_at is None},
         linked={e.id: [e.kind, e.quantity, e.sensor_id, e.severity] for e in linked},
         entries=[e.to_dict() for e in linked],
-        rules=[rule.id],
+        rules={rule.id: colour},
     )
     inc.timeline.append(_matched(rule, got, colour, ts))
     _rescore(inc, aggregation)
@@ -314,7 +323,7 @@ def due(state: SiteCorrelation, info: SiteInfo, now: int, rules: SiteRules, aggr
         inc = state.incident
         if inc is not None:
             inc.updated_at = p.deadline
-            _apply(inc, rule, [first], colour, p.deadline)
+            _apply(inc, rule, [first], colour, p.deadline, rules)
             _rescore(inc, aggregation)
             out.append(_event(inc, info, "update", p.deadline, rules))
         else:
@@ -406,11 +415,13 @@ def correlate(
         inc.updated_at = ts
         pool = [Entry(**d) for d in inc.entries]
         for rule in rules.rules:
-            if rule.id in inc.rules:
-                continue
             got = fires(rule, pool, new, window_ms)
-            if got is not None:
-                _apply(inc, rule, got, rule_severity(rule, got), ts)
+            if got is None:
+                continue
+            colour = rule_severity(rule, got)
+            # A rule is written down when it first matches, and again only when it raises the incident.
+            if rule.id not in inc.rules or SEVERITY_RANK[colour] > SEVERITY_RANK[inc.severity]:
+                _apply(inc, rule, got, colour, ts, rules)
         _rescore(inc, aggregation)
         return out + [_event(inc, info, "update", ts, rules)]
 
@@ -424,7 +435,7 @@ def correlate(
     inc = _open(state, rule, got, colour, ts, hazard.hazard_id, aggregation, _describe(hazard))
     for other, got2 in matches:
         if other.id != rule.id:
-            _apply(inc, other, got2, rule_severity(other, got2), ts)
+            _apply(inc, other, got2, rule_severity(other, got2), ts, rules)
     return out + [_event(inc, info, "open", ts, rules)]
 
 
