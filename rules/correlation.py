@@ -232,9 +232,7 @@ def _matched(rule: CorrelationRule, got: list[Entry], colour: str, ts: int) -> d
     return {"ts": ts, "what": f"rule {rule.id} ({rule.text.en}): {colour}, {which}", "hazard_id": None}
 
 
-def _apply(
-    inc: OpenIncident, rule: CorrelationRule, got: list[Entry], colour: str, ts: int, rules: SiteRules
-) -> None:
+def _apply(inc: OpenIncident, rule: CorrelationRule, got: list[Entry], colour: str, ts: int, rules: SiteRules) -> None:
     """A rule matched on an open incident: record it, and let it raise (never lower) the severity.
 
     The incident is named by the rule that set its colour; at the same colour a sector's rule,

@@ -369,3 +369,9 @@ def test_file_errors_name_file_line_and_field(tmp_path: Path):
     with pytest.raises(CorrelationRuleError) as exc:
         load_correlation_rules(tmp_path, rule_ids={"x.y"})
     assert f"{tmp_path / 'bad.yaml'}:5: rules[0].any_of[0].rule: no catalogue rule 'no.such_rule'" in str(exc.value)
+
+
+def test_the_document_lists_every_shipped_hot_path_rule():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "correlation.md").read_text(encoding="utf-8")
+    missing = [r.id for r in load_correlation_rules() if r.hot and f"`{r.id}`" not in doc]
+    assert missing == []
