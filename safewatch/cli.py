@@ -464,7 +464,10 @@ def bench(
     rate: int = typer.Option(20_000, help="readings/s offered in the latency run"),
     latency_seconds: float = typer.Option(15.0, help="length of the latency run"),
     rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
-    sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
+    correlation: bool = typer.Option(
+        False, "--correlation", help="instead: the rule engine with and without the correlation rules"
+    ),
+    sensors: int = typer.Option(10_000, help="with --rules / --correlation: sensors in the scaled registry"),
     storage: bool = typer.Option(False, "--storage", help="instead: raw broker rates, memory vs s3 storage"),
     workers: int = typer.Option(0, "--workers", help="instead: 1 and then N workers in one group, rates and CPU cost"),
     soak: float = typer.Option(0.0, "--soak", help="instead: MINUTES of live load at --rate, worker memory over time"),
@@ -527,6 +530,11 @@ def bench(
         from .workers_bench import run_workers_bench
 
         run_workers_bench(get_settings(), workers=workers, readings=readings, frame_size=frame_size)
+        return
+    if correlation:
+        from .correlation_bench import run_correlation_bench
+
+        run_correlation_bench(get_settings(), sensors=sensors, readings=max(readings, 3_000_000))
         return
     if rules:
         from .rules_bench import run_rules_bench
