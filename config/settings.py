@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # this lag lets a partition that is a little behind catch up before silence counts.
     clock_lag_s: float = 2.0
     correlation_window_s: float = Field(300.0, description="window of `window` correlation rules that give none")
+    incident_quiet_s: float = Field(
+        300.0, description="an incident whose hazards all cleared resolves after this long with none back"
+    )
     correlation_dir: Path = Field(
         PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/patterns.py), read at start"
     )

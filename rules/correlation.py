@@ -8,7 +8,8 @@ A site has at most one open incident: while it is open every new hazard of the s
 a rule that then matches is written in its timeline and may only raise its severity (the rule
 that set the current colour is the incident's `rule_id`). Its severity is also raised by GB 39496
 point counting where the sector's catalogue asks for it (tailings: 4 points of one item at blue →
-yellow, 3 at yellow → orange, 2 at orange → red). It closes when all its hazards have cleared.
+yellow, 3 at yellow → orange, 2 at orange → red). When all its hazards have cleared it resolves
+(`closed`) after a quiet period with none back; a hazard opening before then joins it again.
 Absence rules wait on the site's clock (`due`), so they fire even if the site sends nothing more.
 Instrument health (offline sensor or site, stuck, sensor fault) is a maintenance matter, not an
 incident: those hazards are not correlated. State is per site and plain data, so it checkpoints as JSON.
@@ -33,6 +34,7 @@ class SiteRules:
 
     rules: list[CorrelationRule]
     keep_ms: int  # longest window: a cleared hazard is remembered this long
+    quiet_ms: int = 0  # an incident whose hazards all cleared resolves after this long with none back
     by_id: dict[str, CorrelationRule] = field(init=False)
     texts: dict[str, str] = field(init=False)  # rule id → English text, for summaries
 
@@ -41,12 +43,12 @@ class SiteRules:
         self.texts = {r.id: r.text.en for r in self.rules}
 
 
-def site_rules(rules: list[CorrelationRule], sector: str, default_window_ms: int) -> SiteRules:
+def site_rules(rules: list[CorrelationRule], sector: str, default_window_ms: int, quiet_ms: int = 0) -> SiteRules:
     """The site and area rules that see `sector`: its own first, then the general ones."""
     mine = [r for r in rules if r.hot and r.applies_to(sector)]
     mine.sort(key=lambda r: r.sectors is None)  # stable: file order within each group
     windows = [r.window_ms(default_window_ms) for r in mine if r.kind != "coactive"]
-    return SiteRules(mine, max(windows, default=default_window_ms))
+    return SiteRules(mine, max(windows, default=default_window_ms), quiet_ms)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class OpenIncident:
     linked: dict = field(default_factory=dict)
     entries: list[dict] = field(default_factory=list)  # linked hazards as Entry data: later rules test them
     rules: dict[str, str] = field(default_factory=dict)  # every rule that matched → the colour it gave
+    quiet_until: int | None = None  # all clear: resolves at this event time unless a hazard opens first
 
 
 @dataclass
@@ -327,6 +330,13 @@ def due(state: SiteCorrelation, info: SiteInfo, now: int, rules: SiteRules, aggr
         else:
             inc = _open(state, rule, [first], colour, p.deadline, f"{rule.id}|{first.id}", aggregation)
             out.append(_event(inc, info, "open", p.deadline, rules))
+    inc = state.incident
+    if inc is not None and inc.quiet_until is not None and inc.quiet_until < now:
+        at = inc.quiet_until
+        inc.timeline.append({"ts": at, "what": "resolved: all clear for the quiet period", "hazard_id": None})
+        inc.updated_at = at
+        state.incident = None
+        out.append(_event(inc, info, "closed", at, rules))
     return out
 
 
@@ -390,9 +400,20 @@ def correlate(
         inc.updated_at = ts
         if inc.open_hazard_ids:
             return out + [_event(inc, info, "update", ts, rules)]
-        state.incident = None
         state.pending = []  # nothing of the site is open: no rule waits on it
-        return out + [_event(inc, info, "closed", ts, rules)]
+        if rules.quiet_ms <= 0:
+            state.incident = None
+            return out + [_event(inc, info, "closed", ts, rules)]
+        # All clear: resolved only once it stays quiet, so a situation that comes back stays one incident.
+        inc.quiet_until = ts + rules.quiet_ms
+        inc.timeline.append(
+            {
+                "ts": ts,
+                "what": f"all clear; resolves after {rules.quiet_ms / 1000:g} s without a hazard",
+                "hazard_id": None,
+            }
+        )
+        return out + [_event(inc, info, "update", ts, rules)]
 
     if hazard.event != "open":
         return out
@@ -409,6 +430,9 @@ def correlate(
     if inc is not None:
         if hazard.hazard_id in inc.hazard_ids:  # re-delivered after a restart: already linked
             return out
+        if inc.quiet_until is not None:
+            inc.quiet_until = None
+            inc.timeline.append({"ts": ts, "what": "a hazard opened again before it resolved", "hazard_id": None})
         _link(inc, hazard, new)
         inc.updated_at = ts
         pool = [Entry(**d) for d in inc.entries]

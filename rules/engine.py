@@ -106,9 +106,11 @@ class RuleEngine:
         lateness_s: float = 60.0,
         maintenance: list[MaintenanceWindow] | None = None,
         correlation_rules: list[CorrelationRule] | None = None,
+        incident_quiet_s: float = 300.0,
     ):
         self.registry = registry
         self.window_ms = int(correlation_window_s * 1000)
+        self.quiet_ms = int(incident_quiet_s * 1000)
         self.lateness_ms = int(lateness_s * 1000)
         self.sensors = list(registry.sensors.values())
         self.sensor_ids = [s.id for s in self.sensors]
@@ -178,7 +180,9 @@ class RuleEngine:
         """Use these correlation rules from the next hazard on; the hot path takes the site and area ones."""
         self.correlation_rules = list(rules)
         sectors = {s.sector for s in self.registry.sites.values()}
-        self.site_rules: dict[str, SiteRules] = {sec: site_rules(rules, sec, self.window_ms) for sec in sectors}
+        self.site_rules: dict[str, SiteRules] = {
+            sec: site_rules(rules, sec, self.window_ms, self.quiet_ms) for sec in sectors
+        }
 
     def set_maintenance(self, windows: list[MaintenanceWindow]) -> None:
         """Replace the maintenance/calibration windows."""
@@ -504,7 +508,8 @@ class RuleEngine:
         out += self.publisher.advance(lambda site_id: int(clock[self.site_row[site_id]]))
         self._finish(out, result)
         for site_id, corr in self.correlation.items():
-            if corr.pending:  # absence rules run on the site's clock, whether or not it sends
+            waiting = corr.pending or (corr.incident is not None and corr.incident.quiet_until is not None)
+            if waiting:  # absences and quiet periods run on the site's clock, whether or not it sends
                 info = self.site_info[site_id]
                 caused = absences_due(
                     corr,

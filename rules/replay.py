@@ -112,6 +112,7 @@ def replay_file(
     maintenance: list[MaintenanceWindow] | None = None,
     correlation_rules: list[CorrelationRule] | None = None,
     correlation_window_s: float = 300.0,
+    incident_quiet_s: float = 300.0,
     lateness_s: float = 60.0,
     batch_size: int = 1000,
 ) -> ReplayReport:
@@ -121,6 +122,7 @@ def replay_file(
         registry,
         catalog,
         correlation_window_s=correlation_window_s,
+        incident_quiet_s=incident_quiet_s,
         lateness_s=lateness_s,
         maintenance=maintenance,
         correlation_rules=correlation_rules,

@@ -433,6 +433,7 @@ def replay(
         maintenance=windows,
         correlation_rules=correlation,
         correlation_window_s=settings.correlation_window_s,
+        incident_quiet_s=settings.incident_quiet_s,
         lateness_s=settings.lateness_s,
         batch_size=batch_size,
     )

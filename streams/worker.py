@@ -77,6 +77,7 @@ def build_app(settings: Settings) -> faust.App:
         registry,
         catalog,
         correlation_window_s=settings.correlation_window_s,
+        incident_quiet_s=settings.incident_quiet_s,
         lateness_s=settings.lateness_s,
         maintenance=windows,
         correlation_rules=load_correlation_rules(settings.correlation_dir),
