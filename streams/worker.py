@@ -25,7 +25,6 @@ from config.logs import setup_logging
 from config.settings import Settings
 from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
 from rules.engine import RuleEngine
-from rules.patterns import load_correlation_rules
 from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
 
@@ -80,7 +79,7 @@ def build_app(settings: Settings) -> faust.App:
         incident_quiet_s=settings.incident_quiet_s,
         lateness_s=settings.lateness_s,
         maintenance=windows,
-        correlation_rules=load_correlation_rules(settings.correlation_dir),
+        correlation_rules=reloader.correlation(catalog),
     )
     site_sector = {sid: s.sector for sid, s in registry.sites.items()}
     # One batch, tick, restore or release at a time: each sees the engine whole.
