@@ -648,11 +648,13 @@ def gateway(
     from ingest.service import serve
     from streams.worker import topic_specs
 
-    from .mosquitto import gateway_password
+    from .mosquitto import gateway_password, sync_auth
     from .stack import ensure_topics_when_reachable
 
     settings = get_settings()
     setup_logging("gateway", loglevel)
     ensure_topics_when_reachable(settings, topic_specs(settings))
+    if mqtt:
+        sync_auth(settings)  # mosquitto's accounts follow the token store (in compose, it waits for these files)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, gateway_password(settings) if mqtt else None, log_level=loglevel))
