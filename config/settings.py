@@ -101,11 +101,14 @@ class Settings(BaseSettings):
     # Timers (offline, interlock deadlines) run on event time estimated from the newest reading;
     # this lag lets a partition that is a little behind catch up before silence counts.
     clock_lag_s: float = 2.0
-    correlation_window_s: float = 300.0
-    # --- correlation's second stage: enterprise and region scopes (issue 13) ---
-    correlation_dir: Path = Field(
-        PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/correlation/*.yaml)"
+    correlation_window_s: float = Field(300.0, description="window of `window` correlation rules that give none")
+    incident_quiet_s: float = Field(
+        300.0, description="an incident whose hazards all cleared resolves after this long with none back"
     )
+    correlation_dir: Path = Field(
+        PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/patterns.py), read at start"
+    )
+    # --- correlation's second stage: enterprise and region scopes (issue 13) ---
     scope_stage: bool = Field(True, description="run the scope stage in `safewatch worker` (else `safewatch scope`)")
     risk_enabled: bool = Field(True, description="compute enterprise risk colours (topic `risk`, `enterprise_risk`)")
     scope_quiet_s: float = Field(600.0, gt=0, description="a scope incident all clear this long closes")

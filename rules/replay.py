@@ -118,8 +118,8 @@ def replay_messages(
 class Stage2:
     """The scope stage over stage 1's events, as `safewatch worker` runs it behind the repartition topic."""
 
-    def __init__(self, rules: list[CorrelationRule], classes: dict[str, str] | None, quiet_ms: int):
-        self.engine = ScopeEngine(rules, quiet_ms=quiet_ms)
+    def __init__(self, rules: list[CorrelationRule], classes: dict[str, str] | None, quiet_ms: int, window_ms: int):
+        self.engine = ScopeEngine(rules, quiet_ms=quiet_ms, default_window_ms=window_ms)
         self.classes = classes
         used = set(rules_scopes(rules)) | ({"enterprise"} if classes is not None else set())
         self.scopes = [s for s in STAGE2_SCOPES if s in used]
@@ -149,7 +149,9 @@ def replay_file(
     *,
     catalog: Catalog | None = None,
     maintenance: list[MaintenanceWindow] | None = None,
+    correlation_rules: list[CorrelationRule] | None = None,
     correlation_window_s: float = 300.0,
+    incident_quiet_s: float = 300.0,
     lateness_s: float = 60.0,
     batch_size: int = 1000,
     correlation: list[CorrelationRule] | None = None,
@@ -160,13 +162,19 @@ def replay_file(
     `correlation` rules, the scope stage too (and enterprise risk colours unless `risk` is off)."""
     report = ReplayReport()
     engine = RuleEngine(
-        registry, catalog, correlation_window_s=correlation_window_s, lateness_s=lateness_s, maintenance=maintenance
+        registry,
+        catalog,
+        correlation_window_s=correlation_window_s,
+        incident_quiet_s=incident_quiet_s,
+        lateness_s=lateness_s,
+        maintenance=maintenance,
+        correlation_rules=correlation_rules,
     )
     messages = read_messages(src, report)
     stage2 = None
     if correlation is not None:
         classes = {e.id: e.supervision_class for e in registry.enterprises.values()} if risk else None
-        stage2 = Stage2(correlation, classes, int(scope_quiet_s * 1000))
+        stage2 = Stage2(correlation, classes, int(scope_quiet_s * 1000), int(correlation_window_s * 1000))
     with open(out, "wb") as fh:
         for event in replay_messages(messages, engine, report, batch_size=batch_size, source=src, stage2=stage2):
             fh.write(orjson.dumps(event, option=orjson.OPT_SORT_KEYS) + b"\n")

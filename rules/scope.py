@@ -18,12 +18,11 @@ from dataclasses import asdict, dataclass, field
 import orjson
 
 from .correlation import NOT_CORRELATED
-from .models import SEVERITY_RANK, HazardEvent, IncidentEvent, TimelineEntry, stable_id, worst
-from .patterns import CorrelationRule, Entry, Matcher, absence_due, fires, scope_key
+from .models import SEVERITY_RANK, HazardEvent, IncidentEvent, TimelineEntry, stable_id
+from .patterns import CorrelationRule, Entry, Matcher, Pending, answered, arm, fires, rule_severity, scope_key
 
 STAGE2_SCOPES: tuple[str, ...] = ("enterprise", "county", "city", "province")
 QUIET_MS = 10 * 60_000  # all linked entries clear this long, nothing new: the incident closes
-_RANK_COLOUR = {v: k for k, v in SEVERITY_RANK.items()}
 
 
 @dataclass
@@ -135,7 +134,7 @@ class ScopeState:
 
     entries: dict[str, dict] = field(default_factory=dict)
     incidents: dict[str, ScopeIncident] = field(default_factory=dict)
-    absent: list[str] = field(default_factory=list)  # "<rule>|<entry>" absences already fired
+    pending: list[dict] = field(default_factory=list)  # absence rules waiting (rules/patterns.py Pending)
     # rule → entries of its closed incidents: they made their incident and do not make another
     used: dict[str, list[str]] = field(default_factory=dict)
     clock: int = 0  # newest event time seen
@@ -151,7 +150,7 @@ class ScopeState:
         return cls(
             entries=dict(d.get("entries", {})),
             incidents={k: ScopeIncident(**v) for k, v in d.get("incidents", {}).items()},
-            absent=list(d.get("absent", [])),
+            pending=list(d.get("pending", [])),
             used={k: list(v) for k, v in d.get("used", {}).items()},
             clock=int(d.get("clock", 0)),
             risk=d.get("risk"),
@@ -171,18 +170,6 @@ def relevant(rule: CorrelationRule, e: Entry) -> bool:
     return any(m.matches(e) for m in _matchers(rule))
 
 
-def rule_severity(rule: CorrelationRule, severities: Iterable[str]) -> str:
-    """The colour a rule gives its linked entries: fixed, their worst, or one above their worst."""
-    if rule.severity not in ("worst", "worst+1"):
-        return rule.severity
-    w = "blue"
-    for s in severities:
-        w = worst(w, s)
-    if rule.severity == "worst+1":
-        return _RANK_COLOUR[min(SEVERITY_RANK[w] + 1, 4)]
-    return w
-
-
 def _what(e: Entry) -> str:
     # The first word is the hazard kind: the alert service routes on it (`kinds`).
     if e.event == "incident":
@@ -199,6 +186,7 @@ class ScopeEngine:
         *,
         names: Callable[[str, str], str] | None = None,
         quiet_ms: int = QUIET_MS,
+        default_window_ms: int = 300_000,
     ):
         self.rules: dict[str, list[CorrelationRule]] = {}
         for r in rules:
@@ -206,9 +194,10 @@ class ScopeEngine:
                 self.rules.setdefault(r.scope, []).append(r)
         self.names = names or (lambda scope, key: f"{scope} {key}")
         self.quiet_ms = quiet_ms
+        self.default_window_ms = default_window_ms  # a `window` rule that gives none
         # Entries are kept while a rule may still use them: the longest window plus the quiet period.
-        longest = max((r.window_s or 0 for rs in self.rules.values() for r in rs), default=0)
-        self.keep_ms = int(longest * 1000) + quiet_ms
+        longest = max((r.window_ms(default_window_ms) for rs in self.rules.values() for r in rs), default=0)
+        self.keep_ms = longest + quiet_ms
         self.states: dict[str, ScopeState] = {}
 
     def snapshot(self, state_key: str) -> dict:
@@ -235,6 +224,7 @@ class ScopeEngine:
             if prev["cleared_at"] is not None:
                 return out
             prev["cleared_at"] = rec.ts if e.cleared_at is None else e.cleared_at
+            self._answer(rec.scope, st, Entry(**prev), "clear")
             return out + self._cleared(rec.scope, rec.key, st, Entry(**prev), rec.ts)
         if prev is not None:
             if prev["cleared_at"] is not None or SEVERITY_RANK[e.severity] <= SEVERITY_RANK[prev["severity"]]:
@@ -242,6 +232,7 @@ class ScopeEngine:
             prev["severity"] = e.severity
             return out + self._worse(rec.scope, rec.key, st, Entry(**prev), rec.ts)
         st.entries[e.id] = asdict(e)
+        self._answer(rec.scope, st, e, "open")
         return out + self._new(rec.scope, rec.key, st, e, rec.ts)
 
     def advance(self, now: int, state_keys: Iterable[str] | None = None) -> list[IncidentEvent]:
@@ -261,17 +252,27 @@ class ScopeEngine:
 
     def _new(self, scope: str, key: str, st: ScopeState, e: Entry, ts: int) -> list[IncidentEvent]:
         out = []
-        entries = [Entry(**d) for d in st.entries.values() if d["id"] != e.id]
+        entries = [Entry(**d) for d in st.entries.values()]
         for rule in self.rules.get(scope, []):
+            if rule.kind == "absence":
+                known = [x for x in entries if x.id != e.id]
+                p = arm(rule, e, self.default_window_ms, known)
+                if p is not None:
+                    st.pending.append(p.to_dict())  # fired by the timer (advance) unless answered first
             inc = st.incidents.get(rule.id)
             if inc is not None:
-                if relevant(rule, e):
+                if relevant(rule, e) and rule.kind != "absence":
                     out.append(self._link(scope, key, st, rule, inc, e, ts))
                 continue
             if rule.kind == "absence":
-                continue  # timer-driven (advance)
+                continue
             used = set(st.used.get(rule.id, ()))
-            got = fires(rule, [x for x in entries if x.id not in used], e, ts)
+            got = fires(rule, [x for x in entries if x.id not in used], e, self.default_window_ms)
+            if got and rule.kind != "sequence":
+                # The witnesses `fires` found, and every other relevant entry open now: the incident
+                # is the situation, not the smallest proof of it (its colour is the worst of all).
+                ids = {g.id for g in got}
+                got += [x for x in entries if x.id not in ids | used and x.cleared_at is None and relevant(rule, x)]
             if got:
                 out.append(self._open(scope, key, st, rule, got, ts))
         return out
@@ -287,7 +288,7 @@ class ScopeEngine:
             rule_id=rule.id,
             opened_at=ts,
             updated_at=ts,
-            severity=rule_severity(rule, [g.severity for g in got]),
+            severity=rule_severity(rule, got),
             entry_ids=[g.id for g in got],
             open_ids=[g.id for g in got if g.cleared_at is None],
             timeline=[{"ts": g.start, "what": _what(g), "hazard_id": g.id} for g in got],
@@ -334,7 +335,7 @@ class ScopeEngine:
 
     def _raise(self, rule: CorrelationRule, st: ScopeState, inc: ScopeIncident, ts: int) -> None:
         """Severity from the linked entries; it only goes up (a lower colour is never silently shown)."""
-        sev = rule_severity(rule, [st.entries[i]["severity"] for i in inc.entry_ids if i in st.entries])
+        sev = rule_severity(rule, [Entry(**st.entries[i]) for i in inc.entry_ids if i in st.entries])
         if SEVERITY_RANK[sev] > SEVERITY_RANK[inc.severity]:
             inc.timeline.append({"ts": ts, "what": f"raised to {sev}", "hazard_id": None})
             inc.severity = sev
@@ -353,23 +354,30 @@ class ScopeEngine:
             out.append(self._event(scope, key, st, rule, inc, "closed", end))
         return out
 
+    def _answer(self, scope: str, st: ScopeState, e: Entry, event: str) -> None:
+        """An open or a clear that ends an absence rule's wait."""
+        by_id = {r.id: r for r in self.rules.get(scope, [])}
+        st.pending = [
+            p
+            for p in st.pending
+            if not (p["rule_id"] in by_id and answered(by_id[p["rule_id"]], Pending(**p), e, event))
+        ]
+
     def _absences(self, scope: str, key: str, st: ScopeState, now: int) -> list[IncidentEvent]:
         out = []
-        entries = [Entry(**d) for d in st.entries.values()]
-        for rule in self.rules.get(scope, []):
-            if rule.kind != "absence":
+        by_id = {r.id: r for r in self.rules.get(scope, [])}
+        due = sorted((p for p in st.pending if p["deadline"] <= now), key=lambda p: (p["deadline"], p["first"]["id"]))
+        st.pending = [p for p in st.pending if p["deadline"] > now]
+        for p in due:
+            rule = by_id.get(p["rule_id"])
+            if rule is None:
                 continue
-            for first in sorted(absence_due(rule, entries, now), key=lambda x: (x.start, x.id)):
-                mark = f"{rule.id}|{first.id}"
-                if mark in st.absent:
-                    continue
-                st.absent.append(mark)
-                due = first.start + int((rule.window_s or 0) * 1000)
-                inc = st.incidents.get(rule.id)
-                if inc is None:
-                    out.append(self._open(scope, key, st, rule, [first], due))
-                elif first.id not in inc.entry_ids:
-                    out.append(self._link(scope, key, st, rule, inc, first, due))
+            first = Entry(**st.entries.get(p["first"]["id"], p["first"]))
+            inc = st.incidents.get(rule.id)
+            if inc is None:
+                out.append(self._open(scope, key, st, rule, [first], p["deadline"]))
+            elif first.id not in inc.entry_ids:
+                out.append(self._link(scope, key, st, rule, inc, first, p["deadline"]))
         return out
 
     def _prune(self, st: ScopeState, now: int) -> None:
@@ -384,7 +392,6 @@ class ScopeEngine:
             del st.entries[i]
         if gone:
             kept = set(st.entries)
-            st.absent = [m for m in st.absent if m.split("|", 1)[1] in kept]
             st.used = {r: [i for i in ids if i in kept] for r, ids in st.used.items()}
             st.used = {r: ids for r, ids in st.used.items() if ids}
 
@@ -443,5 +450,5 @@ def situation(rule: CorrelationRule, inc: ScopeIncident, linked: list[Entry], na
         if n_open
         else f"all clear, {len(inc.entry_ids)} linked at {len(sites)} site{'s' if len(sites) != 1 else ''}"
     )
-    text = rule.text.get("en", rule.id)
+    text = rule.text.en
     return title, f"{inc.severity}: {state}; worst {what} at {w.site_id}; rule {rule.id} ({text})"

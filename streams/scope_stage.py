@@ -71,7 +71,12 @@ class ScopeStage:
     def __init__(self, settings: Settings, registry: Registry, rules: list[CorrelationRule] | None = None):
         self.settings = settings
         rules = load_correlation_rules(settings.correlation_dir) if rules is None else rules
-        self.engine = ScopeEngine(rules, names=scope_names(registry), quiet_ms=int(settings.scope_quiet_s * 1000))
+        self.engine = ScopeEngine(
+            rules,
+            names=scope_names(registry),
+            quiet_ms=int(settings.scope_quiet_s * 1000),
+            default_window_ms=int(settings.correlation_window_s * 1000),
+        )
         classes = {e.id: e.supervision_class for e in registry.enterprises.values()}
         self.classes = classes if settings.risk_enabled else None  # None: no risk colours
         self.regions = {e.id: e.region for e in registry.enterprises.values()}

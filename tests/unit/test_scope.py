@@ -63,7 +63,8 @@ def shipped() -> list[CorrelationRule]:
 
 
 def rule(**kw) -> CorrelationRule:
-    return CorrelationRule.model_validate({"id": "t.rule", "text": {"en": "test"}, **kw})
+    text = {"zh": "测试", "en": "test"}
+    return CorrelationRule.model_validate({"id": "t.rule", "text": text, "action": text, "basis": "test", **kw})
 
 
 RAIN2 = dict(
