@@ -27,6 +27,7 @@ from alerts.routing import load_routing, route
 from config.topics import HAZARDS_TOPIC, INCIDENTS_TOPIC, SECTORS
 from rules.catalog import load_catalog
 from rules.models import IncidentEvent
+from rules.patterns import load_correlation_rules
 from rules.replay import replay_file
 from safewatch.stack import create_influx_database, stack_up, stop_part
 from sensors.producer import TelemetryProducer
@@ -214,7 +215,8 @@ async def run(
 
     src, out = tmp / "input.jsonl", tmp / "replay.jsonl"
     src.write_bytes(b"".join(v + b"\n" for *_, v, _ in sent))
-    replay_file(src, registry, out, catalog=load_catalog())
+    # Both correlation stages, as the worker runs them: scope incidents make tasks too.
+    replay_file(src, registry, out, catalog=load_catalog(), correlation=load_correlation_rules())
     events = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     last_ts: dict[str, int] = defaultdict(lambda: -1)
     for *_, value, ts in sent:
