@@ -99,3 +99,29 @@ class BatchBuilder:
             origin=self.origin,
             slot=self.slot,
         )
+
+
+def select(batch: Batch, where: np.ndarray) -> Batch:
+    """The readings of `batch` at `where` (a mask or positions), in that order."""
+    pos = np.flatnonzero(where) if where.dtype == bool else where
+    keep = pos.tolist()
+    return Batch(
+        idx=batch.idx[pos],
+        ts=batch.ts[pos],
+        value=batch.value[pos],
+        good=batch.good[pos],
+        origin=[batch.origin[p] for p in keep] if batch.origin else [],
+        slot=[batch.slot[p] for p in keep] if batch.slot else [],
+    )
+
+
+def concat(batches: Sequence[Batch]) -> Batch:
+    """One batch of all readings, in the given order."""
+    return Batch(
+        idx=np.concatenate([b.idx for b in batches]).astype(np.int64),
+        ts=np.concatenate([b.ts for b in batches]).astype(np.int64),
+        value=np.concatenate([b.value for b in batches]).astype(np.float64),
+        good=np.concatenate([b.good for b in batches]).astype(bool),
+        origin=[o for b in batches for o in b.origin],
+        slot=[s for b in batches for s in b.slot],
+    )
