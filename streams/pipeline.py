@@ -110,6 +110,7 @@ class Pipeline:
         n = len(engine.site_ids)
         self._seen_wall = np.zeros(n)  # monotonic time each site's newest reading arrived (0: never)
         self._site_live = np.zeros(n, dtype=bool)  # its partition is caught up
+        self._site_caught = np.zeros(n, dtype=bool)  # its partition was caught up once since we got it
         self.site_offset: dict[str, tuple[str, int, int]] = {}  # site → newest (topic, partition, offset) done
         self.last_offset: dict[tuple[str, int], int] = {}  # newest offset handled per partition
         self.partition_sites: dict[tuple[str, int], list[int]] = {}  # our partitions → their site rows
@@ -318,10 +319,13 @@ class Pipeline:
 
     def _watermarks(self) -> np.ndarray:
         """Per site: the newest event time seen there less the hold, plus the wall time since that
-        reading arrived while its partition is caught up (a backlog moves it by its data alone)."""
+        reading arrived once its partition has been caught up (the backlog after a restart or a
+        rebalance moves it by its data alone). Not only while caught up: under steady load aiokafka's
+        prefetch often shows a high-water mark ahead of what was read, which would hold each reading
+        until its site's next one."""
         assert self.reorder is not None
         seen = np.maximum(self.reorder.site_seen, self.engine.site_last_ts)
-        running = (self._seen_wall > 0) & self._site_live
+        running = (self._seen_wall > 0) & self._site_caught
         elapsed = np.where(running, (time.monotonic() - self._seen_wall) * 1000, 0).astype(np.int64)
         return np.where(seen > NEVER, seen - self.hold_ms + elapsed, NEVER)
 
@@ -350,6 +354,7 @@ class Pipeline:
         """Which of our partitions are caught up; a partition that just caught up starts its sites' clocks."""
         if self.caught_up is None:
             self._site_live[:] = True
+            self._site_caught[:] = True
             return
         now = time.monotonic()
         for tp, rows in self.partition_sites.items():
@@ -358,6 +363,7 @@ class Pipeline:
                 self._seen_wall[rows] = np.where(self._seen_wall[rows] > 0, now, 0)
             self.live[tp] = live
             self._site_live[rows] = live
+            self._site_caught[rows] |= live
 
     def adopt(self, site_id: str, topic: str, partition: int, snapshot: dict | None) -> None:
         """This worker now owns a site (on this telemetry partition): restore its checkpoint, if any."""
@@ -387,8 +393,10 @@ class Pipeline:
         if self.reorder is not None:
             # Not evaluated here: their offsets were not committed, so the new owner reads them again.
             self.reorder.forget(rows)
+            HELD.set(len(self.reorder))
         self._seen_wall[rows] = 0
         self._site_live[rows] = False
+        self._site_caught[rows] = False
         self.live.pop((topic, partition), None)
         self.last_offset.pop((topic, partition), None)
         return sites

@@ -69,7 +69,7 @@ class Worker:
 
     async def quiet(self) -> None:
         """Long after the last message: quiet sites' held readings go out."""
-        self.pipeline._site_live[:] = True
+        self.pipeline._site_caught[:] = True
         self.pipeline._seen_wall[self.pipeline._seen_wall > 0] -= 3600
         await self.pipeline.release_due()
 
