@@ -145,3 +145,28 @@ def test_without_the_hold_the_same_messages_give_other_hazards(mini_registry):
     asyncio.run(feed())
     got = transitions([orjson.loads(v) for t, _, v in sent if t == "hazards"])
     assert got != want
+
+
+def test_timers_never_run_ahead_of_held_readings_and_a_quiet_site_is_flushed(mini_registry):
+    worker = Worker(mini_registry, {})
+    pipeline, engine = worker.pipeline, worker.pipeline.engine
+    pipeline.reloader.maybe_reload = lambda engine: None  # the mini registry's rules stay as they are
+    clocks: list = []
+    advance = engine.advance
+    engine.advance = lambda now, site_clock: clocks.append(site_clock.copy()) or advance(now, site_clock)
+    a = engine.site_row["site-a"]
+    msgs = [RawMessage(TOPIC, 0, t, b"site-a", encode(frame("site-a", t, a_gas1=1))) for t in range(12)]
+
+    async def go():
+        await pipeline.handle(msgs)
+        pipeline._seen_wall[a] -= 4.0  # 4 s of wall time since the newest (11 s) arrived
+        await pipeline.tick()  # the watermark is at 11 - 5 + 4 = 10 s: the reading at 11 s is held
+        held = int(pipeline.reorder.ts.min())
+        assert held == T0 + 11_000 and pipeline.site_clocks()[a] > held  # the clock alone would pass it
+        assert clocks[-1][a] < held
+        await worker.quiet()  # an hour later: the site's last reading goes, and its clock runs on
+        assert len(pipeline.reorder) == 0
+        await pipeline.tick()
+        assert clocks[-1][a] > T0 + 11_000
+
+    asyncio.run(go())
