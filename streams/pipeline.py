@@ -278,6 +278,8 @@ class Pipeline:
             return None
         if m.offset <= src[2]:
             return EVERYTHING
+        if not self.resume:  # the common case: no checkpoint written with a hold
+            return None
         seen, watermark = self.resume.get(site, (-1, NEVER))
         return watermark if m.offset <= seen else None
 
