@@ -101,20 +101,6 @@ class BatchBuilder:
         )
 
 
-def select(batch: Batch, where: np.ndarray) -> Batch:
-    """The readings of `batch` at `where` (a mask or positions), in that order."""
-    pos = np.flatnonzero(where) if where.dtype == bool else where
-    keep = pos.tolist()
-    return Batch(
-        idx=batch.idx[pos],
-        ts=batch.ts[pos],
-        value=batch.value[pos],
-        good=batch.good[pos],
-        origin=[batch.origin[p] for p in keep] if batch.origin else [],
-        slot=[batch.slot[p] for p in keep] if batch.slot else [],
-    )
-
-
 def concat(batches: Sequence[Batch]) -> Batch:
     """One batch of all readings, in the given order."""
     return Batch(

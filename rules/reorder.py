@@ -82,10 +82,6 @@ class ReorderBuffer:
         mine = np.isin(self.sensor_site[self.idx], sites)
         return int(self.offset[mine].min()) if mine.any() else None
 
-    def held_sites(self) -> np.ndarray:
-        """Site rows with readings held."""
-        return np.unique(self.sensor_site[self.idx])
-
     def forget(self, sites: list[int]) -> None:
         """Drop these sites' held readings and marks (another worker reads them now, or a restore follows)."""
         sensors = np.isin(self.sensor_site, sites)
