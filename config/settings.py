@@ -109,6 +109,10 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/patterns.py), read at start"
     )
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
+    # Out-of-order readings are skipped by the rules (a sensor's state never goes back in time); a
+    # hold evaluates each site's readings sorted, as replay does, at the cost of that much latency
+    # (README, "Event time"). 0 keeps today's path: evaluated as they arrive.
+    reorder_ms: int = Field(0, ge=0, description="how long (event time) a site's readings wait to be put in order")
     # A reading from the future would become its sensor's newest and make every true reading
     # after it look late, so it is refused; keep this below lateness_s.
     future_tolerance_s: float = Field(30.0, ge=0, description="readings further ahead of the wall clock are refused")

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from sensors.registry import Registry
-from sensors.schema import DecodeError, Frame, Reading, decode_message
+from sensors.schema import DecodeError, Frame, Reading, decode_message, split_frame
 
 from .catalog import Catalog
 from .engine import RuleEngine
@@ -37,7 +37,8 @@ class ReplayReport:
 
 
 def read_messages(path: Path, report: ReplayReport) -> list[tuple[int, Frame | Reading]]:
-    """Decode every line into (line number, message) in event-time order; bad lines are reported, not fatal."""
+    """Decode every line into (line number, message) in event-time order; bad lines are reported, not fatal.
+    A frame with some bad readings keeps its good ones, as in the worker."""
     messages: list[tuple[int, Frame | Reading]] = []
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -46,10 +47,27 @@ def read_messages(path: Path, report: ReplayReport) -> list[tuple[int, Frame | R
             try:
                 messages.append((lineno, decode_message(line)))
             except DecodeError as exc:
-                report.refused[exc.reason] += 1
-                report.errors.append(f"{path}:{lineno}: {exc}")
+                frame, bad = _salvage(line, exc)
+                if frame is None and not bad:
+                    report.refused[exc.reason] += 1
+                    report.errors.append(f"{path}:{lineno}: {exc}")
+                for _, detail in bad:
+                    report.refused["invalid_field"] += 1
+                    report.errors.append(f"{path}:{lineno}: invalid_field: {detail}")
+                if frame is not None:
+                    messages.append((lineno, frame))
     messages.sort(key=lambda m: m[1].ts)
     return messages
+
+
+def _salvage(line: bytes, exc: DecodeError) -> tuple[Frame | None, list[tuple[dict, str]]]:
+    """A frame with bad readings: its good ones, and the bad ones with why (the worker's rule)."""
+    if exc.reason != "invalid_field":
+        return None, []
+    obj = orjson.loads(line)
+    if not isinstance(obj.get("readings"), list):
+        return None, []
+    return split_frame(obj)
 
 
 def replay_messages(

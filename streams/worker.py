@@ -170,6 +170,10 @@ def build_app(settings: Settings) -> faust.App:
             extra={"partitions": [f"{t}:{p}" for t, p in sorted(new)]},
         )
 
+    def ready() -> dict[TopicPartition, int]:
+        """Offsets to commit: after what was handled, but never past a reading still held for reordering."""
+        return {tp: pipeline.committable(tp.topic, tp.partition, off) for tp, off in done.items()}
+
     async def commit(offsets: dict[TopicPartition, int]) -> None:
         """Commit offsets whose batches are done and checkpointed (those still assigned to us)."""
         if consumer is None:
@@ -197,7 +201,7 @@ def build_app(settings: Settings) -> faust.App:
                 gone = [(tp.topic, tp.partition) for tp in revoked if (tp.topic, tp.partition) in owned]
                 sites = [engine.site_ids[r] for tp in gone for r in pipeline.partition_sites.get(tp, [])]
                 await pipeline.checkpoint(sites)
-                await commit({tp: off for tp, off in done.items() if tp in revoked})
+                await commit({tp: off for tp, off in ready().items() if tp in revoked})
                 for topic, partition in gone:
                     pipeline.release(topic, partition)
                     owned.discard((topic, partition))
@@ -246,6 +250,13 @@ def build_app(settings: Settings) -> faust.App:
         try:
             while True:
                 fetched = await consumer.getmany(timeout_ms=200, max_records=settings.take_max)
+                if not fetched and pipeline.holding:
+                    # Nothing new: held readings of quiet sites still go out, between the 1 s ticks.
+                    async with lock:
+                        try:
+                            await pipeline.release_due()
+                        except BaseException as exc:
+                            _die(exc)
                 if fetched:
                     async with lock:
                         # A rebalance between the fetch and here may have taken partitions away:
@@ -270,7 +281,7 @@ def build_app(settings: Settings) -> faust.App:
                                 LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - done[tp]))
                 if done and time.monotonic() - last_commit >= settings.commit_interval_s:
                     async with lock:
-                        offsets = dict(done)
+                        offsets = ready()
                         try:
                             await pipeline.checkpoint()
                         except BaseException as exc:
@@ -281,7 +292,7 @@ def build_app(settings: Settings) -> faust.App:
         finally:
             with contextlib.suppress(KafkaError):
                 async with lock:
-                    offsets = dict(done)
+                    offsets = ready()
                     await pipeline.checkpoint()
                 await commit(offsets)
             await consumer.stop()
