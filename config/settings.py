@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # this lag lets a partition that is a little behind catch up before silence counts.
     clock_lag_s: float = 2.0
     correlation_window_s: float = 300.0
+    # After a worker restores a site (a start, a rebalance) the site's offline timers wait this long
+    # on its own clock, so plants that were quiet meanwhile can report before site_offline fires.
+    site_offline_grace_s: float = Field(
+        120.0, ge=0, description="start-up grace of a restored site's offline timers (the site's own clock)"
+    )
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
     # A reading from the future would become its sensor's newest and make every true reading
     # after it look late, so it is refused; keep this below lateness_s.

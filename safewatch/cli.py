@@ -421,7 +421,8 @@ def replay(
     if len(report.errors) > 20:
         err.print(f"... and {len(report.errors) - 20} more")
     console.print(
-        f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events"
+        f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events, "
+        f"{report.notices} notice events"
         f" → {out}" + (f"; refused: {dict(report.refused)}" if report.refused else "")
     )
 
