@@ -116,7 +116,7 @@ def worker(
 
 @alerts_app.command("serve")
 def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None:
-    """Run the alert service: consume incidents, dispatch tasks, serve the HTTP API."""
+    """Run the alert service: consume incidents and maintenance notices, dispatch tasks, serve the HTTP API."""
     from alerts.service import serve
 
     setup_logging("alerts", loglevel)
