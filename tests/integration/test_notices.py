@@ -158,7 +158,9 @@ async def test_a_worker_restarted_after_sites_went_quiet_waits_the_grace_before_
         assert time.monotonic() - started >= grace_s - 3
         opened = [h for h in hazards if h["kind"] == "site_offline" and h["event"] == "open"]
         assert len(opened) == len({h["hazard_id"] for h in opened}) == len({h["site_id"] for h in opened})
-        assert not [h for h in hazards if h["kind"] == "offline"]  # one site hazard, not one per sensor
+        # one site hazard, not one per sensor (tailings sites, with a long site limit, may see their
+        # fast sensors go offline one by one first: that is the rule, not the grace)
+        assert not [h for h in hazards if h["kind"] == "offline" and h["site_id"] in quick]
         notices = await read_topic(restarted, NOTICES_TOPIC, until=lambda m: True, settle=1.0)
         assert {n["site_id"] for n in notices} >= quick
     finally:
