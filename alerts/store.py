@@ -990,7 +990,8 @@ def describe_change(previous: dict[str, Any] | None, incident: IncidentEvent) ->
     """What an incident event changed, in a line a duty officer reads."""
     parts = []
     if incident.status == "closed":
-        parts.append("all clear: the incident is closed")
+        what = "maintenance notice" if incident.incident_id.startswith("NOTICE-") else "incident"
+        parts.append(f"all clear: the {what} is closed")
     if previous is not None and previous.get("severity") != incident.severity:
         parts.append(f"severity {previous.get('severity')} → {incident.severity}")
     new_hazards = len(incident.hazard_ids) - len((previous or {}).get("hazard_ids", []))
