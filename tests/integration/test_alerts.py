@@ -124,17 +124,21 @@ def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run,
     want = expected_tasks(leak_run, settings, notices)
     want_revisions = expected_revisions(leak_run, settings, notices)
     maintenance = {n["notice_id"] for n in notices}
+    closed = {n["notice_id"] for n in notices if n["status"] == "closed"}
+    # A notice that closed before its task message went out (both in one fetch) is closed by the
+    # service, so that message is skipped like any task's closed before it was sent; the revisions go.
+    must = {key for key in want if key[0] not in closed}
     assert len(want) >= 3, "the leak incident should reach several departments"
     assert sum(want_revisions.values()) >= 1, "the leak incident should be updated or closed after it opened"
     headers = api_headers(settings)
     proc = spawn(settings, tmp_path / "alerts.log", "alerts", "serve")
-    total = len(want) + sum(want_revisions.values())
+    total = len(must) + sum(want_revisions.values())
     try:
         wait_until(lambda: len(receiver.received) >= total, 90, f"{total} deliveries (log: {tmp_path / 'alerts.log'})")
         time.sleep(2)  # anything extra would arrive now
         firsts = [(dept, key, b) for dept, key, b in receiver.received if b["kind"] == "task"]
         got = Counter((b["task"]["incident_id"], dept) for dept, _, b in firsts)
-        assert set(got) == want
+        assert must <= set(got) <= want
         assert max(got.values()) == 1, f"duplicate deliveries: {got}"
         assert all(key == f"{b['task']['task_id']}:webhook:0" for _, key, b in firsts)
         revisions = Counter(
@@ -149,7 +153,6 @@ def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run,
         assert {t["status"] for t in tasks if t["incident_id"] not in maintenance} == {"delivered"}
         # a notice's task is the enterprise duty room's alone, and closes with the notice
         assert {t["department"] for t in tasks if t["incident_id"] in maintenance} <= {"enterprise-duty"}
-        closed = {n["notice_id"] for n in notices if n["status"] == "closed"}
         assert {t["status"] for t in tasks if t["incident_id"] in closed} <= {"closed"}
     finally:
         stop(proc)
