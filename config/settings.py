@@ -101,7 +101,13 @@ class Settings(BaseSettings):
     # Timers (offline, interlock deadlines) run on event time estimated from the newest reading;
     # this lag lets a partition that is a little behind catch up before silence counts.
     clock_lag_s: float = 2.0
-    correlation_window_s: float = 300.0
+    correlation_window_s: float = Field(300.0, description="window of `window` correlation rules that give none")
+    incident_quiet_s: float = Field(
+        300.0, description="an incident whose hazards all cleared resolves after this long with none back"
+    )
+    correlation_dir: Path = Field(
+        PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/patterns.py), read at start"
+    )
     # After a worker restores a site (a start, a rebalance) the site's offline timers wait this long
     # on its own clock, so plants that were quiet meanwhile can report before site_offline fires.
     site_offline_grace_s: float = Field(

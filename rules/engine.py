@@ -20,10 +20,12 @@ from sensors.registry import Registry
 from .batch import Batch, BatchBuilder
 from .bindings import Bindings, bind
 from .catalog import Catalog
-from .correlation import SiteCorrelation, SiteInfo, correlate
+from .correlation import SiteCorrelation, SiteInfo, SiteRules, correlate, site_rules
+from .correlation import due as absences_due
 from .machines import SensorState, step_rate, step_stuck, step_threshold
 from .models import HazardEvent, IncidentEvent, NoticeEvent
 from .notices import SiteNotice, observe, tick
+from .patterns import CorrelationRule, load_correlation_rules
 from .publish import MaintenanceWindow, Published, Publisher, Transition
 
 NEVER = -(2**62)  # "no reading yet"; far from int64 min so `NEVER - lateness` cannot wrap
@@ -105,9 +107,12 @@ class RuleEngine:
         correlation_window_s: float = 300.0,
         lateness_s: float = 60.0,
         maintenance: list[MaintenanceWindow] | None = None,
+        correlation_rules: list[CorrelationRule] | None = None,
+        incident_quiet_s: float = 300.0,
     ):
         self.registry = registry
         self.window_ms = int(correlation_window_s * 1000)
+        self.quiet_ms = int(incident_quiet_s * 1000)
         self.lateness_ms = int(lateness_s * 1000)
         self.sensors = list(registry.sensors.values())
         self.sensor_ids = [s.id for s in self.sensors]
@@ -130,6 +135,7 @@ class RuleEngine:
         self.site_offline: dict[str, list[list]] = {}  # site → offline intervals [start, end|None]
         self.expectations: dict[str, list[Expectation]] = {}  # site → pending interlock expectations
         self.correlation: dict[str, SiteCorrelation] = {}
+        self.set_correlation_rules(load_correlation_rules() if correlation_rules is None else correlation_rules)
         self.notices: dict[str, SiteNotice] = {}
         # Event time per site before which its offline timers may not fire: the start-up grace
         # a worker gives a restored site (`hold_offline`). Not checkpointed: it belongs to one run.
@@ -175,6 +181,14 @@ class RuleEngine:
         self.bindings = new
         self.publisher.flapping = {s: f.flapping for s, f in (catalog.sectors.items() if catalog else [])}
         self.aggregation = {s: f.aggregation for s, f in (catalog.sectors.items() if catalog else [])}
+
+    def set_correlation_rules(self, rules: list[CorrelationRule]) -> None:
+        """Use these correlation rules from the next hazard on; the hot path takes the site and area ones."""
+        self.correlation_rules = list(rules)
+        sectors = {s.sector for s in self.registry.sites.values()}
+        self.site_rules: dict[str, SiteRules] = {
+            sec: site_rules(rules, sec, self.window_ms, self.quiet_ms) for sec in sectors
+        }
 
     def set_maintenance(self, windows: list[MaintenanceWindow]) -> None:
         """Replace the maintenance/calibration windows."""
@@ -507,6 +521,21 @@ class RuleEngine:
                     result.sites.add(site_id)
         out += self.publisher.advance(lambda site_id: int(clock[self.site_row[site_id]]))
         self._finish(out, result)
+        for site_id, corr in self.correlation.items():
+            waiting = corr.pending or (corr.incident is not None and corr.incident.quiet_until is not None)
+            if waiting:  # absences and quiet periods run on the site's clock, whether or not it sends
+                info = self.site_info[site_id]
+                caused = absences_due(
+                    corr,
+                    info,
+                    int(clock[self.site_row[site_id]]),
+                    self.site_rules[info.sector],
+                    self.aggregation.get(info.sector),
+                )
+                if caused:
+                    result.incidents.extend(caused)
+                    result.events.extend(caused)
+                    result.sites.add(site_id)
         for site_id, state in self.notices.items():
             if state.pending:
                 held = tick(state, int(clock[self.site_row[site_id]]), self.site_info[site_id])
@@ -672,7 +701,14 @@ class RuleEngine:
 
     def _correlate(self, h: HazardEvent) -> list[IncidentEvent]:
         state = self.correlation.setdefault(h.site_id, SiteCorrelation())
-        return correlate(state, h, self.site_info[h.site_id], self.window_ms, self.aggregation.get(h.sector))
+        return correlate(
+            state,
+            h,
+            self.site_info[h.site_id],
+            self.window_ms,
+            self.aggregation.get(h.sector),
+            self.site_rules[h.sector],
+        )
 
     # --- checkpoints -------------------------------------------------------------------------
     def snapshot_site(self, site_id: str) -> dict:

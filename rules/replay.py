@@ -21,6 +21,7 @@ from sensors.schema import DecodeError, Frame, Reading, decode_message
 from .catalog import Catalog
 from .engine import RuleEngine
 from .models import HazardEvent, IncidentEvent
+from .patterns import CorrelationRule
 from .publish import MaintenanceWindow
 
 
@@ -115,14 +116,22 @@ def replay_file(
     *,
     catalog: Catalog | None = None,
     maintenance: list[MaintenanceWindow] | None = None,
+    correlation_rules: list[CorrelationRule] | None = None,
     correlation_window_s: float = 300.0,
+    incident_quiet_s: float = 300.0,
     lateness_s: float = 60.0,
     batch_size: int = 1000,
 ) -> ReplayReport:
     """Replay `src` through a fresh engine and write the events to `out` as JSON lines."""
     report = ReplayReport()
     engine = RuleEngine(
-        registry, catalog, correlation_window_s=correlation_window_s, lateness_s=lateness_s, maintenance=maintenance
+        registry,
+        catalog,
+        correlation_window_s=correlation_window_s,
+        incident_quiet_s=incident_quiet_s,
+        lateness_s=lateness_s,
+        maintenance=maintenance,
+        correlation_rules=correlation_rules,
     )
     messages = read_messages(src, report)
     with open(out, "wb") as fh:

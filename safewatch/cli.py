@@ -308,11 +308,17 @@ def registry_check(path: Path = typer.Argument(..., exists=True, dir_okay=False)
 
 
 @rules_app.command("check")
-def rules_check(directory: Path = typer.Argument(None, help="default: rules/catalog")) -> None:
-    """Validate rule files; every error names the file, line and field; exits non-zero on any."""
+def rules_check(
+    directory: Path = typer.Argument(None, help="default: rules/catalog"),
+    correlation: Path = typer.Option(None, help="correlation rules; default: rules/correlation"),
+) -> None:
+    """Validate rule and correlation files; every error names the file, line and field; exits non-zero on any."""
+    from config.topics import SECTORS
     from rules.catalog import CATALOG_DIR, CatalogError, load_catalog
+    from rules.patterns import CorrelationRuleError, load_correlation_rules
 
     directory = directory or CATALOG_DIR
+    correlation = correlation or get_settings().correlation_dir
     try:
         catalog = load_catalog(directory)
     except CatalogError as exc:
@@ -322,6 +328,17 @@ def rules_check(directory: Path = typer.Argument(None, help="default: rules/cata
     n = sum(len(f.rules) for f in catalog.sectors.values())
     console.print(
         f"{directory}: ok — {n} rules in {len(catalog.sectors)} sector files ({', '.join(sorted(catalog.sectors))})"
+    )
+    ids = {r.id for f in catalog.sectors.values() for r in f.rules}
+    try:
+        linked = load_correlation_rules(correlation, set(SECTORS), ids)
+    except CorrelationRuleError as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False, highlight=False)
+        _fail(f"{len(exc.issues)} problem(s) in {correlation}")
+    hot = sum(r.hot for r in linked)
+    console.print(
+        f"{correlation}: ok — {len(linked)} correlation rules ({hot} site/area, {len(linked) - hot} regional)"
     )
 
 
@@ -396,6 +413,7 @@ def replay(
     """Run the rule engine over a recorded file in event-time order; no broker needed."""
     from rules.catalog import CatalogError, load_catalog
     from rules.maintenance import MaintenanceError, load_maintenance
+    from rules.patterns import CorrelationRuleError, load_correlation_rules
     from rules.replay import replay_file
     from sensors.registry import RegistryError, load_registry
 
@@ -404,7 +422,8 @@ def replay(
         reg = load_registry(registry or settings.registry)
         catalog = None if registry_only else load_catalog(rules or settings.rules_dir)
         windows = load_maintenance(maintenance or settings.maintenance, set(reg.sensors) | set(reg.sites))
-    except (RegistryError, CatalogError, MaintenanceError) as exc:
+        correlation = load_correlation_rules(settings.correlation_dir)
+    except (RegistryError, CatalogError, MaintenanceError, CorrelationRuleError) as exc:
         _fail(str(exc))
     report = replay_file(
         src,
@@ -412,7 +431,9 @@ def replay(
         out,
         catalog=catalog,
         maintenance=windows,
+        correlation_rules=correlation,
         correlation_window_s=settings.correlation_window_s,
+        incident_quiet_s=settings.incident_quiet_s,
         lateness_s=settings.lateness_s,
         batch_size=batch_size,
     )
@@ -445,7 +466,10 @@ def bench(
     rate: int = typer.Option(20_000, help="readings/s offered in the latency run"),
     latency_seconds: float = typer.Option(15.0, help="length of the latency run"),
     rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
-    sensors: int = typer.Option(10_000, help="with --rules: sensors in the scaled registry"),
+    correlation: bool = typer.Option(
+        False, "--correlation", help="instead: the rule engine with and without the correlation rules"
+    ),
+    sensors: int = typer.Option(10_000, help="with --rules / --correlation: sensors in the scaled registry"),
     storage: bool = typer.Option(False, "--storage", help="instead: raw broker rates, memory vs s3 storage"),
     workers: int = typer.Option(0, "--workers", help="instead: 1 and then N workers in one group, rates and CPU cost"),
     soak: float = typer.Option(0.0, "--soak", help="instead: MINUTES of live load at --rate, worker memory over time"),
@@ -508,6 +532,11 @@ def bench(
         from .workers_bench import run_workers_bench
 
         run_workers_bench(get_settings(), workers=workers, readings=readings, frame_size=frame_size)
+        return
+    if correlation:
+        from .correlation_bench import run_correlation_bench
+
+        run_correlation_bench(get_settings(), sensors=sensors, readings=max(readings, 3_000_000))
         return
     if rules:
         from .rules_bench import run_rules_bench
@@ -620,11 +649,13 @@ def gateway(
     from ingest.service import serve
     from streams.worker import topic_specs
 
-    from .mosquitto import gateway_password
+    from .mosquitto import gateway_password, sync_auth
     from .stack import ensure_topics_when_reachable
 
     settings = get_settings()
     setup_logging("gateway", loglevel)
     ensure_topics_when_reachable(settings, topic_specs(settings))
+    if mqtt:
+        sync_auth(settings)  # mosquitto's accounts follow the token store (in compose, it waits for these files)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, gateway_password(settings) if mqtt else None, log_level=loglevel))

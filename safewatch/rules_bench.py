@@ -53,14 +53,20 @@ class Run:
     readings: int
     seconds: float
     hazards: int
+    incidents: int = 0
+    cpu_seconds: float = 0.0  # this process's CPU time: what a busy neighbour on the machine does not add
 
     @property
     def per_s(self) -> float:
         return self.readings / self.seconds
 
 
-def _batches(registry: Registry, readings: int, batch_size: int, seed: int, hot_fraction: float):
-    """Columns of readings: each tick every sensor once, site by site, values near normal."""
+def _batches(registry: Registry, readings: int, batch_size: int, seed: int, hot_fraction: float, churn_s: int = 0):
+    """Columns of readings: each tick every sensor once, site by site, values near normal.
+
+    With `churn_s`, the hot sensors go in and out of alarm (`churn_s` s past their first set point,
+    then `churn_s` s back, each from its own phase), so hazards keep opening and clearing.
+    """
     rng = np.random.default_rng(seed)
     sensors = list(registry.sensors.values())
     n = len(sensors)
@@ -76,7 +82,13 @@ def _batches(registry: Registry, readings: int, batch_size: int, seed: int, hot_
     t0 = 1_795_000_000_000
     ticks = max(1, readings // n)
     noise = rng.normal(0, 0.005, (ticks, n)) * span
-    values = np.clip(np.where(state, base, base + noise), lo, hi).round(3).ravel()  # inside the instrument range
+    values = np.where(state, base, base + noise)
+    if churn_s:
+        normal = np.array([default_baseline(s) for s in sensors])
+        phase = rng.integers(0, 2 * churn_s, n)
+        calm = ((np.arange(ticks)[:, None] + phase[None, :]) // churn_s) % 2 == 1
+        values = np.where(calm & hot, normal + noise, values)
+    values = np.clip(values, lo, hi).round(3).ravel()  # inside the instrument range
     ts = np.repeat(t0 + np.arange(ticks, dtype=np.int64) * 1000, n)
     idx = np.tile(idx_all, ticks)
     # The same batch size whatever the registry size, so per-reading costs compare fairly.
@@ -92,15 +104,21 @@ def _batches(registry: Registry, readings: int, batch_size: int, seed: int, hot_
     ]
 
 
-def time_engine(label: str, engine: RuleEngine, batches: list[Batch]) -> Run:
-    """Process every batch, advancing the clock after each; wall time of the whole run."""
-    hazards = 0
-    start = time.perf_counter()
+def time_engine(label: str, engine: RuleEngine, batches: list[Batch], events: list | None = None) -> Run:
+    """Process every batch, advancing the clock after each; wall time of the whole run.
+
+    `events`, when given, collects every hazard and incident event in order.
+    """
+    hazards = incidents = 0
+    start, cpu = time.perf_counter(), time.process_time()
     for b in batches:
-        hazards += len(engine.process(b).hazards)
-        hazards += len(engine.advance(int(b.ts[-1])).hazards)
-    seconds = time.perf_counter() - start
-    return Run(label, len(engine.sensors), sum(len(b) for b in batches), seconds, hazards)
+        for res in (engine.process(b), engine.advance(int(b.ts[-1]))):
+            hazards += len(res.hazards)
+            incidents += len(res.incidents)
+            if events is not None:
+                events.extend(res.events)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return Run(label, len(engine.sensors), sum(len(b) for b in batches), seconds, hazards, incidents, cpu)
 
 
 def run_rules_bench(

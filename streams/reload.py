@@ -1,10 +1,12 @@
-"""Rule and maintenance files reloaded without a restart.
+"""Rule, correlation and maintenance files reloaded without a restart.
 
 The worker's timer asks every `rules_reload_s` whether a file changed (name, size, mtime). A
 changed catalogue is checked in full first; if any file has an error the old rules stay and
 the errors are logged with file, line and field. Otherwise the engine swaps it in between two
 batches (one event loop: no batch sees half of each), keeping the state of every rule whose
-id is unchanged, and the log says which rule ids were added, removed or changed.
+id is unchanged, and the log says which rule ids were added, removed or changed. Correlation
+rules (rules/correlation/) are checked against the catalogue and swapped the same way; what the
+sites remember (hazards, open incidents, absences waiting) is kept.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from config.settings import Settings
 from rules.catalog import Catalog, CatalogError, load_catalog
 from rules.engine import RuleEngine
 from rules.maintenance import MaintenanceError, load_maintenance
+from rules.patterns import CorrelationRuleError, load_correlation_rules
 
 log = logging.getLogger(__name__)
 RELOADS = Counter("safewatch_rule_reloads_total", "Rule or maintenance file reloads", ["what", "outcome"])
@@ -54,10 +57,21 @@ class RuleReloader:
         self.catalog: Catalog | None = None
         self._rules_sig: tuple | None = None
         self._maint_sig: tuple | None = None
+        self._corr_sig: tuple | None = None
         self._checked = 0.0
 
     def _rule_files(self) -> list[Path]:
         return sorted(Path(self.settings.rules_dir).glob("*.y*ml"))
+
+    def _correlation_files(self) -> list[Path]:
+        return sorted(Path(self.settings.correlation_dir).glob("*.y*ml"))
+
+    def correlation(self, catalog: Catalog) -> list:
+        """Correlation rules checked against `catalog`; at start-up errors are fatal like the catalogue's."""
+        ids = {r.id for f in catalog.sectors.values() for r in f.rules}
+        rules = load_correlation_rules(self.settings.correlation_dir, set(catalog.sectors), ids)
+        self._corr_sig = _signature(self._correlation_files())
+        return rules
 
     def initial(self, registry) -> tuple[Catalog, list]:
         """First load at start-up: errors here are fatal (the worker refuses to run on bad rules)."""
@@ -93,6 +107,18 @@ class RuleReloader:
                     diff["removed"] or "none",
                     diff["changed"] or "none",
                 )
+        csig = _signature(self._correlation_files())
+        if csig != self._corr_sig and self.catalog is not None:
+            self._corr_sig = csig
+            try:
+                rules = self.correlation(self.catalog)
+            except CorrelationRuleError as exc:
+                RELOADS.labels("correlation", "refused").inc()
+                log.error("correlation files changed but have errors; keeping the previous rules:\n%s", exc)
+            else:
+                engine.set_correlation_rules(rules)
+                RELOADS.labels("correlation", "applied").inc()
+                log.info("correlation rules reloaded from %s: %d rules", self.settings.correlation_dir, len(rules))
         msig = _signature([Path(self.settings.maintenance)])
         if msig != self._maint_sig:
             self._maint_sig = msig

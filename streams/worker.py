@@ -84,8 +84,10 @@ def build_app(settings: Settings) -> faust.App:
         registry,
         catalog,
         correlation_window_s=settings.correlation_window_s,
+        incident_quiet_s=settings.incident_quiet_s,
         lateness_s=settings.lateness_s,
         maintenance=windows,
+        correlation_rules=reloader.correlation(catalog),
     )
     site_sector = {sid: s.sector for sid, s in registry.sites.items()}
     # One batch, tick, restore or release at a time: each sees the engine whole.

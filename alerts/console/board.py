@@ -76,6 +76,10 @@ def item(incident: dict[str, Any], tasks: list[Task], principal: Principal, rout
         "kind": _kind(incident.get("rule_id")),
         "severity": incident["severity"],
         "status": incident["status"],
+        # Hazards all cleared, not yet resolved (the engine waits a quiet period before `closed`).
+        "all_clear": incident["status"] != "closed"
+        and bool(incident.get("hazard_ids"))
+        and not incident.get("open_hazard_ids"),
         "title": incident.get("title", ""),
         "summary": incident.get("summary", ""),
         "opened_at": incident["opened_at"],

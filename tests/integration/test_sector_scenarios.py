@@ -18,12 +18,13 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from config.topics import DEADLETTER_TOPIC, HAZARDS_TOPIC, SECTORS
+from config.topics import DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, SECTORS
 from rules.catalog import load_catalog
 from rules.replay import replay_file
 from sensors.registry import load_registry
 from sensors.schema import DecodeError, decode_message
 
+from ..unit.test_sector_scenarios import check_incidents, incident_outcomes
 from .pipeline_helpers import metric, produce, read_topic, spawn, stop, wait_for
 from .scenario import isolated
 
@@ -41,11 +42,19 @@ def messages(sector: str) -> list[tuple[str, str, bytes]]:
     return out
 
 
-def transitions(hazards: list[dict], last_ts: dict[str, int]) -> set[tuple]:
+def transitions(events: list[dict], last_ts: dict[str, int]) -> set[tuple]:
     return {
         (h["hazard_id"], h["sensor_id"] or h["site_id"], h["kind"], h["event"], h["start"], h["flapping"])
-        for h in hazards
-        if h["ts"] <= last_ts.get(h["site_id"], -1)
+        for h in events
+        if "hazard_id" in h and h["ts"] <= last_ts.get(h["site_id"], -1)
+    }
+
+
+def incident_events(events: list[dict], last_ts: dict[str, int]) -> set[tuple]:
+    return {
+        (i["incident_id"], i["status"], i["severity"], i["rule_id"], i["updated_at"], tuple(i["open_hazard_ids"]))
+        for i in events
+        if i.get("type") == "incident" and i["updated_at"] <= last_ts.get(i["site_id"], -1)
     }
 
 
@@ -65,6 +74,7 @@ async def sector_run(stack, tmp_path_factory):
             at_least=len(sent),
         )
         live = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True, settle=3.0)
+        live += [{"type": "incident", **i} for i in await read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True)]
         dead = await read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
     finally:
         stop(worker)
@@ -72,7 +82,7 @@ async def sector_run(stack, tmp_path_factory):
     for sector in SECTORS:
         out = tmp / f"{sector}.out.jsonl"
         refused += replay_file(SCENARIOS / f"{sector}.jsonl", registry, out, catalog=catalog).refused
-        replayed[sector] = [e for e in map(orjson.loads, out.read_bytes().splitlines()) if e["type"] == "hazard"]
+        replayed[sector] = list(map(orjson.loads, out.read_bytes().splitlines()))
     return live, replayed, dead, refused
 
 
@@ -100,6 +110,20 @@ def test_worker_opens_the_same_hazards_as_replay(sector_run, sector):
     designed = yaml.safe_load((SCENARIOS / f"{sector}.expected.yaml").read_text(encoding="utf-8"))["expected"]
     opened = {(t[1], t[2]) for t in got if t[3] == "open"}
     assert {(e["subject"], e["kind"]) for e in designed} <= opened
+
+
+@pytest.mark.parametrize("sector", SECTORS)
+def test_worker_gives_the_designed_incidents_as_replay(sector_run, sector):
+    """Incident events up to each site's last reading equal replay's, and they are the designed ones."""
+    live, replayed, _, _ = sector_run
+    last = last_reading(sector)
+    mine = [i for i in live if i.get("type") == "incident" and i["sector"] == sector]
+    want = incident_events(replayed[sector], last)
+    assert want, f"the {sector} replay gave no incident"
+    assert (want - incident_events(mine, last), incident_events(mine, last) - want) == (set(), set())
+    doc = yaml.safe_load((SCENARIOS / f"{sector}.expected.yaml").read_text(encoding="utf-8"))
+    # After a site's last reading the live clock runs on (sites go offline); only events up to it count.
+    check_incidents(doc, incident_outcomes([i for i in mine if i["updated_at"] <= last.get(i["site_id"], -1)]))
 
 
 def test_worker_dead_letters_what_replay_refuses(sector_run):

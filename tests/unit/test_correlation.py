@@ -6,7 +6,7 @@ import orjson
 
 from rules.engine import RuleEngine
 
-from .rules_helpers import frame, run
+from .rules_helpers import T0, frame, run
 
 
 def incidents(results):
@@ -77,25 +77,42 @@ def test_other_site_does_not_pair(mini_registry):
     assert incidents(res) == []
 
 
-def test_high_high_alone_opens_incident_then_worse_and_closed(mini_registry):
-    eng = RuleEngine(mini_registry)
+def test_high_high_alone_opens_incident_then_worse_and_resolved_after_the_quiet_period(mini_registry):
+    eng = RuleEngine(mini_registry, incident_quiet_s=300)
     r1 = run(eng, frame("site-a", 0, a_gas1=55))  # H and HH at once
     r2 = run(eng, frame("site-a", 5, a_gas1=55, a_temp1=85))  # temperature joins the open incident
     r3 = run(eng, frame("site-a", 10, a_gas1=1, a_temp1=20))  # everything clears
-    inc = incidents([r1, r2, r3])
+    assert [i.status for i in r3.incidents][-1] == "update" and r3.incidents[-1].title.endswith("all clear")
+    assert eng.advance(T0 + 10_000 + 299_000).incidents == []  # still quiet, not yet resolved
+    r4 = eng.advance(T0 + 10_000 + 301_000)  # nothing sent: the site's clock resolves it
+    inc = incidents([r1, r2, r3, r4])
     assert inc[0].status == "open" and inc[0].severity == "orange" and inc[0].rule_id == "correlation.severe_alone"
     assert {i.incident_id for i in inc} == {inc[0].incident_id}
     assert inc[-1].status == "closed" and inc[-1].open_hazard_ids == []
+    assert inc[-1].closed_at == T0 + 10_000 + 300_000
     assert len(inc[-1].hazard_ids) == 4  # gas H, gas HH, temp H, temp HH
     assert any("linked" in t.what for t in inc[-1].timeline)
 
 
 def test_new_hazard_after_close_opens_new_incident(mini_registry):
-    eng = RuleEngine(mini_registry)
+    eng = RuleEngine(mini_registry, incident_quiet_s=0)
     first = incidents([run(eng, frame("site-a", 0, a_gas1=55)), run(eng, frame("site-a", 5, a_gas1=1))])
     second = incidents([run(eng, frame("site-a", 10, a_gas1=55))])
     assert first[-1].status == "closed" and second[0].status == "open"
     assert second[0].incident_id != first[0].incident_id
+
+
+def test_a_hazard_back_within_the_quiet_period_rejoins_the_same_incident(mini_registry):
+    eng = RuleEngine(mini_registry, incident_quiet_s=300)
+    first = incidents([run(eng, frame("site-a", 0, a_gas1=55)), run(eng, frame("site-a", 5, a_gas1=1))])
+    back = incidents([run(eng, frame("site-a", 200, a_gas1=55))])  # 195 s later: the same situation
+    assert {i.status for i in back} == {"update"} and {i.incident_id for i in back} == {first[0].incident_id}
+    assert len(back[-1].open_hazard_ids) == 2  # gas H and HH again
+    run(eng, frame("site-a", 210, a_gas1=1))
+    later = incidents([run(eng, frame("site-a", 600, a_gas1=55))])  # 390 s after the clear: a new one
+    assert [i.status for i in later][:2] == ["closed", "open"]
+    assert later[0].incident_id == first[0].incident_id and later[1].incident_id != first[0].incident_id
+    assert later[0].closed_at == T0 + 210_000 + 300_000
 
 
 def events(engine, f):
@@ -111,14 +128,14 @@ def test_snapshot_restore_continues_exactly(mini_registry):
         frame("site-a", 9, a_gas1=45),
         frame("site-a", 12, a_gas1=1, a_temp1=20),
     ]
-    whole = RuleEngine(mini_registry)
+    whole = RuleEngine(mini_registry, incident_quiet_s=0)
     expected = [e for f in script for e in events(whole, f)]
     assert any(e.get("status") == "closed" for e in expected)
 
-    first = RuleEngine(mini_registry)
+    first = RuleEngine(mini_registry, incident_quiet_s=0)
     got = [e for f in script[:2] for e in events(first, f)]
     snap = orjson.loads(orjson.dumps(first.snapshot_site("site-a")))  # through JSON, as on the topic
-    second = RuleEngine(mini_registry)
+    second = RuleEngine(mini_registry, incident_quiet_s=0)
     second.restore_site("site-a", snap)
     assert events(second, script[1]) == []  # a redelivered frame is recognised as already evaluated
     got += [e for f in script[2:] for e in events(second, f)]
@@ -126,7 +143,7 @@ def test_snapshot_restore_continues_exactly(mini_registry):
 
 
 def test_title_and_summary_describe_the_situation_now_not_the_first_hazard(mini_registry):
-    eng = RuleEngine(mini_registry, correlation_window_s=300)
+    eng = RuleEngine(mini_registry, correlation_window_s=300, incident_quiet_s=0)
     r1 = run(eng, frame("site-a", 0, a_gas1=30, a_temp1=20))  # gas high (yellow) alone: no incident
     r2 = run(eng, frame("site-a", 60, a_gas1=30, a_temp1=65))  # temperature high pairs with it
     r3 = run(eng, frame("site-a", 70, a_gas1=55, a_temp1=65))  # gas high-high (orange) joins

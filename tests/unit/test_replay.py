@@ -44,8 +44,10 @@ def test_replay_is_deterministic_and_ordered(tmp_path, mini_registry):
     assert times == sorted(times) and times[0] == T0 + 2000  # the first crossing, 28 %LEL at t = 2 s
     hazards = [(e["event"], e["sensor_id"], e["kind"]) for e in events if e["type"] == "hazard"]
     assert ("open", "a-gas1", "high_high") in hazards and ("clear", "a-temp1", "high") in hazards
-    statuses = [e["status"] for e in events if e["type"] == "incident"]
-    assert statuses[0] == "open" and statuses[-1] == "closed"
+    incidents = [e for e in events if e["type"] == "incident"]
+    assert incidents[0]["status"] == "open"
+    # All clear at the end; it resolves only after the quiet period, which this short file never reaches.
+    assert incidents[-1]["status"] == "update" and incidents[-1]["open_hazard_ids"] == []
     assert report.readings == 14 and not report.refused
 
 

@@ -43,12 +43,38 @@ def pairs(entries: list[dict]) -> set[tuple[str, str]]:
     return {(e["subject"], e["kind"]) for e in entries}
 
 
-def replay(sector: str, out: Path, **kw) -> list[dict]:
-    """The hazard events of one replay of the sector's file."""
+def replay_events(sector: str, out: Path, **kw) -> list[dict]:
+    """Every event of one replay of the sector's file."""
     report = replay_file(SCENARIOS / f"{sector}.jsonl", registry(), out, catalog=catalog(), **kw)
     assert not report.refused.get("late") and not report.refused.get("unknown_sensor"), report.refused
-    events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-    return [e for e in events if e["type"] == "hazard"]
+    return [orjson.loads(line) for line in out.read_bytes().splitlines()]
+
+
+def replay(sector: str, out: Path, **kw) -> list[dict]:
+    """The hazard events of one replay of the sector's file."""
+    return [e for e in replay_events(sector, out, **kw) if e["type"] == "hazard"]
+
+
+def incident_outcomes(events: list[dict]) -> list[tuple[str, str, str, frozenset]]:
+    """Each incident as it ended: (site, naming rule, colour, rules that matched on it), sorted."""
+    last: dict[str, dict] = {}
+    for e in events:
+        if e["type"] == "incident":
+            last[e["incident_id"]] = e
+    out = []
+    for e in last.values():
+        matched = frozenset(t["what"].split(" ")[1] for t in e["timeline"] if t["what"].startswith("rule "))
+        out.append((e["site_id"], e["rule_id"], e["severity"], matched))
+    return sorted(out, key=lambda x: x[:3])
+
+
+def check_incidents(doc: dict, outcomes: list[tuple[str, str, str, frozenset]]) -> None:
+    """The designed incidents, no more, no fewer; each with the rules it must have matched."""
+    want = sorted((i["site"], i["rule"], i["severity"]) for i in doc["incidents"])
+    assert [o[:3] for o in outcomes] == want
+    for i in doc["incidents"]:
+        mine = [o for o in outcomes if o[:3] == (i["site"], i["rule"], i["severity"])]
+        assert any(set(i.get("matched", [])) <= o[3] for o in mine), (i, mine)
 
 
 def subject(e: dict) -> str:
@@ -76,6 +102,13 @@ def test_replay_opens_exactly_the_designed_hazards(sector, batch_size, tmp_path)
     assert pairs([e for e in doc["expected"] if e.get("flapping")]) <= flapping, "expected flapping"
 
 
+@pytest.mark.parametrize("batch_size", [None, 1], ids=["default-batches", "frame-by-frame"])
+@pytest.mark.parametrize("sector", SECTORS)
+def test_replay_gives_exactly_the_designed_incidents(sector, batch_size, tmp_path):
+    events = replay_events(sector, tmp_path / "out.jsonl", **({"batch_size": batch_size} if batch_size else {}))
+    check_incidents(expected(sector), incident_outcomes(events))
+
+
 @pytest.mark.parametrize("sector", SECTORS)
 def test_replay_is_deterministic(sector, tmp_path):
     assert replay(sector, tmp_path / "a.jsonl"), f"the {sector} replay emitted no hazard"
@@ -101,7 +134,7 @@ def transitions(hazards: list[dict]) -> set[tuple]:
 def test_expected_files_are_well_formed():
     for sector in SECTORS:
         doc = expected(sector)
-        assert set(doc) == {"sector", "expected", "must_not", "also_allowed"}, sector
+        assert set(doc) == {"sector", "expected", "must_not", "also_allowed", "incidents"}, sector
         assert not pairs(doc["expected"]) & pairs(doc["must_not"]), sector
         assert not pairs(doc["also_allowed"]) & pairs(doc["must_not"]), sector
 

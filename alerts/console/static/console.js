@@ -85,7 +85,7 @@
         <div><dt>${esc(t("region"))}</dt><dd>${esc(item.region.full)}</dd></div>
         <div><dt>${esc(t("sector"))}</dt><dd>${esc(pick(item.sector))}</dd></div>
         <div><dt>${esc(t("opened"))}</dt><dd>${esc(time(item.opened_at))}</dd></div>
-        <div><dt>${esc(t("status"))}</dt><dd>${esc(t(item.status === "closed" ? "s_closed_inc" : "s_" + item.status))}</dd></div>
+        <div><dt>${esc(t("status"))}</dt><dd>${esc(t(item.status === "closed" ? "s_closed_inc" : item.all_clear ? "s_all_clear" : "s_" + item.status))}</dd></div>
       </dl>
       ${rules}
       <table class="tasks"><tbody>${item.tasks.map(taskRow).join("")}</tbody></table>

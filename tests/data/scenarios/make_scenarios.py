@@ -72,6 +72,13 @@ def mine() -> list[Scenario]:
         Scenario("silent", "mn-ts-tailings02", 600, 200, sensor_id="mn-ts-tailings02-beach-len01"),
         # 900-1200 the whole north/east slope silent: one site_offline, no sensor offline
         Scenario("silent", "mn-jr-slope01", 900, 300),
+        # 1000-2400 pond 2 in a slow flood, each item only at its warning (yellow) level and 400 s
+        #           apart (past the 300 s window): 24 h rainfall from 1000, pond level from 1400,
+        #           dry beach from 1800. Two open together make an incident; with the third the
+        #           flood rule (rain + pond + beach open together) raises it one colour, to orange.
+        Scenario("flap", "mn-ts-tailings02", 1000, 1400, sensor_id="mn-ts-tailings02-rain-24h01", flap_s=(1400, 1)),
+        Scenario("flap", "mn-ts-tailings02", 1400, 1000, sensor_id="mn-ts-tailings02-pond-level01", flap_s=(1000, 1)),
+        Scenario("flap", "mn-ts-tailings02", 1800, 600, sensor_id="mn-ts-tailings02-beach-len01", flap_s=(600, 1)),
     ]
 
 
@@ -83,6 +90,9 @@ def dust() -> list[Scenario]:
         Scenario("rate", "du-wj-saw01", 0, 220, sensor_id="du-wj-saw01-bf3-hopper-temp01", slope_per_min=6.0),
         # 20-80  bag filter 2 differential pressure past 1500 Pa (high) and 2000 Pa (high-high)
         Scenario("excursion", "du-wj-dc01", 20, 60, sensor_id="du-wj-dc01-bf2-dp01"),
+        # 30-90  bag filter 2 hopper past 60 °C (high) and 70 °C (high-high) while its pressure drop
+        #        is in alarm: the collector-fire rule (same collector, both open) matches
+        Scenario("excursion", "du-wj-dc01", 30, 60, sensor_id="du-wj-dc01-bf2-hopper-temp01"),
         # 30-150 wet collector 1 tank level frozen (5 s sampling: 24 equal samples)
         Scenario("stuck", "du-yx-dc01", 30, 120, sensor_id="du-yx-dc01-wc1-level01"),
         # 60-100 bag filter 1 airlock current silent (offline after 15 s), then back

@@ -1,0 +1,34 @@
+"""Correlation rules change without a restart; a broken file keeps the previous rules."""
+
+from __future__ import annotations
+
+import shutil
+
+from config.settings import Settings
+from rules.engine import RuleEngine
+from rules.patterns import CORRELATION_DIR
+from sensors.registry import load_registry
+from streams.reload import RuleReloader
+
+BROKEN = "rules:\n  - id: t.broken\n    kind: sequence\n    scope: site\n"
+
+
+def test_changed_correlation_rules_apply_and_broken_ones_are_refused(tmp_path):
+    folder = tmp_path / "correlation"
+    shutil.copytree(CORRELATION_DIR, folder)
+    settings = Settings(correlation_dir=folder, rules_reload_s=0, state_dir=tmp_path / "state")
+    reloader = RuleReloader(settings)
+    registry = load_registry(settings.registry)
+    catalog, windows = reloader.initial(registry)
+    engine = RuleEngine(registry, catalog, maintenance=windows, correlation_rules=reloader.correlation(catalog))
+    assert "mine.tailings_flood" in engine.site_rules["mine"].by_id
+
+    (folder / "mine.yaml").unlink()
+    reloader.maybe_reload(engine)
+    assert "mine.tailings_flood" not in engine.site_rules["mine"].by_id
+    assert "correlation.site_coactive" in engine.site_rules["mine"].by_id
+
+    (folder / "broken.yaml").write_text(BROKEN, encoding="utf-8")
+    reloader.maybe_reload(engine)  # refused: the rules of the last good load stay
+    assert "correlation.site_coactive" in engine.site_rules["mine"].by_id
+    assert "t.broken" not in engine.site_rules["mine"].by_id
