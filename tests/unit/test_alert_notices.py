@@ -80,3 +80,22 @@ def test_one_task_per_notice_with_its_revisions_closed_when_the_notice_closes(st
 
 def test_a_bad_notice_message_is_skipped(store, routing):
     assert store_messages([(True, b"{oops"), (True, None)], routing=routing, store=store) == []
+
+
+def test_the_console_lists_an_open_notice_as_maintenance_and_the_wall_leaves_it_out(tmp_path):
+    from .test_console import World
+
+    world = World(tmp_path)
+    try:
+        store_messages(
+            [(True, notice("open", 0, [("h0", "s0")], 1).to_json())], routing=world.routing, store=world.store
+        )
+        items = {i["incident_id"]: i for i in world.get("/v1/board").json()["items"]}
+        item = items["NOTICE-0123456789abcdef"]
+        assert item["kind"] == "maintenance" and [r["id"] for r in item["rules"]] == ["notice.instrument_health"]
+        assert [t["department"] for t in item["tasks"]] == ["enterprise-duty"]
+        assert world.get("/v1/wall").json()["open"] == 1  # the red incident only
+        store_messages([(True, notice("closed", 60, [], 1).to_json())], routing=world.routing, store=world.store)
+        assert "NOTICE-0123456789abcdef" not in {i["incident_id"] for i in world.get("/v1/board").json()["items"]}
+    finally:
+        world.store.close()
