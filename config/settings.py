@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     correlation_dir: Path = Field(
         PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/patterns.py), read at start"
     )
+    # After a worker restores a site (a start, a rebalance) the site's offline timers wait this long
+    # on its own clock, so plants that were quiet meanwhile can report before site_offline fires.
+    site_offline_grace_s: float = Field(
+        120.0, ge=0, description="start-up grace of a restored site's offline timers (the site's own clock)"
+    )
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
     # Out-of-order readings are skipped by the rules (a sensor's state never goes back in time); a
     # hold evaluates each site's readings sorted, as replay does, at the cost of that much latency

@@ -2,8 +2,8 @@
 
 Readings (or frames) are put in event-time order — a stable sort, so equal times keep file
 order — and fed to the engine in batches; after each batch the clock advances to its newest
-reading, so timer rules (offline, interlock deadlines) fire as they would live. Hazard and
-incident events come out as JSON lines; the same input always gives the same output.
+reading, so timer rules (offline, interlock deadlines) fire as they would live. Hazard,
+incident and notice events come out as JSON lines; the same input always gives the same output.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sensors.schema import DecodeError, Frame, Reading, decode_message, split_fr
 
 from .catalog import Catalog
 from .engine import RuleEngine
-from .models import HazardEvent
+from .models import HazardEvent, IncidentEvent
 from .patterns import CorrelationRule
 from .publish import MaintenanceWindow
 
@@ -32,6 +32,7 @@ class ReplayReport:
     readings: int = 0
     hazards: int = 0
     incidents: int = 0
+    notices: int = 0
     refused: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -78,7 +79,7 @@ def replay_messages(
     *,
     source: Path | str = "<input>",
 ) -> Iterator[dict]:
-    """Feed (line, message) pairs through the engine in batches; yields hazard and incident events as dicts.
+    """Feed (line, message) pairs through the engine in batches; yields hazard, incident and notice events as dicts.
 
     A reading the engine refuses (unknown sensor, another site's sensor, late) is reported as
     SOURCE:LINE: reason, like a line that does not decode.
@@ -109,8 +110,9 @@ def replay_messages(
                 continue
             report.hazards += len(res.hazards)
             report.incidents += len(res.incidents)
+            report.notices += len(res.notices)
             for ev in res.events:
-                yield {"type": "hazard" if isinstance(ev, HazardEvent) else "incident", **ev.model_dump()}
+                yield {"type": _type(ev), **ev.model_dump()}
         chunk.clear()
 
     for m in messages:
@@ -119,6 +121,10 @@ def replay_messages(
             yield from flush()
     if chunk:
         yield from flush()
+
+
+def _type(ev: object) -> str:
+    return "hazard" if isinstance(ev, HazardEvent) else "incident" if isinstance(ev, IncidentEvent) else "notice"
 
 
 def replay_file(

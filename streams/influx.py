@@ -14,7 +14,7 @@ import httpx
 from prometheus_client import Counter, Gauge
 
 from config.settings import Settings
-from rules.models import HazardEvent, IncidentEvent, Severity
+from rules.models import HazardEvent, IncidentEvent, NoticeEvent, Severity
 
 from .spool import Spool
 
@@ -117,6 +117,25 @@ def incident_state_line(inc: IncidentEvent) -> str:
     return (
         f"{head} status={escape_str(inc.status)},severity={escape_str(inc.severity)},open={int(is_open)}i{flags},"
         f"opened_at={inc.opened_at}i {inc.updated_at}"
+    )
+
+
+def notice_line(n: NoticeEvent) -> str:
+    """One maintenance notice state change as a point; its id is a tag, so `last()` per notice is its state now."""
+    # Notices are few (one per site with an instrument problem), so a series per notice is cheap.
+    head = tags(
+        "notice",
+        notice_id=n.notice_id,
+        site_id=n.site_id,
+        sector=n.sector,
+        region=n.region,
+        enterprise_id=n.enterprise_id,
+    )
+    kinds = ",".join(sorted({f.kind for f in n.faults}))
+    return (
+        f"{head} status={escape_str(n.status)},severity={escape_str(n.severity)},open={int(n.status != 'closed')}i,"
+        f"faults={len(n.faults)}i,hazards={len(n.hazard_ids)}i,kinds={escape_str(kinds)},"
+        f"title={escape_str(n.title)},opened_at={n.opened_at}i {n.updated_at}"
     )
 
 

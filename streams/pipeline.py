@@ -1,4 +1,4 @@
-"""One batch of telemetry messages: validate → rules → hazards, incidents, dead-letter, storage.
+"""One batch of telemetry messages: validate → rules → hazards, incidents, notices, dead-letter, storage.
 
 Kept apart from Faust so the order of work per batch is easy to read: alerts first (a duty
 officer waits on them), then dead-letters and the rule-state checkpoint, then InfluxDB. The
@@ -19,7 +19,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from config.settings import Settings
-from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
+from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, NOTICES_TOPIC
 from rules.batch import Batch, BatchBuilder, concat
 from rules.engine import NEVER, RuleEngine
 from rules.reorder import ReorderBuffer
@@ -32,6 +32,7 @@ from .influx import (
     hazard_line,
     incident_line,
     incident_state_line,
+    notice_line,
     reading_lines,
     setpoint_head,
     tags,
@@ -47,6 +48,7 @@ SKIPPED = PromCounter("safewatch_rule_skipped_total", "Readings stored but not e
 HAZARDS = PromCounter("safewatch_hazard_events_total", "Hazard events emitted", ["event"])
 INCIDENTS = PromCounter("safewatch_incident_events_total", "Incident events emitted", ["status"])
 HELD = Gauge("safewatch_reorder_held", "Readings held by the reorder buffer (SAFEWATCH_REORDER_MS)")
+NOTICES = PromCounter("safewatch_notice_events_total", "Maintenance notice events emitted", ["status"])
 BATCH_SECONDS = Histogram(
     "safewatch_batch_seconds", "Time to handle one batch", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 )
@@ -93,6 +95,7 @@ class Pipeline:
         self.events_writer: InfluxWriter | None = None
         self.hazards_topic = settings.topic(HAZARDS_TOPIC)
         self.incidents_topic = settings.topic(INCIDENTS_TOPIC)
+        self.notices_topic = settings.topic(NOTICES_TOPIC)
         self.deadletter_topic = settings.topic(DEADLETTER_TOPIC)
         self.checkpoint_topic = settings.topic(CHECKPOINT_TOPIC)
         self.prefixes = [self._prefix(s) for s in engine.sensors]
@@ -299,7 +302,7 @@ class Pipeline:
             # Timers must not run ahead of readings still held: a site's clock stops at its watermark.
             clocks = np.minimum(clocks, self.reorder.released_to)
         result = self.engine.advance(int(clocks.max()), clocks)
-        if result.hazards or result.incidents:
+        if result.hazards or result.incidents or result.notices:
             await self._emit(result, [])
 
     @property
@@ -382,6 +385,9 @@ class Pipeline:
                         self.reorder.released_to[row] = int(src[4])
             if self.engine.site_last_ts[row] > NEVER:
                 self._seen_wall[row] = time.monotonic()
+                # Start-up grace on the site's own clock, which starts here at its newest reading.
+                grace_ms = int(self.settings.site_offline_grace_s * 1000)
+                self.engine.hold_offline(site_id, int(self.engine.site_last_ts[row]) + grace_ms)
 
     def release(self, topic: str, partition: int) -> list[str]:
         """The partition went to another worker: forget its sites' state; returns their ids."""
@@ -497,6 +503,9 @@ class Pipeline:
         for inc in result.incidents:
             await self.send(self.incidents_topic, inc.site_id.encode(), inc.to_json())
             INCIDENTS.labels(inc.status).inc()
+        for n in result.notices:
+            await self.send(self.notices_topic, n.site_id.encode(), n.to_json())
+            NOTICES.labels(n.status).inc()
 
         reasons: Counter = Counter()
         for reason, rec, key in dead:
@@ -526,11 +535,12 @@ class Pipeline:
         return split_frame(obj)
 
     def _lines(self, result, reasons: Counter) -> list[str]:
-        """Hazard, incident (event and state) and dead-letter points of a batch (readings: `_store_readings`)."""
+        """Hazard, incident (event and state), notice and dead-letter points of a batch (readings elsewhere)."""
         lines: list[str] = []
         lines.extend(hazard_line(h) for h in result.hazards)
         lines.extend(incident_line(i) for i in result.incidents)
         lines.extend(incident_state_line(i) for i in result.incidents)
+        lines.extend(notice_line(n) for n in result.notices)
         now = int(time.time() * 1000)
         lines.extend(deadletter_line(reason, "telemetry", n, now) for reason, n in reasons.items())
         return lines

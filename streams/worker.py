@@ -23,7 +23,14 @@ from prometheus_client import Gauge, start_http_server
 
 from config.logs import setup_logging
 from config.settings import Settings
-from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
+from config.topics import (
+    CHECKPOINT_TOPIC,
+    DEADLETTER_TOPIC,
+    HAZARDS_TOPIC,
+    INCIDENTS_TOPIC,
+    NOTICES_TOPIC,
+    TELEMETRY_TOPICS,
+)
 from rules.engine import RuleEngine
 from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
@@ -43,7 +50,8 @@ log = logging.getLogger(__name__)
 def topic_specs(settings: Settings) -> dict[str, dict]:
     """Every topic the worker reads or writes, with its config."""
     specs: dict[str, dict] = {
-        settings.topic(t): {} for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, DEADLETTER_TOPIC)
+        settings.topic(t): {}
+        for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, NOTICES_TOPIC, DEADLETTER_TOPIC)
     }
     specs[settings.topic(CHECKPOINT_TOPIC)] = {"cleanup.policy": "compact"}
     return specs
