@@ -6,6 +6,7 @@ from prometheus_client import Counter
 
 INCIDENTS = Counter("safewatch_alerts_incidents_total", "Incident events read and stored")
 BAD_INCIDENTS = Counter("safewatch_alerts_bad_incidents_total", "Incident messages skipped as unreadable", ["reason"])
+NOTICES = Counter("safewatch_alerts_notices_total", "Maintenance notice events read and stored")
 UNROUTED = Counter("safewatch_alerts_unrouted_incidents_total", "Incident events that matched no route")
 TASKS_CREATED = Counter("safewatch_alerts_tasks_created_total", "Dispatch tasks created", ["department", "severity"])
 DELIVERY_ATTEMPTS = Counter(

@@ -1,5 +1,5 @@
-"""The alert service: consume `incidents`, store dispatch tasks, send their notifications,
-escalate what nobody acknowledges, serve the API.
+"""The alert service: consume `incidents` and `notices`, store dispatch tasks, send their
+notifications, escalate what nobody acknowledges, serve the API.
 
 Order of work per message: route → store the missing tasks and their first notifications
 (one SQLite transaction) → commit the Kafka offset → send from the outbox in the background.
@@ -30,11 +30,12 @@ from alerts.api import create_app
 from alerts.delivery import deliver, deliver_webhooks
 from alerts.dialect import DB_ERRORS
 from alerts.escalation import escalate_forever
+from alerts.notices import as_item
 from alerts.routing import LiveRouting, Routing, all_routes, facts_of, route_matches
 from alerts.store import Notification, Routed, Task, TaskStore
 from config.settings import Settings
-from config.topics import INCIDENTS_TOPIC
-from rules.models import IncidentEvent
+from config.topics import INCIDENTS_TOPIC, NOTICES_TOPIC
+from rules.models import IncidentEvent, NoticeEvent
 from sensors.registry import RegistryError, load_registry
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,38 @@ def store_incidents(
     return new
 
 
+def store_messages(
+    messages: list[tuple[bool, bytes | None]],
+    *,
+    routing: Routing,
+    store: TaskStore,
+    classes: Mapping[str, str] | None = None,
+) -> list[Task]:
+    """`store_incidents` for a fetch of both topics: (is a notice, raw) pairs, in order, in one transaction."""
+    batch = []
+    for is_notice, raw in messages:
+        routed = route_notice(raw, routing, classes) if is_notice else route_incident(raw, routing, classes)
+        if routed is not None:
+            batch.append(routed)
+            (metrics.NOTICES if is_notice else metrics.INCIDENTS).inc()
+    new = store.record_incidents(batch) if batch else []
+    for task in new:
+        metrics.TASKS_CREATED.labels(task.department, task.severity).inc()
+    return new
+
+
+def route_notice(raw: bytes | None, routing: Routing, classes: Mapping[str, str] | None = None) -> Routed | None:
+    """Decode one maintenance notice and route it as an item of kind `maintenance`; None when unreadable."""
+    try:
+        notice = NoticeEvent.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        metrics.BAD_INCIDENTS.labels("notice").inc()
+        log.warning("skipped a bad notice message: %s; raw=%.200r", exc.errors()[0]["msg"], raw)
+        return None
+    routed = _routed(as_item(notice), routing, classes)
+    return routed._replace(close_tasks=notice.status == "closed")
+
+
 def route_incident(raw: bytes | None, routing: Routing, classes: Mapping[str, str] | None = None) -> Routed | None:
     """Decode one incident message and route it; None (logged and counted) when it is unreadable."""
     if not raw:
@@ -80,6 +113,10 @@ def route_incident(raw: bytes | None, routing: Routing, classes: Mapping[str, st
         metrics.BAD_INCIDENTS.labels(reason).inc()
         log.warning("skipped a bad incident message (%s): %s; raw=%.200r", reason, exc.errors()[0]["msg"], raw)
         return None
+    return _routed(incident, routing, classes)
+
+
+def _routed(incident: IncidentEvent, routing: Routing, classes: Mapping[str, str] | None) -> Routed:
     matches = route_matches(facts_of(incident, (classes or {}).get(incident.enterprise_id)), routing)
     if not matches:
         metrics.UNROUTED.inc()
@@ -248,10 +285,11 @@ def supervision_classes(settings: Settings) -> dict[str, str]:
 
 
 def incident_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """The `incidents` consumer: manual commits after the tasks are stored, from the earliest offset."""
+    """The `incidents` and `notices` consumer: manual commits after the tasks are stored, from the earliest offset."""
     session_ms = int(settings.session_timeout_s * 1000)
     return AIOKafkaConsumer(
         settings.topic(INCIDENTS_TOPIC),
+        settings.topic(NOTICES_TOPIC),
         bootstrap_servers=settings.bootstrap,
         group_id=settings.alerts_group,
         client_id="safewatch-alerts",
@@ -271,7 +309,7 @@ async def consume_forever(
     kick: asyncio.Event,
     classes: Mapping[str, str] | None = None,
 ) -> None:
-    """Read incidents until cancelled; commit the offsets of what one fetch brought once its tasks
+    """Read incidents and notices until cancelled; commit the offsets of what one fetch brought once its tasks
     (and their notifications, in the outbox) are stored, all in one transaction."""
     consumer = incident_consumer(settings)
     await _start_consumer(consumer, settings)
@@ -281,7 +319,8 @@ async def consume_forever(
             if not batches:
                 continue
             # Partitions in turn, each in offset order: an incident's events share a key, so a partition.
-            raws = [m.value for messages in batches.values() for m in messages]
+            notices = settings.topic(NOTICES_TOPIC)
+            raws = [(tp.topic == notices, m.value) for tp, messages in batches.items() for m in messages]
             await _store_until_done(raws, routing(), store, classes)
             kick.set()  # revisions and held-then-released messages queue without new tasks too
             await _commit(consumer, {tp: messages[-1].offset + 1 for tp, messages in batches.items()})
@@ -378,13 +417,13 @@ async def _start_consumer(consumer: AIOKafkaConsumer, settings: Settings) -> Non
 
 
 async def _store_until_done(
-    raws: list[bytes | None], routing: Routing, store: TaskStore, classes: Mapping[str, str] | None
+    raws: list[tuple[bool, bytes | None]], routing: Routing, store: TaskStore, classes: Mapping[str, str] | None
 ) -> list[Task]:
     # A database error is not the messages' fault: retry the batch (its transaction was rolled
     # back) rather than skip it, and keep the offsets uncommitted meanwhile.
     while True:
         try:
-            return await asyncio.to_thread(store_incidents, raws, routing=routing, store=store, classes=classes)
+            return await asyncio.to_thread(store_messages, raws, routing=routing, store=store, classes=classes)
         except DB_ERRORS as exc:
             log.error("cannot store tasks in %s (%s); retrying in 1 s", store.location, exc)
             await asyncio.sleep(1)

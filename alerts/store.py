@@ -48,6 +48,7 @@ class Routed(NamedTuple):
     departments: list[str]
     ack_minutes: float | dict[str, float]
     send_resolved: bool | dict[str, bool] = True
+    close_tasks: bool = False  # a maintenance notice that closed: its tasks close with it
 
 
 class Outcome(NamedTuple):
@@ -260,6 +261,8 @@ class TaskStore:
             self.channels_of,
             self.inhibit_rules,
         )
+        if item.close_tasks:
+            _close_all(db, incident.incident_id, now)
         return created
 
     def create_task(
@@ -968,6 +971,17 @@ def _append_revision(
         _audit(db, row["task_id"], now, "revision", row["status"], row["status"], "router", None, detail)
 
 
+def _close_all(db: Database, incident_id: str, now: int) -> None:
+    """Close every open task of a maintenance notice that closed (its all-clear revision is queued already)."""
+    rows = db.execute("SELECT task_id, status FROM tasks WHERE incident_id = ? AND status != 'closed'", (incident_id,))
+    for row in rows.fetchall():
+        db.execute(
+            "UPDATE tasks SET status = 'closed', next_escalation_at = NULL, updated_at = ? WHERE task_id = ?",
+            (now, row["task_id"]),
+        )
+        _audit(db, row["task_id"], now, "closed", row["status"], "closed", SYSTEM, None, "the notice closed: all clear")
+
+
 def _worse(severity: str, previous: dict[str, Any]) -> bool:
     return SEVERITY_RANK[severity] > SEVERITY_RANK.get(previous.get("severity", "blue"), 1)
 
@@ -976,7 +990,8 @@ def describe_change(previous: dict[str, Any] | None, incident: IncidentEvent) ->
     """What an incident event changed, in a line a duty officer reads."""
     parts = []
     if incident.status == "closed":
-        parts.append("all clear: the incident is closed")
+        what = "maintenance notice" if incident.incident_id.startswith("NOTICE-") else "incident"
+        parts.append(f"all clear: the {what} is closed")
     if previous is not None and previous.get("severity") != incident.severity:
         parts.append(f"severity {previous.get('severity')} → {incident.severity}")
     new_hazards = len(incident.hazard_ids) - len((previous or {}).get("hazard_ids", []))

@@ -108,12 +108,21 @@ class Settings(BaseSettings):
     correlation_dir: Path = Field(
         PROJECT_ROOT / "rules" / "correlation", description="correlation rules (rules/patterns.py), read at start"
     )
+    # After a worker restores a site (a start, a rebalance) the site's offline timers wait this long
+    # on its own clock, so plants that were quiet meanwhile can report before site_offline fires.
+    site_offline_grace_s: float = Field(
+        120.0, ge=0, description="start-up grace of a restored site's offline timers (the site's own clock)"
+    )
     # --- correlation's second stage: enterprise and region scopes (issue 13) ---
     scope_stage: bool = Field(True, description="run the scope stage in `safewatch worker` (else `safewatch scope`)")
     risk_enabled: bool = Field(True, description="compute enterprise risk colours (topic `risk`, `enterprise_risk`)")
     scope_quiet_s: float = Field(600.0, gt=0, description="a scope incident all clear this long closes")
     scope_clock_lag_s: float = Field(5.0, ge=0, description="scope timers run this far behind the wall clock")
     lateness_s: float = Field(60.0, description="readings older than a sensor's newest by more go to dead-letter")
+    # Out-of-order readings are skipped by the rules (a sensor's state never goes back in time); a
+    # hold evaluates each site's readings sorted, as replay does, at the cost of that much latency
+    # (README, "Event time"). 0 keeps today's path: evaluated as they arrive.
+    reorder_ms: int = Field(0, ge=0, description="how long (event time) a site's readings wait to be put in order")
     # A reading from the future would become its sensor's newest and make every true reading
     # after it look late, so it is refused; keep this below lateness_s.
     future_tolerance_s: float = Field(30.0, ge=0, description="readings further ahead of the wall clock are refused")

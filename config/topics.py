@@ -9,6 +9,7 @@ SECTORS: tuple[str, ...] = get_args(Sector)
 
 HAZARDS_TOPIC = "hazards"
 INCIDENTS_TOPIC = "incidents"
+NOTICES_TOPIC = "notices"  # maintenance notices: a site's instrument hazards gathered, keyed by site_id
 DEADLETTER_TOPIC = "deadletter"
 CHECKPOINT_TOPIC = "safewatch.rulestate"  # rule state per site, and the scope stage's per scope key
 # Correlation's second stage: stage-1 hazard and incident events re-keyed by scope key (a

@@ -14,7 +14,7 @@ import httpx
 from config.settings import Settings
 
 RAW, ROLLUP_1M, ROLLUP_1H = "raw", "rollup_1m", "rollup_1h"
-EVENT_MEASUREMENTS = ("hazard", "incident", "incident_state", "deadletter")
+EVENT_MEASUREMENTS = ("hazard", "incident", "incident_state", "notice", "deadletter")
 AGGREGATES = ("min", "mean", "max", "last", "count")
 # A continuous query recomputes this much of the recent past on every run, so readings that
 # arrive late (up to the worker's lateness bound, and a spool drained after an outage) are rolled up.

@@ -99,3 +99,15 @@ class BatchBuilder:
             origin=self.origin,
             slot=self.slot,
         )
+
+
+def concat(batches: Sequence[Batch]) -> Batch:
+    """One batch of all readings, in the given order."""
+    return Batch(
+        idx=np.concatenate([b.idx for b in batches]).astype(np.int64),
+        ts=np.concatenate([b.ts for b in batches]).astype(np.int64),
+        value=np.concatenate([b.value for b in batches]).astype(np.float64),
+        good=np.concatenate([b.good for b in batches]).astype(bool),
+        origin=[o for b in batches for o in b.origin],
+        slot=[s for b in batches for s in b.slot],
+    )

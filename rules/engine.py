@@ -23,7 +23,8 @@ from .catalog import Catalog
 from .correlation import SiteCorrelation, SiteInfo, SiteRules, correlate, site_rules
 from .correlation import due as absences_due
 from .machines import SensorState, step_rate, step_stuck, step_threshold
-from .models import HazardEvent, IncidentEvent
+from .models import HazardEvent, IncidentEvent, NoticeEvent
+from .notices import SiteNotice, observe, tick
 from .patterns import CorrelationRule, load_correlation_rules
 from .publish import MaintenanceWindow, Published, Publisher, Transition
 
@@ -70,7 +71,8 @@ class BatchResult:
 
     hazards: list[HazardEvent] = field(default_factory=list)
     incidents: list[IncidentEvent] = field(default_factory=list)
-    events: list[HazardEvent | IncidentEvent] = field(default_factory=list)  # both, in causal order
+    notices: list[NoticeEvent] = field(default_factory=list)  # maintenance notices (instrument health)
+    events: list[HazardEvent | IncidentEvent | NoticeEvent] = field(default_factory=list)  # all, in causal order
     late: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # positions to dead-letter
     skipped: dict[str, int] = field(default_factory=dict)  # counted, not evaluated
     sites: set[str] = field(default_factory=set)  # sites whose state changed
@@ -134,6 +136,10 @@ class RuleEngine:
         self.expectations: dict[str, list[Expectation]] = {}  # site → pending interlock expectations
         self.correlation: dict[str, SiteCorrelation] = {}
         self.set_correlation_rules(load_correlation_rules() if correlation_rules is None else correlation_rules)
+        self.notices: dict[str, SiteNotice] = {}
+        # Event time per site before which its offline timers may not fire: the start-up grace
+        # a worker gives a restored site (`hold_offline`). Not checkpointed: it belongs to one run.
+        self.offline_after = np.full(len(self.site_ids), NEVER, dtype=np.int64)
         self.catalog = catalog
         flapping = {sector: f.flapping for sector, f in (catalog.sectors.items() if catalog else [])}
         self.aggregation = {sector: f.aggregation for sector, f in (catalog.sectors.items() if catalog else [])}
@@ -450,10 +456,15 @@ class RuleEngine:
         out: list[Published] = []
         b = self.bindings
         clock = site_clock if site_clock is not None else np.full(len(self.site_ids), now, dtype=np.int64)
+        # A site in its start-up grace has no offline timers yet; what its silence was is decided
+        # on event time when it reports again or the grace ends, so the events do not change.
+        graced = clock < self.offline_after
         for site_id, gap_ms in b.site_gap_ms.items():
             r = self.site_row[site_id]
             last = int(self.site_last_ts[r])
             intervals = self.site_offline.setdefault(site_id, [])
+            if graced[r]:
+                continue
             if last > NEVER and last + gap_ms <= clock[r] and not (intervals and intervals[-1][1] is None):
                 off = b.site_offline[site_id]
                 start = int(last + gap_ms)
@@ -473,7 +484,10 @@ class RuleEngine:
                 result.sites.add(site_id)
         sensor_clock = clock[self.sensor_site]
         due = np.flatnonzero(
-            (self.last_ts > NEVER) & (self.last_ts + b.offline_gap_ms <= sensor_clock) & ~self.offline_flag
+            (self.last_ts > NEVER)
+            & (self.last_ts + b.offline_gap_ms <= sensor_clock)
+            & ~self.offline_flag
+            & ~graced[self.sensor_site]
         )
         for i in due.tolist():
             site_id = self.sensor_site_names[i]
@@ -522,7 +536,18 @@ class RuleEngine:
                     result.incidents.extend(caused)
                     result.events.extend(caused)
                     result.sites.add(site_id)
+        for site_id, state in self.notices.items():
+            if state.pending:
+                held = tick(state, int(clock[self.site_row[site_id]]), self.site_info[site_id])
+                result.notices.extend(held)
+                result.events.extend(held)
+                if held:
+                    result.sites.add(site_id)
         return result
+
+    def hold_offline(self, site_id: str, until: int) -> None:
+        """Start-up grace: no offline timer of this site fires before its clock reaches `until`."""
+        self.offline_after[self.site_row[site_id]] = until
 
     # --- interlocks --------------------------------------------------------------------------
     def _arm_interlocks(self, tr: Transition, out: list[Published]) -> None:
@@ -640,6 +665,9 @@ class RuleEngine:
             caused = self._correlate(h)
             result.incidents.extend(caused)
             result.events.extend(caused)
+            noticed = observe(self.notices.setdefault(h.site_id, SiteNotice()), h, self.site_info[h.site_id])
+            result.notices.extend(noticed)
+            result.events.extend(noticed)
 
     def _event(self, p: Published) -> HazardEvent:
         tr = p.tr
@@ -700,6 +728,7 @@ class RuleEngine:
             "expectations": [e.to_dict() for e in self.expectations.get(site_id, [])],
             "publisher": self.publisher.snapshot_site(site_id),
             "correlation": corr.to_dict() if corr else None,
+            "notice": self.notices[site_id].to_dict() if site_id in self.notices else None,
         }
 
     def restore_site(self, site_id: str, snap: dict) -> None:
@@ -729,6 +758,12 @@ class RuleEngine:
             self.correlation[site_id] = SiteCorrelation.from_dict(corr)
         else:
             self.correlation.pop(site_id, None)
+        notice = snap.get("notice")
+        if notice:
+            self.notices[site_id] = SiteNotice.from_dict(notice)
+        else:
+            self.notices.pop(site_id, None)
+        self.offline_after[self.site_row[site_id]] = NEVER
 
 
 def _rule_id(bound: object) -> str | None:

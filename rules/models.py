@@ -101,3 +101,41 @@ class IncidentEvent(BaseModel):
     def to_json(self) -> bytes:
         """JSON bytes for the `incidents` topic."""
         return orjson.dumps(self.model_dump())
+
+
+class NoticeFault(BaseModel):
+    """One instrument hazard a maintenance notice lists: which sensor (or the whole site), what, since when."""
+
+    hazard_id: str
+    sensor_id: str  # empty for the whole site (site_offline)
+    kind: str  # offline, site_offline, stuck, sensor_fault
+    quantity: str
+    severity: Severity
+    since: int
+    flapping: bool = False
+
+
+class NoticeEvent(BaseModel):
+    """A site's maintenance notice: its instrument hazards gathered into one item, never an incident."""
+
+    model_config = ConfigDict(extra="forbid")
+    notice_id: str  # stable: site and opening time
+    status: Literal["open", "update", "closed"]
+    severity: Severity  # the worst colour of its faults (the catalogue's instrument-health colours)
+    title: str
+    summary: str = ""
+    site_id: str
+    site_name: str
+    enterprise_id: str
+    enterprise_name: str
+    region: str
+    sector: str
+    opened_at: int
+    updated_at: int
+    closed_at: int | None = None
+    faults: list[NoticeFault]  # at fault now (at the close: none)
+    hazard_ids: list[str]  # every instrument hazard this notice has gathered
+
+    def to_json(self) -> bytes:
+        """JSON bytes for the `notices` topic."""
+        return orjson.dumps(self.model_dump())

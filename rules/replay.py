@@ -2,8 +2,8 @@
 
 Readings (or frames) are put in event-time order — a stable sort, so equal times keep file
 order — and fed to the engine in batches; after each batch the clock advances to its newest
-reading, so timer rules (offline, interlock deadlines) fire as they would live. Hazard and
-incident events come out as JSON lines; the same input always gives the same output.
+reading, so timer rules (offline, interlock deadlines) fire as they would live. Hazard,
+incident and notice events come out as JSON lines; the same input always gives the same output.
 With correlation rules, the scope stage (rules/scope.py) runs after stage 1 over its events in
 their order, as the worker's repartition feeds it: scope incidents come out as `incident` lines
 (`scope` other than "site") and enterprise risk changes as `risk` lines.
@@ -19,11 +19,11 @@ from pathlib import Path
 import orjson
 
 from sensors.registry import Registry
-from sensors.schema import DecodeError, Frame, Reading, decode_message
+from sensors.schema import DecodeError, Frame, Reading, decode_message, split_frame
 
 from .catalog import Catalog
 from .engine import RuleEngine
-from .models import HazardEvent
+from .models import HazardEvent, IncidentEvent
 from .patterns import CorrelationRule
 from .publish import MaintenanceWindow
 from .risk import advance_with_risk, feed_with_risk
@@ -37,6 +37,7 @@ class ReplayReport:
     readings: int = 0
     hazards: int = 0
     incidents: int = 0
+    notices: int = 0
     scope_incidents: int = 0
     risks: int = 0
     refused: Counter = field(default_factory=Counter)
@@ -44,7 +45,8 @@ class ReplayReport:
 
 
 def read_messages(path: Path, report: ReplayReport) -> list[tuple[int, Frame | Reading]]:
-    """Decode every line into (line number, message) in event-time order; bad lines are reported, not fatal."""
+    """Decode every line into (line number, message) in event-time order; bad lines are reported, not fatal.
+    A frame with some bad readings keeps its good ones, as in the worker."""
     messages: list[tuple[int, Frame | Reading]] = []
     with open(path, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -53,10 +55,27 @@ def read_messages(path: Path, report: ReplayReport) -> list[tuple[int, Frame | R
             try:
                 messages.append((lineno, decode_message(line)))
             except DecodeError as exc:
-                report.refused[exc.reason] += 1
-                report.errors.append(f"{path}:{lineno}: {exc}")
+                frame, bad = _salvage(line, exc)
+                if frame is None and not bad:
+                    report.refused[exc.reason] += 1
+                    report.errors.append(f"{path}:{lineno}: {exc}")
+                for _, detail in bad:
+                    report.refused["invalid_field"] += 1
+                    report.errors.append(f"{path}:{lineno}: invalid_field: {detail}")
+                if frame is not None:
+                    messages.append((lineno, frame))
     messages.sort(key=lambda m: m[1].ts)
     return messages
+
+
+def _salvage(line: bytes, exc: DecodeError) -> tuple[Frame | None, list[tuple[dict, str]]]:
+    """A frame with bad readings: its good ones, and the bad ones with why (the worker's rule)."""
+    if exc.reason != "invalid_field":
+        return None, []
+    obj = orjson.loads(line)
+    if not isinstance(obj.get("readings"), list):
+        return None, []
+    return split_frame(obj)
 
 
 def replay_messages(
@@ -68,7 +87,7 @@ def replay_messages(
     source: Path | str = "<input>",
     stage2: Stage2 | None = None,
 ) -> Iterator[dict]:
-    """Feed (line, message) pairs through the engine in batches; yields hazard and incident events as dicts.
+    """Feed (line, message) pairs through the engine in batches; yields hazard, incident and notice events as dicts.
 
     A reading the engine refuses (unknown sensor, another site's sensor, late) is reported as
     SOURCE:LINE: reason, like a line that does not decode.
@@ -99,8 +118,9 @@ def replay_messages(
                 continue
             report.hazards += len(res.hazards)
             report.incidents += len(res.incidents)
+            report.notices += len(res.notices)
             for ev in res.events:
-                yield {"type": "hazard" if isinstance(ev, HazardEvent) else "incident", **ev.model_dump()}
+                yield {"type": _type(ev), **ev.model_dump()}
                 if stage2 is not None:
                     yield from stage2.feed(ev, report)
         if stage2 is not None and len(batch):
@@ -113,6 +133,10 @@ def replay_messages(
             yield from flush()
     if chunk:
         yield from flush()
+
+
+def _type(ev: object) -> str:
+    return "hazard" if isinstance(ev, HazardEvent) else "incident" if isinstance(ev, IncidentEvent) else "notice"
 
 
 class Stage2:

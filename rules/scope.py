@@ -97,9 +97,14 @@ def incident_entry(i: IncidentEvent) -> tuple[str, Entry] | None:
     return {"open": "open", "update": "update", "closed": "clear"}[i.status], e
 
 
-def scope_records(event: HazardEvent | IncidentEvent, scopes: Iterable[str]) -> list[Record]:
-    """The repartition records of one stage-1 event: one per scope level in `scopes`."""
-    got = hazard_entry(event) if isinstance(event, HazardEvent) else incident_entry(event)
+def scope_records(event: object, scopes: Iterable[str]) -> list[Record]:
+    """The repartition records of one stage-1 event: one per scope level in `scopes` (none for a notice)."""
+    if isinstance(event, HazardEvent):
+        got = hazard_entry(event)
+    elif isinstance(event, IncidentEvent):
+        got = incident_entry(event)
+    else:
+        return []
     if got is None:
         return []
     op, entry = got

@@ -33,7 +33,7 @@ from alerts.routing import load_routing, route
 from alerts.service import route_incident
 from alerts.store import TaskStore
 from config.settings import PROJECT_ROOT, Settings
-from config.topics import INCIDENTS_TOPIC
+from config.topics import INCIDENTS_TOPIC, NOTICES_TOPIC
 from rules.models import IncidentEvent
 from sensors.producer import TelemetryProducer
 from sensors.registry import load_registry
@@ -183,7 +183,8 @@ def run_store(
         alone = store_only(settings, target_for("store-only"), incidents(settings, f"so-{name}", n), routing_file)
 
         prefix = f"bench-{run_id}-alerts-{name}."
-        ensure_topics(settings, {prefix + INCIDENTS_TOPIC: {}})
+        # the service reads notices too: an empty topic of its own, so it subscribes to no missing one
+        ensure_topics(settings, {prefix + INCIDENTS_TOPIC: {}, prefix + NOTICES_TOPIC: {}})
         preload = incidents(settings, f"tp-{name}", n)
         tasks = sum(len(route(e, routing)) for e in preload)
         asyncio.run(produce(settings, prefix + INCIDENTS_TOPIC, preload, None))

@@ -133,7 +133,7 @@ def scope(loglevel: str = typer.Option("info", help="log level")) -> None:
 
 @alerts_app.command("serve")
 def alerts_serve(loglevel: str = typer.Option("info", help="log level")) -> None:
-    """Run the alert service: consume incidents, dispatch tasks, serve the HTTP API."""
+    """Run the alert service: consume incidents and maintenance notices, dispatch tasks, serve the HTTP API."""
     from alerts.service import serve
 
     setup_logging("alerts", loglevel)
@@ -464,7 +464,8 @@ def replay(
     if len(report.errors) > 20:
         err.print(f"... and {len(report.errors) - 20} more")
     console.print(
-        f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events"
+        f"{report.readings} readings → {report.hazards} hazard events, {report.incidents} incident events, "
+        f"{report.notices} notice events"
         + (f", {report.scope_incidents} scope incident events, {report.risks} risk changes" if scopes else "")
         + f" → {out}"
         + (f"; refused: {dict(report.refused)}" if report.refused else "")

@@ -97,6 +97,7 @@ def summary(settings: Settings, since_ms: int) -> dict:
     )
     incidents = rows(query(settings, f'SELECT "incident_id", "severity", "status" FROM "incident" WHERE {where}'))
     dead = rows(query(settings, f'SELECT sum("count") FROM "deadletter" WHERE {where} GROUP BY "reason"'))
+    notices = rows(query(settings, f'SELECT last("open") AS "open" FROM "notice" WHERE {where} GROUP BY "notice_id"'))
     tasks = httpx.get(f"{settings.alerts_api}/tasks", headers=_auth(settings), timeout=5).json()
     # The alert store outlives a demo run: count only tasks for incidents of this run.
     tasks = [t for t in tasks if t["incident"].get("opened_at", 0) >= since_ms]
@@ -106,6 +107,7 @@ def summary(settings: Settings, since_ms: int) -> dict:
         "kinds": {r["kind"]: int(r["count"]) for r in kinds},
         "incidents": {r["incident_id"]: r for r in incidents},
         "deadletter": {r["reason"]: int(r["sum"]) for r in dead},
+        "notices": (len(notices), sum(int(r["open"]) for r in notices)),
         "tasks": tasks,
     }
 
@@ -129,11 +131,13 @@ def print_summary(settings: Settings, s: dict, produced: Counter) -> None:
         latest[inc_id] = r["severity"]
     severities.update(latest.values())
     table.add_row("incidents", f"{len(latest)} ({', '.join(f'{k} {v}' for k, v in severities.items()) or '-'})")
+    table.add_row("maintenance notices (one per site)", f"{s['notices'][0]} ({s['notices'][1]} open)")
     by_dept: Counter = Counter()
     for t in s["tasks"]:
-        by_dept[(t["department"], t["status"])] += 1
-    for (dept, status), n in sorted(by_dept.items()):
-        table.add_row(f"dispatch tasks → {dept} ({status})", str(n))
+        what = "maintenance tasks" if t["incident_id"].startswith("NOTICE-") else "dispatch tasks"
+        by_dept[(what, t["department"], t["status"])] += 1
+    for (what, dept, status), n in sorted(by_dept.items()):
+        table.add_row(f"{what} → {dept} ({status})", str(n))
     if not by_dept:
         table.add_row("dispatch tasks", "0")
     for reason, n in sorted(s["deadletter"].items()):
@@ -141,7 +145,7 @@ def print_summary(settings: Settings, s: dict, produced: Counter) -> None:
     console.print(table)
     console.print(
         f"InfluxDB: {settings.influx}  database [bold]{settings.influx_db}[/] "
-        f"(measurements reading, hazard, incident, deadletter)"
+        f"(measurements reading, hazard, incident, notice, deadletter)"
     )
     token_file = demo_token_file(settings)
     console.print(

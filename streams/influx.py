@@ -14,7 +14,7 @@ import httpx
 from prometheus_client import Counter, Gauge
 
 from config.settings import Settings
-from rules.models import SEVERITY_RANK, HazardEvent, IncidentEvent, Severity
+from rules.models import SEVERITY_RANK, HazardEvent, IncidentEvent, NoticeEvent, Severity
 from rules.risk import Risk
 
 from .spool import Spool
@@ -129,6 +129,25 @@ def risk_line(r: Risk, region: str) -> str:
     return (
         f"{head} colour={escape_str(r.colour)},rank={SEVERITY_RANK[r.colour]}i,open_incidents={r.open_incidents}i,"
         f"open_hazards={r.open_hazards}i,reason={escape_str(r.reason)} {r.ts}"
+    )
+
+
+def notice_line(n: NoticeEvent) -> str:
+    """One maintenance notice state change as a point; its id is a tag, so `last()` per notice is its state now."""
+    # Notices are few (one per site with an instrument problem), so a series per notice is cheap.
+    head = tags(
+        "notice",
+        notice_id=n.notice_id,
+        site_id=n.site_id,
+        sector=n.sector,
+        region=n.region,
+        enterprise_id=n.enterprise_id,
+    )
+    kinds = ",".join(sorted({f.kind for f in n.faults}))
+    return (
+        f"{head} status={escape_str(n.status)},severity={escape_str(n.severity)},open={int(n.status != 'closed')}i,"
+        f"faults={len(n.faults)}i,hazards={len(n.hazard_ids)}i,kinds={escape_str(kinds)},"
+        f"title={escape_str(n.title)},opened_at={n.opened_at}i {n.updated_at}"
     )
 
 

@@ -1,4 +1,4 @@
-"""One batch of telemetry messages: validate → rules → hazards, incidents, dead-letter, storage.
+"""One batch of telemetry messages: validate → rules → hazards, incidents, notices, dead-letter, storage.
 
 Kept apart from Faust so the order of work per batch is easy to read: alerts first (a duty
 officer waits on them), then dead-letters and the rule-state checkpoint, then InfluxDB. The
@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import orjson
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from config.settings import Settings
-from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, SCOPE_TOPIC
-from rules.batch import Batch, BatchBuilder
+from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, NOTICES_TOPIC, SCOPE_TOPIC
+from rules.batch import Batch, BatchBuilder, concat
 from rules.engine import NEVER, RuleEngine
+from rules.reorder import ReorderBuffer
 from rules.scope import scope_records
 from sensors.deadletter import RawMessage, deadletter_record, ts_hint
 from sensors.schema import DecodeError, FastFrame, FastReading, Frame, Reading, decode_fast, decode_message, split_frame
@@ -32,6 +33,7 @@ from .influx import (
     hazard_line,
     incident_line,
     incident_state_line,
+    notice_line,
     reading_lines,
     setpoint_head,
     tags,
@@ -46,6 +48,8 @@ DEADLETTERS = PromCounter("safewatch_deadletter_total", "Dead-lettered readings 
 SKIPPED = PromCounter("safewatch_rule_skipped_total", "Readings stored but not evaluated", ["why"])
 HAZARDS = PromCounter("safewatch_hazard_events_total", "Hazard events emitted", ["event"])
 INCIDENTS = PromCounter("safewatch_incident_events_total", "Incident events emitted", ["status"])
+HELD = Gauge("safewatch_reorder_held", "Readings held by the reorder buffer (SAFEWATCH_REORDER_MS)")
+NOTICES = PromCounter("safewatch_notice_events_total", "Maintenance notice events emitted", ["status"])
 BATCH_SECONDS = Histogram(
     "safewatch_batch_seconds", "Time to handle one batch", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 )
@@ -55,6 +59,7 @@ Flush = Callable[[], Awaitable[None]]
 # (topic, partition, newest offset handled or None) → has this worker read all there is?
 CaughtUp = Callable[[str, int, int | None], Awaitable[bool]]
 EMPTY_SNAPSHOT: dict = {"v": 2}  # restoring it resets a site to "never seen"
+EVERYTHING = np.iinfo(np.int64).max  # "every reading of this message was handled already"
 
 
 async def _nothing() -> None:
@@ -91,6 +96,7 @@ class Pipeline:
         self.events_writer: InfluxWriter | None = None
         self.hazards_topic = settings.topic(HAZARDS_TOPIC)
         self.incidents_topic = settings.topic(INCIDENTS_TOPIC)
+        self.notices_topic = settings.topic(NOTICES_TOPIC)
         self.deadletter_topic = settings.topic(DEADLETTER_TOPIC)
         self.checkpoint_topic = settings.topic(CHECKPOINT_TOPIC)
         self.scope_topic = settings.topic(SCOPE_TOPIC)
@@ -112,11 +118,18 @@ class Pipeline:
         n = len(engine.site_ids)
         self._seen_wall = np.zeros(n)  # monotonic time each site's newest reading arrived (0: never)
         self._site_live = np.zeros(n, dtype=bool)  # its partition is caught up
+        self._site_caught = np.zeros(n, dtype=bool)  # its partition was caught up once since we got it
         self.site_offset: dict[str, tuple[str, int, int]] = {}  # site → newest (topic, partition, offset) done
         self.last_offset: dict[tuple[str, int], int] = {}  # newest offset handled per partition
         self.partition_sites: dict[tuple[str, int], list[int]] = {}  # our partitions → their site rows
         self.live: dict[tuple[str, int], bool] = {}
         self.dirty: set[str] = set()  # sites whose state changed since their last checkpoint
+        # SAFEWATCH_REORDER_MS: readings wait per site until its watermark passes them (None: off).
+        self.hold_ms = settings.reorder_ms
+        self.reorder = ReorderBuffer(engine.sensor_site, n, engine.lateness_ms) if settings.reorder_ms > 0 else None
+        # site → (newest offset read, watermark) of its restored checkpoint: messages after the
+        # checkpoint's offset and up to that one had their readings up to the watermark handled.
+        self.resume: dict[str, tuple[int, int]] = {}
 
     def _prefix(self, sensor) -> str:
         info = self.engine.site_info[sensor.site_id]
@@ -137,15 +150,17 @@ class Pipeline:
         started = time.perf_counter()
         builder = self.engine.new_batch()
         again = self.engine.new_batch()  # redeliveries: stored, not evaluated, not dead-lettered
+        resumed = self.engine.new_batch()  # read before a restart, still held then: evaluated, not dead-lettered
         dead: list[tuple[str, dict, bytes]] = []  # (reason, record, key)
         now_ms = int(time.time() * 1000)
         for m in messages:
             tp = (m.topic, m.partition)
             self.last_offset[tp] = max(self.last_offset.get(tp, -1), m.offset)
-            if self._redelivered(m):
-                self._take(m, again, None, now_ms)
-            else:
+            handled = self._redelivered(m)
+            if handled is None:
                 self._take(m, builder, dead, now_ms)
+            else:
+                self._take(m, resumed, None, now_ms, again=again, handled=handled)
 
         for r in builder.rejects:
             site = r.payload.get("site_id")
@@ -158,29 +173,53 @@ class Pipeline:
                 )
             )
 
-        batch = builder.build()
-        result = self.engine.process(batch)
+        incoming = builder.build()
+        if resumed.idx:
+            incoming = concat([incoming, resumed.build()])
+        self._observe(messages, incoming)
+        if self.reorder is None:
+            batch = incoming
+            result = self.engine.process(batch)
+            late = result.late
+        else:
+            # Late is decided on arrival, against the sensor's newest reading held or evaluated, as
+            # without a hold; the rest waits for its site's watermark and comes out sorted.
+            late = self.reorder.push(incoming, np.array([m.offset for m in incoming.origin]), self.engine.last_ts)
+            batch = self.reorder.release(self._watermarks())
+            HELD.set(len(self.reorder))
+            result = self.engine.process(batch)
+            dead.extend(self._late(incoming, p) for p in late.tolist())
+        # (with a hold, none: a released reading is never late, but the engine decides in either case)
         for p in result.late.tolist():
             dead.append(self._late(batch, p))
         redelivered = again.build()
         if len(redelivered):
             SKIPPED.labels("redelivered").inc(len(redelivered))
 
-        self._observe(batch)
         # Readings go to InfluxDB while hazards go to the broker. The points are stored (or spooled)
-        # before we return; the events are flushed by the next `checkpoint`, which comes before the
-        # offsets of this batch are committed.
-        stored = asyncio.ensure_future(self._store_readings(batch, result.late, redelivered))
+        # before we return, held ones too; the events are flushed by the next `checkpoint`, which
+        # comes before the offsets of this batch are committed.
+        stored = asyncio.ensure_future(self._store_readings(incoming, late, redelivered))
         try:
             await self._emit(result, dead)
         finally:
             await stored
         MESSAGES.inc(len(messages))
-        READINGS.inc(len(batch) + len(redelivered))
+        READINGS.inc(len(incoming) + len(redelivered))
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    def _take(self, m: RawMessage, builder: BatchBuilder, dead: list | None, now_ms: int) -> None:
-        """Decode one message into `builder`; what is refused goes to `dead` (None: already dead-lettered once)."""
+    def _take(
+        self,
+        m: RawMessage,
+        builder: BatchBuilder,
+        dead: list | None,
+        now_ms: int,
+        *,
+        again: BatchBuilder | None = None,
+        handled: int = NEVER,
+    ) -> None:
+        """Decode one message into `builder`; what is refused goes to `dead` (None: already dead-lettered once).
+        A message whose event time is at or before `handled` goes to `again` instead (its rules already ran)."""
 
         def refuse(reason: str, detail: str, key: str | None, payload: dict | None = None) -> None:
             if dead is not None:
@@ -216,13 +255,13 @@ class Pipeline:
                 msg.site_id,
             )
             return
-        builder.add(msg, origin=m)
+        (again if again is not None and msg.ts <= handled else builder).add(msg, origin=m)
 
     def _late(self, batch: Batch, p: int) -> tuple[str, dict, bytes]:
         """The dead-letter of reading `p`, too far behind its sensor's newest."""
         m, slot = batch.origin[p], batch.slot[p]
         sensor, site = self.engine.sensor_ids[int(batch.idx[p])], self.engine.sensor_site_names[int(batch.idx[p])]
-        item = _frame_item(m.value, slot, sensor) if slot >= 0 else None  # the input reading, as sent
+        item = _frame_item(m.value, slot, sensor) if slot >= 0 and m.value else None  # the input reading, as sent
         where = f"readings.{slot}: " if slot >= 0 else ""
         ts = int(batch.ts[p])
         detail = (
@@ -231,13 +270,26 @@ class Pipeline:
         )
         return "late", deadletter_record("late", detail, m, payload=item, site_id=site), site.encode()
 
-    def _redelivered(self, m: RawMessage) -> bool:
-        """A message at or before the one its site's checkpoint was written after: its rules already ran
-        (in this worker before a restart, or in another before a rebalance)."""
+    def _redelivered(self, m: RawMessage) -> int | None:
+        """Up to which event time a message's readings were handled already (None: a new message).
+
+        A message at or before the one its site's checkpoint was written after: all of it (its rules
+        ran in this worker before a restart, or in another before a rebalance). One after that, up
+        to the newest the checkpoint had read: its readings up to the site's watermark then; the
+        rest were held by the reorder buffer and are evaluated now. Either way it was dead-lettered
+        where it had to be."""
         if m.key is None:
-            return False
-        src = self.site_offset.get(m.key.decode(errors="replace"))
-        return src is not None and src[0] == m.topic and src[1] == m.partition and m.offset <= src[2]
+            return None
+        site = m.key.decode(errors="replace")
+        src = self.site_offset.get(site)
+        if src is None or src[0] != m.topic or src[1] != m.partition:
+            return None
+        if m.offset <= src[2]:
+            return EVERYTHING
+        if not self.resume:  # the common case: no checkpoint written with a hold
+            return None
+        seen, watermark = self.resume.get(site, (-1, NEVER))
+        return watermark if m.offset <= seen else None
 
     async def tick(self) -> None:
         """Timer: pick up changed rule files, send spooled points, then move the engine's clock."""
@@ -247,12 +299,53 @@ class Pipeline:
         if self.events_writer is not None:
             await self.events_writer.drain()
         await self._update_liveness()
+        await self.release_due()
         clocks = self.site_clocks()
         if clocks is None:
             return
+        if self.reorder is not None:
+            # Timers must not run ahead of readings still held: a site's clock stops at its watermark.
+            clocks = np.minimum(clocks, self.reorder.released_to)
         result = self.engine.advance(int(clocks.max()), clocks)
-        if result.hazards or result.incidents:
+        if result.hazards or result.incidents or result.notices:
             await self._emit(result, [])
+
+    @property
+    def holding(self) -> bool:
+        """Are readings waiting in the reorder buffer?"""
+        return self.reorder is not None and len(self.reorder) > 0
+
+    async def release_due(self) -> None:
+        """Evaluate the held readings whose site's watermark has passed them (a quiet site's runs on by
+        wall time), so a site that stops sending does not keep its last readings held."""
+        if not self.holding:
+            return
+        assert self.reorder is not None
+        batch = self.reorder.release(self._watermarks())
+        HELD.set(len(self.reorder))
+        if len(batch):
+            result = self.engine.process(batch)
+            await self._emit(result, [self._late(batch, p) for p in result.late.tolist()])
+
+    def _watermarks(self) -> np.ndarray:
+        """Per site: the newest event time seen there less the hold, plus the wall time since that
+        reading arrived once its partition has been caught up (the backlog after a restart or a
+        rebalance moves it by its data alone). Not only while caught up: under steady load aiokafka's
+        prefetch often shows a high-water mark ahead of what was read, which would hold each reading
+        until its site's next one."""
+        assert self.reorder is not None
+        seen = np.maximum(self.reorder.site_seen, self.engine.site_last_ts)
+        running = (self._seen_wall > 0) & self._site_caught
+        elapsed = np.where(running, (time.monotonic() - self._seen_wall) * 1000, 0).astype(np.int64)
+        return np.where(seen > NEVER, seen - self.hold_ms + elapsed, NEVER)
+
+    def committable(self, topic: str, partition: int, offset: int) -> int:
+        """The offset to commit on a partition whose messages before `offset` were handled: no further
+        than its oldest message with a reading still held (its work is not done)."""
+        if self.reorder is None:
+            return offset
+        held = self.reorder.held_from(self.partition_sites.get((topic, partition), []))
+        return offset if held is None else min(offset, held)
 
     def site_clocks(self) -> np.ndarray | None:
         """Event time now, per site. On a partition that is caught up: the site's newest reading plus
@@ -271,6 +364,7 @@ class Pipeline:
         """Which of our partitions are caught up; a partition that just caught up starts its sites' clocks."""
         if self.caught_up is None:
             self._site_live[:] = True
+            self._site_caught[:] = True
             return
         now = time.monotonic()
         for tp, rows in self.partition_sites.items():
@@ -279,6 +373,7 @@ class Pipeline:
                 self._seen_wall[rows] = np.where(self._seen_wall[rows] > 0, now, 0)
             self.live[tp] = live
             self._site_live[rows] = live
+            self._site_caught[rows] |= live
 
     def adopt(self, site_id: str, topic: str, partition: int, snapshot: dict | None) -> None:
         """This worker now owns a site (on this telemetry partition): restore its checkpoint, if any."""
@@ -289,8 +384,15 @@ class Pipeline:
             src = snapshot.get("src")
             if src:
                 self.site_offset[site_id] = (src[0], int(src[1]), int(src[2]))
+                if len(src) >= 5:  # written with a reorder hold: what was read and how far it was evaluated
+                    self.resume[site_id] = (int(src[3]), int(src[4]))
+                    if self.reorder is not None:
+                        self.reorder.released_to[row] = int(src[4])
             if self.engine.site_last_ts[row] > NEVER:
                 self._seen_wall[row] = time.monotonic()
+                # Start-up grace on the site's own clock, which starts here at its newest reading.
+                grace_ms = int(self.settings.site_offline_grace_s * 1000)
+                self.engine.hold_offline(site_id, int(self.engine.site_last_ts[row]) + grace_ms)
 
     def release(self, topic: str, partition: int) -> list[str]:
         """The partition went to another worker: forget its sites' state; returns their ids."""
@@ -300,8 +402,14 @@ class Pipeline:
         for site in sites:
             self.engine.restore_site(site, EMPTY_SNAPSHOT)
             self.site_offset.pop(site, None)
+            self.resume.pop(site, None)
+        if self.reorder is not None:
+            # Not evaluated here: their offsets were not committed, so the new owner reads them again.
+            self.reorder.forget(rows)
+            HELD.set(len(self.reorder))
         self._seen_wall[rows] = 0
         self._site_live[rows] = False
+        self._site_caught[rows] = False
         self.live.pop((topic, partition), None)
         self.last_offset.pop((topic, partition), None)
         return sites
@@ -324,25 +432,32 @@ class Pipeline:
         """A site's checkpoint: its rule state and the newest telemetry offset it covers."""
         snap = self.engine.snapshot_site(site_id)
         src = self.site_offset.get(site_id)
-        if src is not None:
+        if src is not None and self.reorder is None:
             snap["src"] = list(src)
+        elif src is not None and self.reorder is not None:
+            # With a hold the evaluated readings are not a prefix of the offsets: the checkpoint covers
+            # every message up to its oldest held one, and those after it up to the newest read only
+            # up to the watermark (a restart evaluates the rest of them, and nothing twice).
+            row = self.engine.site_row[site_id]
+            held = self.reorder.held_from([row])
+            seen, _ = self.resume.get(site_id, (-1, NEVER))
+            done = src[2] if held is None else min(src[2], held - 1)
+            snap["src"] = [src[0], src[1], done, max(src[2], seen), int(self.reorder.released_to[row])]
         return orjson.dumps(snap)
 
-    def _observe(self, batch: Batch) -> None:
-        """Sites that got readings: their clocks restart from now; remember each one's newest offset."""
-        if not len(batch):
-            return
-        self._seen_wall[np.unique(self.engine.sensor_site[batch.idx])] = time.monotonic()
-        last = None
-        for m in batch.origin:  # one entry per reading: skip the repeats of a frame
-            if m is last:
-                continue
-            last = m
+    def _observe(self, messages: list[RawMessage], batch: Batch) -> None:
+        """Sites that got readings: their clocks restart from now. Remember each site's newest offset,
+        a message refused whole included (with a hold, a restart may read it again: not to dead-letter
+        it twice)."""
+        if len(batch):
+            self._seen_wall[np.unique(self.engine.sensor_site[batch.idx])] = time.monotonic()
+        for m in messages:
             site = m.key.decode(errors="replace") if m.key else None
             if site in self.engine.site_row:
                 src = self.site_offset.get(site)
                 if src is None or src[:2] != (m.topic, m.partition) or m.offset > src[2]:
                     self.site_offset[site] = (m.topic, m.partition, m.offset)
+                    self.dirty.add(site)  # its checkpoint says how far it was read, held readings or not
 
     async def _store_readings(self, batch: Batch, late: np.ndarray, redelivered: Batch) -> None:
         """Write the batch's readings, all but the late (dead-lettered) ones, and the redelivered ones
@@ -393,6 +508,9 @@ class Pipeline:
         for inc in result.incidents:
             await self.send(self.incidents_topic, inc.site_id.encode(), inc.to_json())
             INCIDENTS.labels(inc.status).inc()
+        for n in result.notices:
+            await self.send(self.notices_topic, n.site_id.encode(), n.to_json())
+            NOTICES.labels(n.status).inc()
         # The repartition: in stage 1's causal order, so each scope key sees a site's events in order.
         if self.scopes:
             for ev in result.events:
@@ -427,11 +545,12 @@ class Pipeline:
         return split_frame(obj)
 
     def _lines(self, result, reasons: Counter) -> list[str]:
-        """Hazard, incident (event and state) and dead-letter points of a batch (readings: `_store_readings`)."""
+        """Hazard, incident (event and state), notice and dead-letter points of a batch (readings elsewhere)."""
         lines: list[str] = []
         lines.extend(hazard_line(h) for h in result.hazards)
         lines.extend(incident_line(i) for i in result.incidents)
         lines.extend(incident_state_line(i) for i in result.incidents)
+        lines.extend(notice_line(n) for n in result.notices)
         now = int(time.time() * 1000)
         lines.extend(deadletter_line(reason, "telemetry", n, now) for reason, n in reasons.items())
         return lines

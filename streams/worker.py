@@ -28,6 +28,7 @@ from config.topics import (
     DEADLETTER_TOPIC,
     HAZARDS_TOPIC,
     INCIDENTS_TOPIC,
+    NOTICES_TOPIC,
     RISK_TOPIC,
     SCOPE_TOPIC,
     TELEMETRY_TOPICS,
@@ -54,7 +55,7 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
     """Every topic the worker reads or writes, with its config."""
     specs: dict[str, dict] = {
         settings.topic(t): {}
-        for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, DEADLETTER_TOPIC, SCOPE_TOPIC)
+        for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, NOTICES_TOPIC, DEADLETTER_TOPIC, SCOPE_TOPIC)
     }
     specs[settings.topic(CHECKPOINT_TOPIC)] = {"cleanup.policy": "compact"}
     specs[settings.topic(RISK_TOPIC)] = {"cleanup.policy": "compact"}  # the newest colour per enterprise
@@ -184,6 +185,10 @@ def build_app(settings: Settings) -> faust.App:
             extra={"partitions": [f"{t}:{p}" for t, p in sorted(new)]},
         )
 
+    def ready() -> dict[TopicPartition, int]:
+        """Offsets to commit: after what was handled, but never past a reading still held for reordering."""
+        return {tp: pipeline.committable(tp.topic, tp.partition, off) for tp, off in done.items()}
+
     async def commit(offsets: dict[TopicPartition, int]) -> None:
         """Commit offsets whose batches are done and checkpointed (those still assigned to us)."""
         if consumer is None:
@@ -211,7 +216,7 @@ def build_app(settings: Settings) -> faust.App:
                 gone = [(tp.topic, tp.partition) for tp in revoked if (tp.topic, tp.partition) in owned]
                 sites = [engine.site_ids[r] for tp in gone for r in pipeline.partition_sites.get(tp, [])]
                 await pipeline.checkpoint(sites)
-                await commit({tp: off for tp, off in done.items() if tp in revoked})
+                await commit({tp: off for tp, off in ready().items() if tp in revoked})
                 for topic, partition in gone:
                     pipeline.release(topic, partition)
                     owned.discard((topic, partition))
@@ -260,6 +265,13 @@ def build_app(settings: Settings) -> faust.App:
         try:
             while True:
                 fetched = await consumer.getmany(timeout_ms=200, max_records=settings.take_max)
+                if not fetched and pipeline.holding:
+                    # Nothing new: held readings of quiet sites still go out, between the 1 s ticks.
+                    async with lock:
+                        try:
+                            await pipeline.release_due()
+                        except BaseException as exc:
+                            _die(exc)
                 if fetched:
                     async with lock:
                         # A rebalance between the fetch and here may have taken partitions away:
@@ -284,7 +296,7 @@ def build_app(settings: Settings) -> faust.App:
                                 LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - done[tp]))
                 if done and time.monotonic() - last_commit >= settings.commit_interval_s:
                     async with lock:
-                        offsets = dict(done)
+                        offsets = ready()
                         try:
                             await pipeline.checkpoint()
                         except BaseException as exc:
@@ -295,7 +307,7 @@ def build_app(settings: Settings) -> faust.App:
         finally:
             with contextlib.suppress(KafkaError):
                 async with lock:
-                    offsets = dict(done)
+                    offsets = ready()
                     await pipeline.checkpoint()
                 await commit(offsets)
             await consumer.stop()

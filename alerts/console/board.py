@@ -12,6 +12,7 @@ import orjson
 
 from alerts.auth import Principal
 from alerts.console.directory import Directory
+from alerts.notices import RULE_ID as NOTICE_RULE
 from alerts.routing import Routing
 from alerts.store import UNACKNOWLEDGED, Task, TaskStore
 from rules.models import SEVERITY_RANK
@@ -72,7 +73,7 @@ def item(incident: dict[str, Any], tasks: list[Task], principal: Principal, rout
         enterprise_name = names.registry.enterprises[enterprise_id].name
     return {
         "incident_id": incident["incident_id"],
-        "kind": "report" if incident.get("rule_id") == "report.public" else "sensor",
+        "kind": _kind(incident.get("rule_id")),
         "severity": incident["severity"],
         "status": incident["status"],
         # Hazards all cleared, not yet resolved (the engine waits a quiet period before `closed`).
@@ -92,6 +93,10 @@ def item(incident: dict[str, Any], tasks: list[Task], principal: Principal, rout
         "next_deadline": min(waiting) if waiting else None,
         "tasks": [task_row(t, principal, routing) for t in sorted(tasks, key=lambda t: chain_order(t, routing))],
     }
+
+
+def _kind(rule_id: str | None) -> str:
+    return "report" if rule_id == "report.public" else "maintenance" if rule_id == NOTICE_RULE else "sensor"
 
 
 def chain_order(task: Task, routing: Routing) -> tuple[int, str]:
@@ -133,7 +138,8 @@ def latest_events(store: TaskStore, enterprise_id: str | None = None, after: int
 
 def wall(store: TaskStore, principal: Principal, routing: Routing, names: Directory) -> dict[str, Any]:
     """The wall view: open incidents counted by city and sector, red/orange ones, risk by enterprise, latest events."""
-    items = board(store, principal, routing, names)
+    # The wall shows incidents: maintenance notices are the duty room's work list, not the province's picture.
+    items = [i for i in board(store, principal, routing, names) if i["kind"] != "maintenance"]
     by_region: dict[str, dict[str, Any]] = {}
     by_sector: dict[str, dict[str, Any]] = {}
     risk: dict[str, dict[str, Any]] = {}

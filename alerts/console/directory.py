@@ -25,6 +25,17 @@ SECTOR_NAMES = {
 }
 # The hazard kind each non-threshold rule kind emits (threshold rules emit their level's kind).
 HAZARD_KINDS = {"offline": ("offline", "site_offline"), "stuck": ("stuck",), "fault": ("sensor_fault",)}
+MAINTENANCE_RULE = {
+    "id": "notice.instrument_health",
+    "description": {
+        "zh": "仪表维护通知：监测仪表离线、数值冻结或故障",
+        "en": "Maintenance notice: instruments offline, stuck or faulty",
+    },
+    "action": {
+        "zh": "安排仪表维修，尽快恢复监测数据",
+        "en": "Send instrument maintenance and restore the monitoring data",
+    },
+}
 NO_ACTION = {"zh": "按本单位应急预案核实处置", "en": "Check on site and act on the enterprise's emergency plan"}
 
 
@@ -121,6 +132,8 @@ class Directory:
             rule = self.rule_of_hazard(incident.get("sector", ""), words[0], sensor)
             if rule:
                 ids[rule] = None
+        if incident.get("rule_id") == MAINTENANCE_RULE["id"]:
+            return [MAINTENANCE_RULE]
         if incident.get("rule_id") == "report.public":
             return [
                 {

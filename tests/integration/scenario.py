@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import orjson
 import pytest_asyncio
 
-from config.topics import DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC
+from config.topics import DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, NOTICES_TOPIC
 from rules.catalog import load_catalog
 from rules.replay import replay_file
 from safewatch.stack import ensure_topics_async
@@ -48,6 +48,12 @@ def replay(registry, msgs, tmp):
     return report, [e for e in events if e["type"] == "hazard"], [e for e in events if e["type"] == "incident"]
 
 
+def replayed_notices(tmp):
+    """The notice events of the last `replay` into `tmp`."""
+    events = [orjson.loads(line) for line in (tmp / "replay.jsonl").read_bytes().splitlines()]
+    return [e for e in events if e["type"] == "notice"]
+
+
 def until(events, last_ts: int, field: str = "ts"):
     """Events up to the input's last reading: after it, the live worker's clock runs on and every
     site goes offline, which a replay (whose clock stops with the data) rightly never sees."""
@@ -79,10 +85,12 @@ async def leak_run(stack, tmp_path_factory):
         )
         hazards = await read_topic(settings, HAZARDS_TOPIC, until=lambda m: True)
         incidents = await read_topic(settings, INCIDENTS_TOPIC, until=lambda m: True)
+        notices = await read_topic(settings, NOTICES_TOPIC, until=lambda m: True)
         dead = await read_topic(settings, DEADLETTER_TOPIC, until=lambda m: True)
     finally:
         stop(worker)
     report, r_hazards, r_incidents = replay(registry, msgs, tmp)
+    r_notices = replayed_notices(tmp)
     site, area = demo_leak_target(registry)
     return SimpleNamespace(
         settings=settings,
@@ -91,6 +99,8 @@ async def leak_run(stack, tmp_path_factory):
         start_ms=start_ms,
         hazards=hazards,
         incidents=incidents,
+        notices=notices,
+        r_notices=r_notices,
         dead=dead,
         replay_report=report,
         r_hazards=r_hazards,

@@ -386,5 +386,8 @@ async def test_sigkills_in_a_slow_flood_keep_its_correlation(stack, tmp_path):
             state["down_until"] = elapsed + 3
 
     report = await run(stack, tmp_path, workers=1, faults=faults, sent=sent, speed=60.0)
+    assert not kills, "both SIGKILLs happened"
     assert report["incidents named by a sector rule (replay)"] >= 1  # the flood is in what is compared
-    assert_exact(report)
+    counts = {k: v for k, v in report.items() if k.startswith(("missing", "extra", "duplicate", "readings missing"))}
+    assert all(v == 0 for v in counts.values()), (counts, report["_diff"])
+    assert report["incident events (replay)"] > 5 and report["worker restarts by the supervisor"] == 0

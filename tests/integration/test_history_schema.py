@@ -36,7 +36,16 @@ def _keys(settings, q: str) -> dict[str, str]:
 def test_the_schema_doc_matches_what_the_worker_wrote(leak_run):
     s = leak_run.settings
     doc = documented()
-    measured = ("reading", "setpoint", "hazard", "incident", "incident_state", "enterprise_risk", "deadletter")
+    measured = (
+        "reading",
+        "setpoint",
+        "hazard",
+        "incident",
+        "incident_state",
+        "notice",
+        "enterprise_risk",
+        "deadletter",
+    )
     assert set(doc) == {*measured, "rollup"}
     for m in measured:
         tags = set(_keys(s, f'SHOW TAG KEYS FROM "{m}"'))

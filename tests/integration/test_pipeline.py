@@ -52,6 +52,10 @@ def test_stream_and_replay_agree(leak_run):
     last = leak_run.start_ms + (TICKS - 1) * 1000
     assert by_site(until(leak_run.hazards, last), key_h) == by_site(leak_run.r_hazards, key_h)
     assert by_site(until(leak_run.incidents, last, "updated_at"), key_i) == by_site(leak_run.r_incidents, key_i)
+    # maintenance notices too: the silent sensor's site has one, and it is the replay's
+    key_n = lambda e: (e["notice_id"], e["status"], e["updated_at"], [(f["kind"], f["sensor_id"]) for f in e["faults"]])
+    assert leak_run.r_notices, "the silent sensor gave no notice"
+    assert by_site(until(leak_run.notices, last, "updated_at"), key_n) == by_site(leak_run.r_notices, key_n)
 
 
 def test_malformed_input_is_dead_lettered_with_reason_and_the_stream_goes_on(leak_run):

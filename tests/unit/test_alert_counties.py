@@ -56,4 +56,5 @@ def test_alerts_check_command(tmp_path: Path):
     bad.write_text(SHIPPED.read_text(encoding="utf-8").replace("min_severity: orange", "min_severity: amber", 1))
     refused = run("check", str(bad))
     assert refused.returncode == 1
-    assert f"{bad}:" in refused.stderr and "routes[1].routes[1].min_severity" in refused.stderr  # routes[0]: reports
+    # routes[0]: reports, routes[1]: maintenance notices
+    assert f"{bad}:" in refused.stderr and "routes[2].routes[1].min_severity" in refused.stderr

@@ -88,3 +88,35 @@ def test_late_readings_fed_out_of_order_are_reported_by_line(mini_registry):
     assert report.errors == [
         f"x.jsonl:2: late: sensor_id 'a-gas1' at ts {T0} is more than 60 s behind that sensor's newest reading"
     ]
+
+
+def test_every_refused_line_is_reported_as_file_line_reason(tmp_path, mini_registry):
+    # Every reason replay can refuse a line for; `late` (only for input fed unsorted) is the test
+    # above, and `future` / `empty_message` need a wall clock or a Kafka record, which a file has not.
+    t = T0 + 3000
+    refused = [
+        (b"{oops", "malformed_json"),
+        (b"[1, 2]", "malformed_message"),
+        (b'{"site_id": "site-a", "sensor_id": "a-gas1", "value": 1}', "invalid_field: ts: Field required"),
+        (
+            b'{"site_id": "site-a", "ts": %d, "readings": [{"sensor_id": "a-gas1", "value": "1"},'
+            b' {"sensor_id": "a-temp1", "value": 21}]}' % t,
+            "invalid_field: readings.0.value:",  # the bad reading; a-temp1 beside it is kept, as in the worker
+        ),
+        (b'{"site_id": "site-a", "ts": %d, "sensor_id": "nobody", "value": 1}' % t, "unknown_sensor"),
+        (b'{"site_id": "site-a", "ts": %d, "sensor_id": "b-gas1", "value": 1}' % t, "sensor_not_of_site"),
+    ]
+    src = tmp_path / "in.jsonl"
+    write_script(src, SCRIPT[:2], extra_lines=[line for line, _ in refused])
+    report = replay_file(src, mini_registry, tmp_path / "out.jsonl")
+    assert len(report.errors) == len(refused)
+    for n, (error, (_, reason)) in enumerate(zip(report.errors, refused, strict=True), start=3):
+        assert error.startswith(f"{src}:{n}: {reason}"), error
+    assert report.refused == {
+        "malformed_json": 1,
+        "malformed_message": 1,
+        "invalid_field": 2,
+        "unknown_sensor": 1,
+        "sensor_not_of_site": 1,
+    }
+    assert report.readings == 2 * 2 + 1  # the two frames of SCRIPT and the salvaged a-temp1

@@ -307,6 +307,34 @@ def test_fault_delay_does_not_depend_on_batch_cuts(tmp_path_factory, mini_regist
     assert run(cut) == run(1)
 
 
+@pytest.mark.parametrize(
+    ("value", "held_s", "fault"),
+    [
+        # NAMUR NE 43 on a 0-100 %LEL detector: measurement -1.25 .. 103.125, failure <= -2.5 or >= 106.25
+        (-1.0, 10, False),  # zero drift: a measurement
+        (103.0, 10, False),  # just past full scale: a measurement (and a gas alarm)
+        (-2.0, 10, False),  # transition zone below: not yet a fault
+        (105.0, 10, False),  # transition zone above: not yet a fault
+        (-3.0, 3, False),  # beyond the failure limit, but shorter than the 4 s on-delay
+        (-3.0, 5, True),  # beyond the failure limit, held: a fault
+        (110.0, 5, True),
+    ],
+)
+def test_ne43_bands_and_on_delay(tmp_path, mini_registry, value, held_s, fault):
+    eng = RuleEngine(mini_registry, catalog(tmp_path, FAULT))
+    ev = feed(eng, [(0, {"a-gas1": 1.0})] + [(t, {"a-gas1": value}) for t in range(1, held_s + 2)])
+    assert (("open", "sensor_fault") in [(e.event, e.kind) for e in ev]) is fault
+
+
+@pytest.mark.parametrize(
+    ("back_to", "clears"), [(104.0, False), (106.0, False), (103.0, True), (50.0, True), (-2.0, False), (-1.0, True)]
+)
+def test_ne43_an_open_fault_clears_only_inside_the_measurement_band(tmp_path, mini_registry, back_to, clears):
+    eng = RuleEngine(mini_registry, catalog(tmp_path, FAULT))
+    ev = feed(eng, [(t, {"a-gas1": 120.0}) for t in range(6)] + [(t, {"a-gas1": back_to}) for t in range(6, 9)])
+    assert (("clear", "sensor_fault") in [(e.event, e.kind) for e in ev]) is clears
+
+
 # --- flapping, maintenance -------------------------------------------------------------------------
 def test_flapping_collapses_a_burst_into_one_held_hazard(tmp_path, mini_registry):
     eng = RuleEngine(mini_registry, catalog(tmp_path, GAS, flapping=(3, 60)))

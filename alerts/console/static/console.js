@@ -76,7 +76,7 @@
     return `<article class="incident sev-${esc(item.severity)}" data-incident-id="${esc(item.incident_id)}" data-severity="${esc(item.severity)}" data-kind="${esc(item.kind)}">
       <div class="head">
         <span class="badge sev-${esc(item.severity)}">${esc(t(item.severity))}</span>
-        ${item.kind === "report" ? `<span class="badge report">${esc(t("kind_report"))}</span>` : ""}
+        ${item.kind === "report" || item.kind === "maintenance" ? `<span class="badge report">${esc(t("kind_" + item.kind))}</span>` : ""}
         <h2>${esc(item.site.name || item.title)}</h2>
         <div class="deadline"><small>${esc(t("deadline"))}</small> ${deadline}</div>
       </div>
