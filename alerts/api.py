@@ -315,7 +315,9 @@ def create_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.state.on_queued = lambda: None  # the service sets it: new notifications to send
-    names = names if names is not None else load_directory(settings.registry, settings.rules_dir)
+    names = (
+        names if names is not None else load_directory(settings.registry, settings.rules_dir, settings.correlation_dir)
+    )
     add_console(app, settings, store, routing, names, role, refuse, READ, OVERVIEW)
     app.include_router(history_router(settings, store))
     if settings.alerts_demo_inbox:

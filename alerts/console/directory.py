@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rules.catalog import Catalog, CatalogError, load_catalog
+from rules.patterns import CorrelationRule, CorrelationRuleError, load_correlation_rules
 from sensors.registry import Registry, RegistryError, load_registry
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Directory:
 
     registry: Registry | None
     catalog: Catalog | None
+    correlation: list[CorrelationRule] | None = None  # for scope incidents' own rule text and action
     rules: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,11 +147,17 @@ class Directory:
                     },
                 }
             ]
-        return [self.rule_text(r) for r in ids]
+        texts = [self.rule_text(r) for r in ids]
+        scoped = next((r for r in self.correlation or [] if r.id == incident.get("rule_id")), None)
+        if incident.get("scope", "site") != "site" and scoped is not None:
+            # An enterprise or region incident: first what the rule linking the sites says to do.
+            own = {"id": scoped.id, "description": scoped.text.model_dump(), "action": scoped.action.model_dump()}
+            texts.insert(0, own)
+        return texts
 
 
 @lru_cache(maxsize=4)
-def load_directory(registry_path: Path, rules_dir: Path) -> Directory:
+def load_directory(registry_path: Path, rules_dir: Path, correlation_dir: Path | None = None) -> Directory:
     """The directory from the registry and catalogue files; a file that cannot be read leaves its table empty."""
     registry: Registry | None = None
     catalog: Catalog | None = None
@@ -161,4 +169,10 @@ def load_directory(registry_path: Path, rules_dir: Path) -> Directory:
         catalog = load_catalog(rules_dir)
     except (CatalogError, OSError) as exc:
         log.error("rule catalogue %s not readable (%s): the console shows no rule texts", rules_dir, exc)
-    return Directory(registry, catalog)
+    correlation = None
+    if correlation_dir is not None:
+        try:
+            correlation = load_correlation_rules(correlation_dir)
+        except (CorrelationRuleError, OSError) as exc:
+            log.error("correlation rules %s not readable (%s): scope incidents show no rule text", correlation_dir, exc)
+    return Directory(registry, catalog, correlation)

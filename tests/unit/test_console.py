@@ -302,6 +302,14 @@ def test_directory_finds_the_rule_of_each_hazard_kind():
     assert names.region("320681")["full"] == "江苏省 南通市 启东市"
 
 
+def test_a_scope_incident_shows_its_correlation_rule_first():
+    names = load_directory(Settings().registry, Settings().rules_dir, Settings().correlation_dir)
+    county = {"rule_id": "region.county_rainstorm_ponds", "scope": "county", "sector": "mine", "timeline": []}
+    [own] = names.hazard_rules(county)
+    assert own["id"] == "region.county_rainstorm_ponds" and "叫应" in own["action"]["zh"]
+    assert names.hazard_rules({**county, "scope": "site"}) == []  # a site incident: its hazards' rules only
+
+
 def test_a_store_of_the_previous_release_gains_the_report_tables(tmp_path: Path):
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
