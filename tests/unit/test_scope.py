@@ -338,3 +338,31 @@ def test_replay_runs_the_scope_stage_after_stage_one(tmp_path):
     # the scope incident comes after the stage-1 event that caused it
     first = next(i for i, e in enumerate(events) if e["type"] == "incident" and e["scope"] == "county")
     assert any(e["type"] == "hazard" and e["site_id"] == "hz-zjg-jetty01" for e in events[:first])
+
+
+def test_the_stage_skips_what_a_keys_checkpoint_covers_and_restores_only_its_partitions():
+    from config.settings import Settings
+    from sensors.producer import kafka_partition
+    from sensors.registry import load_registry
+    from streams.scope_stage import ScopeStage
+
+    settings = Settings()
+    a, b = entry("h1", "pond-a", start=T0), entry("h2", "pond-b", start=T0 + H)
+    recs = [rec(a), rec(b)]
+    p = kafka_partition(b"county:320583", 4)
+    first = ScopeStage(settings, load_registry(), [rule(**RAIN2)])
+    assert first.apply(p, 10, recs[0].to_json()) == ([], [])
+    snaps = {k.decode(): orjson.loads(v) for k, v in first.snapshots()}
+    assert list(snaps) == ["scope:county:320583"] and snaps["scope:county:320583"]["src"] == [p, 10]
+    # A restart: the key's partition restores it, another partition's restore does not.
+    other = ScopeStage(settings, load_registry(), [rule(**RAIN2)])
+    assert other.adopt([(p + 1) % 4], 4, snaps) == 0
+    again = ScopeStage(settings, load_registry(), [rule(**RAIN2)])
+    assert again.adopt([p], 4, snaps) == 1
+    assert again.apply(p, 10, recs[0].to_json()) == ([], [])  # covered by the checkpoint: skipped
+    events, _ = again.apply(p, 11, recs[1].to_json())
+    assert [e.status for e in events] == ["open"] and events[0].hazard_ids == ["h1", "h2"]
+    msgs, lines = again.outputs(events, [])
+    assert msgs[0][1] == b"county:320583" and lines[0].startswith("incident,") and "scope=county" in lines[0]
+    assert again.release(p) == ["county:320583"] and again.engine.states == {}
+    assert again.apply(p, 12, b"not json") == ([], [])  # counted and logged, never fatal
