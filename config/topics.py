@@ -11,6 +11,8 @@ HAZARDS_TOPIC = "hazards"
 INCIDENTS_TOPIC = "incidents"
 DEADLETTER_TOPIC = "deadletter"
 CHECKPOINT_TOPIC = "safewatch.rulestate"
+# Enterprise tokens of the ingest gateway: compacted, keyed by token id (ingest/token_topic.py).
+TOKENS_TOPIC = "enterprise-tokens"
 
 
 def telemetry_topic(sector: str, prefix: str = "") -> str:

@@ -23,7 +23,14 @@ from prometheus_client import Gauge, start_http_server
 
 from config.logs import setup_logging
 from config.settings import Settings
-from config.topics import CHECKPOINT_TOPIC, DEADLETTER_TOPIC, HAZARDS_TOPIC, INCIDENTS_TOPIC, TELEMETRY_TOPICS
+from config.topics import (
+    CHECKPOINT_TOPIC,
+    DEADLETTER_TOPIC,
+    HAZARDS_TOPIC,
+    INCIDENTS_TOPIC,
+    TELEMETRY_TOPICS,
+    TOKENS_TOPIC,
+)
 from rules.engine import RuleEngine
 from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
@@ -46,6 +53,7 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
         settings.topic(t): {} for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, DEADLETTER_TOPIC)
     }
     specs[settings.topic(CHECKPOINT_TOPIC)] = {"cleanup.policy": "compact"}
+    specs[settings.topic(TOKENS_TOPIC)] = {"cleanup.policy": "compact"}  # the ingest gateways' tokens
     return specs
 
 
