@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 
 import uvicorn
 
@@ -70,6 +71,9 @@ async def serve(settings: Settings, mqtt_password: str | None, *, log_level: str
     tasks = [asyncio.create_task(follower.follow()), asyncio.create_task(feeds.run())]
     if mqtt_password is not None:
         tasks.append(asyncio.create_task(MqttIn(settings, mqtt_password, forwarder).run()))
+    # uvicorn raises the signal it stopped on again once it is done: SIGTERM's default action would
+    # end the process there, before the feed's last flush below. Ignored here, as uvicorn has seen it.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         await server.serve()
     finally:
@@ -80,3 +84,4 @@ async def serve(settings: Settings, mqtt_password: str | None, *, log_level: str
                 await task
         await producer.stop()
         await feeds.aclose()
+        signal.signal(signal.SIGTERM, previous)

@@ -54,10 +54,10 @@ def issue_token(settings: Settings, enterprise: str, name: str = "test gateway")
 REVOKED_WITHIN_S = 2.0
 
 
-def refused_within(gateway: Gateway, secret: str, seconds: float) -> bool:
+def refused_within(gateway: Gateway, secret: str, seconds: float, body: bytes | None = None) -> bool:
     """True once the gateway answers 401 to this token, if within `seconds` of now."""
     deadline = time.monotonic() + seconds
-    body = orjson.dumps(frame())
+    body = body or orjson.dumps(frame())
     while True:
         if gateway.post(secret, body).status_code == 401:
             return True
