@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import uvicorn
 
@@ -28,18 +29,20 @@ from .tokens import TokenTable
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, mqtt_password: str | None, *, log_level: str = "info") -> None:
-    """Run until interrupted; `mqtt_password` None leaves MQTT out (HTTP only)."""
+async def serve(
+    settings: Settings,
+    mqtt_password: str | None,
+    *,
+    on_tokens: Callable[[TokenTable], None] | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run until interrupted; `mqtt_password` None leaves MQTT out (HTTP only).
+
+    `on_tokens(table)` runs once the tokens are loaded and after every change seen on their topic
+    (the CLI passes the writer of mosquitto's password file and ACL)."""
     registry = load_registry(settings.registry)
     tokens = TokenTable()
-    on_change = None
-    if mqtt_password is not None:
-        # A gateway beside mosquitto keeps its accounts right (in compose, mosquitto waits for these files).
-        from safewatch.mosquitto import sync_auth
-
-        def on_change() -> None:
-            sync_auth(settings, tokens)
-
+    on_change = None if on_tokens is None else lambda: on_tokens(tokens)
     follower = TokenFollower(settings, tokens, on_change)
     await follower.load()
     await migrate_legacy(settings, tokens)

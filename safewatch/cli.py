@@ -657,11 +657,19 @@ def gateway(
     from ingest.service import serve
     from streams.worker import topic_specs
 
-    from .mosquitto import gateway_password
+    from .mosquitto import gateway_password, sync_auth
     from .stack import ensure_topics_when_reachable
 
     settings = get_settings()
     setup_logging("gateway", loglevel)
     ensure_topics_when_reachable(settings, topic_specs(settings))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, gateway_password(settings) if mqtt else None, log_level=loglevel))
+        asyncio.run(
+            serve(
+                settings,
+                gateway_password(settings) if mqtt else None,
+                # mosquitto's accounts follow the tokens topic (in compose, mosquitto waits for these files)
+                on_tokens=(lambda table: sync_auth(settings, table)) if mqtt else None,
+                log_level=loglevel,
+            )
+        )

@@ -32,8 +32,13 @@ def gateway_password(settings: Settings) -> str:
     path = settings.mosquitto_dir / "gateway.secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_urlsafe(24))
+        tmp.chmod(0o600)
+        # link, not rename: of gateways starting at once on one volume, the first wins and all read its secret
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
     return path.read_text().strip()
 
 
