@@ -49,8 +49,9 @@ def write_auth(settings: Settings, tokens: list[EnterpriseToken]) -> None:
     acl = [f"user {settings.mqtt_user}", f"topic read {TOPIC_FILTER}", ""]
     for t in tokens:
         acl += [f"user {t.token_id}", f"topic write {enterprise_topics(t.enterprise_id)}", ""]
-    _write(settings.mosquitto_dir / "passwd", "\n".join(passwd) + "\n")
+    # The ACL first: a reload between the two writes then never finds an account without its topics.
     _write(settings.mosquitto_dir / "acl", "\n".join(acl))
+    _write(settings.mosquitto_dir / "passwd", "\n".join(passwd) + "\n")
 
 
 def write_conf(settings: Settings) -> Path:

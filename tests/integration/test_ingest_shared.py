@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from config.settings import Settings
+from config.topics import TOKENS_TOPIC
 from ingest.token_topic import publish
 from ingest.tokens import new_token
 
@@ -111,7 +112,7 @@ def test_each_gateway_rewrites_mosquittos_files_on_a_change_it_sees(pair) -> Non
     while f"{token.token_id}:" not in passwd.read_text():
         assert time.monotonic() < deadline, "no gateway wrote the new account"
         time.sleep(0.05)
-    assert f"user {token.token_id}" in (a.settings.mosquitto_dir / "acl").read_text()
+    assert f"user {token.token_id}" in (a.settings.mosquitto_dir / "acl").read_text()  # written before passwd
 
 
 def test_the_feed_is_the_same_from_either_gateway_and_survives_restarts(pair) -> None:
@@ -188,3 +189,19 @@ def test_tokens_of_an_old_sqlite_file_move_to_the_topic(stack: Settings, tmp_pat
         assert live.token_id in listed and gone.token_id in listed
     finally:
         gateway.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_tokens_topic_is_compacted(pair) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    settings = pair[0].settings
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, settings.topic(TOKENS_TOPIC))
+        configs = await admin.describe_configs([resource])
+    finally:
+        await admin.close()
+    assert {e[0]: e[1] for e in configs[0].resources[0][4]}.get("cleanup.policy") == "compact"
