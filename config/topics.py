@@ -12,6 +12,8 @@ INCIDENTS_TOPIC = "incidents"
 NOTICES_TOPIC = "notices"  # maintenance notices: a site's instrument hazards gathered, keyed by site_id
 DEADLETTER_TOPIC = "deadletter"
 CHECKPOINT_TOPIC = "safewatch.rulestate"
+# Enterprise tokens of the ingest gateway: compacted, keyed by token id (ingest/token_topic.py).
+TOKENS_TOPIC = "enterprise-tokens"
 
 
 def telemetry_topic(sector: str, prefix: str = "") -> str:

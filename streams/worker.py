@@ -30,6 +30,7 @@ from config.topics import (
     INCIDENTS_TOPIC,
     NOTICES_TOPIC,
     TELEMETRY_TOPICS,
+    TOKENS_TOPIC,
 )
 from rules.engine import RuleEngine
 from sensors.deadletter import RawMessage
@@ -54,6 +55,7 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
         for t in TELEMETRY_TOPICS + (HAZARDS_TOPIC, INCIDENTS_TOPIC, NOTICES_TOPIC, DEADLETTER_TOPIC)
     }
     specs[settings.topic(CHECKPOINT_TOPIC)] = {"cleanup.policy": "compact"}
+    specs[settings.topic(TOKENS_TOPIC)] = {"cleanup.policy": "compact"}  # the ingest gateways' tokens
     return specs
 
 
