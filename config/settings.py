@@ -6,6 +6,7 @@ imports nothing of ours.
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -166,7 +167,13 @@ class Settings(BaseSettings):
     # --- ingest gateway: issue 10 (HTTP and MQTT in, per-enterprise credentials) ---
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 18090
-    ingest_db: Path | None = Field(None, description="SQLite file of enterprise tokens; default under state_dir")
+    # Tokens live on the compacted topic `enterprise-tokens`; a token file from before that is moved there once.
+    ingest_db: Path | None = Field(None, description="legacy SQLite token file to migrate; default under state_dir")
+    # A gateway's token consumer waits this long per fetch: a revocation reaches every gateway within ~2x this.
+    ingest_tokens_wait_ms: int = Field(500, gt=0, description="fetch wait of the gateways' token consumer")
+    # Feed statistics go to InfluxDB so every gateway answers /v1/feed alike (docs/influx-schema.md).
+    feed_flush_s: float = Field(10.0, gt=0, description="how often a gateway writes its feed counts to InfluxDB")
+    ingest_instance: str | None = Field(None, description="this gateway's name in feed points; default host:port")
     # HTTPS straight from the gateway; without these it serves plain HTTP (TLS ends at a load balancer).
     ingest_tls_cert: Path | None = Field(None, description="PEM certificate (chain) for HTTPS")
     ingest_tls_key: Path | None = Field(None, description="PEM private key for HTTPS")
@@ -224,8 +231,13 @@ class Settings(BaseSettings):
 
     @property
     def ingest_db_path(self) -> Path:
-        """Where the ingest gateway's enterprise tokens are kept."""
+        """Where a pre-Kafka gateway kept its enterprise tokens (migrated to the topic on first use)."""
         return self.ingest_db or self.state_dir / "ingest.sqlite3"
+
+    @property
+    def ingest_instance_name(self) -> str:
+        """This gateway's tag in feed points: distinct per gateway, so their counts add up, not overwrite."""
+        return self.ingest_instance or f"{socket.gethostname()}:{self.ingest_port}"
 
     @property
     def mosquitto_dir(self) -> Path:

@@ -16,6 +16,8 @@ CHECKPOINT_TOPIC = "safewatch.rulestate"  # rule state per site, and the scope s
 # repartition topic, as Kafka Streams makes for a re-keyed aggregation), and enterprise risk colours.
 SCOPE_TOPIC = "correlation.scope"
 RISK_TOPIC = "risk"  # compacted, keyed by enterprise id
+# Enterprise tokens of the ingest gateway: compacted, keyed by token id (ingest/token_topic.py).
+TOKENS_TOPIC = "enterprise-tokens"
 
 
 def telemetry_topic(sector: str, prefix: str = "") -> str:

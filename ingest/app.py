@@ -6,6 +6,7 @@ import math
 import time
 import zlib
 
+import httpx
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
@@ -14,27 +15,35 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from config.settings import Settings
 from sensors.registry import Registry
 
-from .feed import Feed
+from .feed import report
+from .feed_store import FeedStore
 from .forward import Forwarder
 from .intake import split_body
 from .limits import RateLimiter
 from .page import feed_page
-from .tokens import TokenStore
+from .token_topic import TokenFollower
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
-def create_app(settings: Settings, registry: Registry, store: TokenStore, forwarder: Forwarder, feed: Feed) -> FastAPI:
-    """The FastAPI app; the caller owns the producer and the token store."""
+def create_app(
+    settings: Settings, registry: Registry, tokens: TokenFollower, forwarder: Forwarder, feeds: FeedStore
+) -> FastAPI:
+    """The FastAPI app; the caller owns the producer, the token table (kept current from Kafka) and the feed."""
+    # An unknown token may be one issued a moment ago: wait for the follower's next rounds, once.
+    fresh_s = 3 * settings.ingest_tokens_wait_ms / 1000
     app = FastAPI(title="safewatch ingest gateway", docs_url=None, redoc_url=None)
     limiter = RateLimiter(settings.ingest_rate_per_s, settings.ingest_burst_s)
 
-    def enterprise_of(request: Request) -> str:
+    async def enterprise_of(request: Request) -> str:
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="safewatch"'}
         if scheme.lower() != "bearer" or not secret.strip():
             raise HTTPException(401, "an enterprise token is required: Authorization: Bearer <token>", challenge)
-        token = store.verify(secret.strip())
+        token = tokens.table.verify(secret.strip())
+        if token is None:
+            await tokens.caught_up(fresh_s)
+            token = tokens.table.verify(secret.strip())
         if token is None:
             raise HTTPException(401, "unknown or revoked token", challenge)
         if token.enterprise_id not in registry.enterprises:
@@ -45,7 +54,7 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
     async def telemetry(request: Request) -> Response:
         """One frame or reading, a JSON array of them, or NDJSON; 202 with one result per item."""
         received = time.monotonic()
-        enterprise_id = enterprise_of(request)
+        enterprise_id = await enterprise_of(request)
         body = await _read_body(request, settings)
         ndjson = request.headers.get("content-type", "").split(";")[0].strip().lower() in NDJSON_TYPES
         items = split_body(body, ndjson)
@@ -68,20 +77,30 @@ def create_app(settings: Settings, registry: Registry, store: TokenStore, forwar
         }
         return Response(_json(result), status_code=202, media_type="application/json")
 
-    # async: the feed is read on the event loop that writes it, never from a worker thread.
+    state = (
+        "every gateway's counts as stored in InfluxDB (written every "
+        f"{settings.feed_flush_s:g} s), plus what this gateway took in since its last write"
+    )
+
+    # async: the unflushed part is read on the event loop that writes it, never from a worker thread.
+    async def feed_report(request: Request) -> dict:
+        enterprise_id = await enterprise_of(request)
+        now = int(time.time() * 1000)
+        try:
+            seen = await feeds.seen(enterprise_id, now)
+        except (httpx.HTTPError, RuntimeError) as exc:
+            raise HTTPException(503, f"the feed's store (InfluxDB) did not answer: {exc}") from None
+        return report(enterprise_id, registry, seen, now, settings.feed_silent_periods, state)
+
     @app.get("/v1/feed")
     async def feed_json(request: Request) -> Response:
-        """The feed health of the token's enterprise (never another's)."""
-        enterprise_id = enterprise_of(request)
-        report = feed.report(enterprise_id, registry, int(time.time() * 1000), settings.feed_silent_periods)
-        return Response(_json(report), media_type="application/json")
+        """The feed health of the token's enterprise (never another's), the same from every gateway."""
+        return Response(_json(await feed_report(request)), media_type="application/json")
 
     @app.get("/v1/feed.html", response_class=HTMLResponse)
     async def feed_html(request: Request) -> HTMLResponse:
         """The same as a page."""
-        enterprise_id = enterprise_of(request)
-        report = feed.report(enterprise_id, registry, int(time.time() * 1000), settings.feed_silent_periods)
-        return HTMLResponse(feed_page(report))
+        return HTMLResponse(feed_page(await feed_report(request)))
 
     @app.get("/metrics")
     def metrics() -> Response:

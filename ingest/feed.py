@@ -1,7 +1,8 @@
 """Feed health per enterprise: last reading per sensor, silent sensors, counts per reason, gateway clock skew.
 
-Kept in this gateway process's memory (the gateway is otherwise stateless): a restarted gateway
-starts empty, and with several gateways behind a load balancer each reports what it received.
+Pure code. `Feed` holds what this gateway took in since its last flush to InfluxDB
+(ingest/feed_store.py); `report` joins that with what every gateway has flushed (`Seen`), so any
+gateway behind the load balancer gives the same answer, and a restart loses at most one flush.
 """
 
 from __future__ import annotations
@@ -21,38 +22,83 @@ EXAMPLE_BYTES = 512
 
 
 @dataclass
-class _Enterprise:
-    minutes: deque = field(default_factory=deque)  # (minute, Counter) oldest first, a day at most
-    examples: dict[str, deque] = field(default_factory=dict)  # reason → recent refusals
-    skew: dict[str, tuple[int, int]] = field(default_factory=dict)  # gateway → (received - ts ms, at ms)
+class Seen:
+    """One enterprise's feed: counts per result (`accepted`, `readings`, or a refusal reason), sensors, examples."""
+
+    last_hour: Counter = field(default_factory=Counter)
+    last_day: Counter = field(default_factory=Counter)
+    last: dict[str, tuple[int, int]] = field(default_factory=dict)  # sensor → (newest event time, received at)
+    examples: dict[str, list[dict]] = field(default_factory=dict)  # reason → refusals, newest first
+    skew: dict[str, tuple[int, int]] = field(default_factory=dict)  # plant gateway → (received - ts ms, at ms)
+
+    def merge(self, other: Seen) -> None:
+        """Add another part of the feed (say, this gateway's unflushed counts) to this one."""
+        self.last_hour.update(other.last_hour)
+        self.last_day.update(other.last_day)
+        for sensor, seen in other.last.items():
+            mine = self.last.get(sensor)
+            if mine is None or seen[1] > mine[1]:
+                self.last[sensor] = seen
+        for reason, xs in other.examples.items():
+            both = sorted([*xs, *self.examples.get(reason, [])], key=lambda x: -x["at"])
+            self.examples[reason] = both[:EXAMPLES_PER_REASON]
+        for gw, skew in other.skew.items():
+            if gw not in self.skew or skew[1] > self.skew[gw][1]:
+                self.skew[gw] = skew
+
+
+@dataclass
+class Pending:
+    """What one gateway took in since its last flush: counts per (enterprise, result), sensors, examples, skew."""
+
+    counts: Counter = field(default_factory=Counter)
+    sensors: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # sensor → (enterprise, ts, received)
+    examples: dict[tuple[str, str], deque] = field(default_factory=dict)  # (enterprise, reason) → refusals
+    skew: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (enterprise, gateway) → ..
+
+    def seen(self, enterprise_id: str) -> Seen:
+        """This part of the feed as one enterprise's `Seen` (all of it within the last flush interval)."""
+        counts = Counter({r: n for (e, r), n in self.counts.items() if e == enterprise_id})
+        return Seen(
+            last_hour=counts,
+            last_day=Counter(counts),
+            last={s: (ts, at) for s, (e, ts, at) in self.sensors.items() if e == enterprise_id},
+            examples={
+                r: sorted(xs, key=lambda x: -x["at"]) for (e, r), xs in self.examples.items() if e == enterprise_id
+            },
+            skew={g: v for (e, g), v in self.skew.items() if e == enterprise_id},
+        )
+
+    def empty(self) -> bool:
+        return not (self.counts or self.sensors or self.examples or self.skew)
 
 
 class Feed:
-    """What this gateway has seen, per enterprise and per sensor."""
+    """What this gateway took in and has not yet flushed (plus a flush under way)."""
 
     def __init__(self) -> None:
-        self.last: dict[str, tuple[int, int]] = {}  # sensor → (newest event time, when it arrived)
-        self._ent: dict[str, _Enterprise] = {}
+        self.pending = Pending()
+        self.flushing: Pending | None = None
 
     def record(self, enterprise_id: str, outcomes: list[Outcome], now_ms: int, source: str) -> None:
         """Count one request's (or MQTT batch's) outcomes for an enterprise."""
-        ent = self._ent.setdefault(enterprise_id, _Enterprise())
-        counts = self._minute(ent, now_ms)
-        last = self.last
+        p = self.pending
+        counts = p.counts
+        sensors = p.sensors
         for o in outcomes:
             if o.status == "accepted":
-                counts["accepted"] += 1
-                counts["readings"] += len(o.sensors)
+                counts[enterprise_id, "accepted"] += 1
+                counts[enterprise_id, "readings"] += len(o.sensors)
                 ts = o.ts or 0
                 for s in o.sensors:
-                    prev = last.get(s)
-                    if prev is None or ts >= prev[0]:
-                        last[s] = (ts, now_ms)
-                ent.skew[o.gateway or "-"] = (now_ms - ts, now_ms)
+                    prev = sensors.get(s)
+                    if prev is None or ts >= prev[1]:
+                        sensors[s] = (enterprise_id, ts, now_ms)
+                p.skew[enterprise_id, o.gateway or "-"] = (now_ms - ts, now_ms)
             else:
                 reason = o.reason or "?"
-                counts[reason] += 1
-                examples = ent.examples.setdefault(reason, deque(maxlen=EXAMPLES_PER_REASON))
+                counts[enterprise_id, reason] += 1
+                examples = p.examples.setdefault((enterprise_id, reason), deque(maxlen=EXAMPLES_PER_REASON))
                 examples.append(
                     {
                         "at": now_ms,
@@ -63,59 +109,63 @@ class Feed:
                     }
                 )
 
-    def refusals(self, enterprise_id: str, reason: str, now_ms: int, window_ms: int = DAY_MS) -> int:
-        """Refusals (or `accepted`/`readings`) of an enterprise in the last window."""
-        return self._totals(enterprise_id, now_ms, window_ms)[reason]
+    def take(self) -> Pending:
+        """Start a flush: what is pending moves to `flushing` (still counted by `local`) until `done`."""
+        self.flushing, self.pending = self.pending, Pending()
+        return self.flushing
 
-    def report(self, enterprise_id: str, registry: Registry, now_ms: int, silent_periods: float) -> dict:
-        """The feed page of one enterprise: its sites and sensors, counts, examples, clock skew."""
-        ent = self._ent.get(enterprise_id, _Enterprise())
-        sites = []
-        silent = []
-        for site_id in registry.enterprises[enterprise_id].site_ids:
-            sensors = []
-            for sensor in registry.sensors_of_site(site_id):
-                seen = self.last.get(sensor.id)
-                quiet = seen is None or now_ms - seen[1] > silent_periods * sensor.period_s * 1000
-                if quiet:
-                    silent.append(sensor.id)
-                sensors.append(
-                    {
-                        "sensor_id": sensor.id,
-                        "period_s": sensor.period_s,
-                        "last_ts": seen[0] if seen else None,
-                        "last_received_at": seen[1] if seen else None,
-                        "silent": quiet,
-                    }
-                )
-            sites.append({"site_id": site_id, "name": registry.sites[site_id].name, "sensors": sensors})
-        return {
-            "enterprise_id": enterprise_id,
-            "generated_at": now_ms,
-            "state": "in this gateway process's memory since it started",
-            "sites": sites,
-            "silent_sensors": silent,
-            "last_hour": dict(self._totals(enterprise_id, now_ms, HOUR_MS)),
-            "last_day": dict(self._totals(enterprise_id, now_ms, DAY_MS)),
-            "refused_examples": {r: list(x) for r, x in ent.examples.items()},
-            "gateway_clock_skew_ms": {g: {"skew_ms": s, "at": at} for g, (s, at) in ent.skew.items()},
-        }
+    def done(self, ok: bool) -> None:
+        """End a flush; a failed one goes back to pending, to be written with the next."""
+        flushed, self.flushing = self.flushing, None
+        if not ok and flushed is not None:
+            back, self.pending = self.pending, flushed
+            self._absorb(back)
 
-    def _minute(self, ent: _Enterprise, now_ms: int) -> Counter:
-        minute = now_ms // MINUTE_MS
-        if not ent.minutes or ent.minutes[-1][0] != minute:
-            ent.minutes.append((minute, Counter()))
-            while ent.minutes and ent.minutes[0][0] <= minute - DAY_MS // MINUTE_MS:
-                ent.minutes.popleft()
-        return ent.minutes[-1][1]
+    def local(self, enterprise_id: str) -> Seen:
+        """This gateway's not-yet-stored part of an enterprise's feed."""
+        seen = self.pending.seen(enterprise_id)
+        if self.flushing is not None:
+            seen.merge(self.flushing.seen(enterprise_id))
+        return seen
 
-    def _totals(self, enterprise_id: str, now_ms: int, window_ms: int) -> Counter:
-        total: Counter = Counter()
-        ent = self._ent.get(enterprise_id)
-        if ent is None:
-            return total
-        first = (now_ms - window_ms) // MINUTE_MS
-        for minute, counts in ent.minutes:
-            if minute > first:
-                total.update(counts)
-        return total
+    def _absorb(self, newer: Pending) -> None:
+        p = self.pending
+        p.counts.update(newer.counts)
+        p.sensors.update(newer.sensors)
+        for key, xs in newer.examples.items():
+            p.examples.setdefault(key, deque(maxlen=EXAMPLES_PER_REASON)).extend(xs)
+        p.skew.update(newer.skew)
+
+
+def report(enterprise_id: str, registry: Registry, seen: Seen, now_ms: int, silent_periods: float, state: str) -> dict:
+    """The feed page of one enterprise: its sites and sensors, counts, examples, clock skew."""
+    sites = []
+    silent = []
+    for site_id in registry.enterprises[enterprise_id].site_ids:
+        sensors = []
+        for sensor in registry.sensors_of_site(site_id):
+            last = seen.last.get(sensor.id)
+            quiet = last is None or now_ms - last[1] > silent_periods * sensor.period_s * 1000
+            if quiet:
+                silent.append(sensor.id)
+            sensors.append(
+                {
+                    "sensor_id": sensor.id,
+                    "period_s": sensor.period_s,
+                    "last_ts": last[0] if last else None,
+                    "last_received_at": last[1] if last else None,
+                    "silent": quiet,
+                }
+            )
+        sites.append({"site_id": site_id, "name": registry.sites[site_id].name, "sensors": sensors})
+    return {
+        "enterprise_id": enterprise_id,
+        "generated_at": now_ms,
+        "state": state,
+        "sites": sites,
+        "silent_sensors": silent,
+        "last_hour": {k: v for k, v in seen.last_hour.items() if v},
+        "last_day": {k: v for k, v in seen.last_day.items() if v},
+        "refused_examples": seen.examples,
+        "gateway_clock_skew_ms": {g: {"skew_ms": s, "at": at} for g, (s, at) in seen.skew.items()},
+    }

@@ -1,10 +1,16 @@
-"""`safewatch gateway`: the HTTP API and the MQTT subscriber in one process, one Kafka producer."""
+"""`safewatch gateway`: the HTTP API and the MQTT subscriber in one process, one Kafka producer.
+
+Stateless: enterprise tokens come from the compacted tokens topic (followed while running), feed
+statistics go to InfluxDB, so any number of gateways can sit behind a load balancer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Callable
 
 import uvicorn
 
@@ -14,18 +20,37 @@ from sensors.registry import load_registry
 
 from .app import create_app
 from .feed import Feed
+from .feed_store import FeedStore
 from .forward import Forwarder
 from .mqtt import MqttIn
-from .tokens import TokenStore
+from .token_topic import TokenFollower, migrate_legacy
+from .tokens import TokenTable
 
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, mqtt_password: str | None, *, log_level: str = "info") -> None:
-    """Run until interrupted; `mqtt_password` None leaves MQTT out (HTTP only)."""
+async def serve(
+    settings: Settings,
+    mqtt_password: str | None,
+    *,
+    on_tokens: Callable[[TokenTable], None] | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run until interrupted; `mqtt_password` None leaves MQTT out (HTTP only).
+
+    `on_tokens(table)` runs once the tokens are loaded and after every change seen on their topic
+    (the CLI passes the writer of mosquitto's password file and ACL)."""
     registry = load_registry(settings.registry)
-    store = TokenStore(settings.ingest_db_path)
+    tokens = TokenTable()
+    on_change = None if on_tokens is None else lambda: on_tokens(tokens)
+    follower = TokenFollower(settings, tokens, on_change)
+    await follower.load()
+    await migrate_legacy(settings, tokens)
+    log.info("%d enterprise tokens (%d live) from %s", len(tokens.list()), len(tokens.list(True)), follower.topic)
+    if on_change is not None:
+        on_change()
     feed = Feed()
+    feeds = FeedStore(settings, registry, feed)
     producer = TelemetryProducer(
         settings.bootstrap,
         linger_ms=settings.producer_linger_ms,
@@ -35,7 +60,7 @@ async def serve(settings: Settings, mqtt_password: str | None, *, log_level: str
     )
     await producer.start()
     forwarder = Forwarder(settings, registry, producer, feed)
-    app = create_app(settings, registry, store, forwarder, feed)
+    app = create_app(settings, registry, follower, forwarder, feeds)
     config = uvicorn.Config(
         app,
         host=settings.ingest_host,
@@ -46,15 +71,20 @@ async def serve(settings: Settings, mqtt_password: str | None, *, log_level: str
         ssl_keyfile=settings.ingest_tls_key,
     )
     server = uvicorn.Server(config)
-    mqtt_task = None
+    tasks = [asyncio.create_task(follower.follow()), asyncio.create_task(feeds.run())]
     if mqtt_password is not None:
-        mqtt_task = asyncio.create_task(MqttIn(settings, mqtt_password, forwarder).run())
+        tasks.append(asyncio.create_task(MqttIn(settings, mqtt_password, forwarder).run()))
+    # uvicorn raises the signal it stopped on again once it is done: SIGTERM's default action would
+    # end the process there, before the feed's last flush below. Ignored here, as uvicorn has seen it.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         await server.serve()
     finally:
-        if mqtt_task is not None:
-            mqtt_task.cancel()
+        # MQTT first (its last batches still count in the feed), then the feed's final flush.
+        for task in reversed(tasks):
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await mqtt_task
+                await task
         await producer.stop()
-        store.close()
+        await feeds.aclose()
+        signal.signal(signal.SIGTERM, previous)

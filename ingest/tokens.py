@@ -1,13 +1,15 @@
 """Enterprise tokens: one bearer secret per holder, issued for one enterprise, hashed at rest.
 
-A token is 256 random bits shown once; the store keeps its SHA-256 (a fast hash suffices for a
-random secret nobody can guess) and the PBKDF2 form mosquitto checks MQTT passwords against,
-so the MQTT password file can be rewritten after any revocation without the secrets.
+A token is 256 random bits shown once; only its SHA-256 (a fast hash suffices for a random secret
+nobody can guess) and the PBKDF2 form mosquitto checks MQTT passwords against are kept, so the
+MQTT password file can be rewritten after any revocation without the secrets. Pure code: the
+records live on a compacted Kafka topic (ingest/token_topic.py); `TokenTable` is the in-memory view.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import secrets
 import sqlite3
@@ -15,26 +17,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 TOKEN_PREFIX = "swe_"
 # mosquitto 2.0's password file format ($7$: PBKDF2-HMAC-SHA512, 12-byte salt, 101 iterations).
 MOSQUITTO_ITERATIONS = 101
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS enterprise_tokens (
-    token_id TEXT PRIMARY KEY,
-    enterprise_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    token_hash TEXT NOT NULL UNIQUE,
-    mqtt_hash TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-"""
-
 
 @dataclass(frozen=True)
 class EnterpriseToken:
-    """A token as listed: never its secret."""
+    """A token's record: never its secret."""
 
     token_id: str
     enterprise_id: str
@@ -42,6 +34,14 @@ class EnterpriseToken:
     created_at: int
     revoked_at: int | None
     mqtt_hash: str
+    token_hash: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, value: bytes) -> EnterpriseToken:
+        return cls(**orjson.loads(value))
 
 
 def hash_token(secret: str) -> str:
@@ -56,57 +56,67 @@ def mosquitto_hash(secret: str, salt: bytes | None = None) -> str:
     return f"$7${MOSQUITTO_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-class TokenStore:
-    """The SQLite file of enterprise tokens; each call opens its own short transaction."""
+def new_token(enterprise_id: str, name: str) -> tuple[EnterpriseToken, str]:
+    """A fresh token record and its secret, which is kept nowhere."""
+    if not name.strip():
+        raise ValueError("a token needs a name (who holds it, e.g. 'plant gateway 1')")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token_id = "ent-" + secrets.token_hex(4)
+    tok = EnterpriseToken(token_id, enterprise_id, name, now_ms(), None, mosquitto_hash(secret), hash_token(secret))
+    return tok, secret
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread off: the gateway looks tokens up from its event loop and the MQTT thread.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
 
-    def close(self) -> None:
-        self._db.close()
+class TokenTable:
+    """Every token record seen, newest per token id; what bearer tokens are checked against."""
 
-    def issue(self, enterprise_id: str, name: str) -> tuple[EnterpriseToken, str]:
-        """Create a token; returns its record and the secret, which is kept nowhere."""
-        if not name.strip():
-            raise ValueError("a token needs a name (who holds it, e.g. 'plant gateway 1')")
-        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        token_id = "ent-" + secrets.token_hex(4)
-        tok = EnterpriseToken(token_id, enterprise_id, name, _now_ms(), None, mosquitto_hash(secret))
-        self._db.execute(
-            "INSERT INTO enterprise_tokens VALUES (?, ?, ?, ?, ?, ?, NULL)",
-            (tok.token_id, enterprise_id, name, hash_token(secret), tok.mqtt_hash, tok.created_at),
-        )
-        return tok, secret
+    def __init__(self) -> None:
+        self._by_id: dict[str, EnterpriseToken] = {}
+        self._live_by_hash: dict[str, EnterpriseToken] = {}
 
-    def revoke(self, token_id: str) -> bool:
-        """Revoke at once; False if there is no such live token."""
-        cur = self._db.execute(
-            "UPDATE enterprise_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
-            (_now_ms(), token_id),
-        )
-        return cur.rowcount == 1
+    def apply(self, token: EnterpriseToken) -> bool:
+        """Take a record in; True if it changed anything."""
+        old = self._by_id.get(token.token_id)
+        if old == token:
+            return False
+        if old is not None:
+            self._live_by_hash.pop(old.token_hash, None)
+        self._by_id[token.token_id] = token
+        if token.revoked_at is None:
+            self._live_by_hash[token.token_hash] = token
+        return True
+
+    def get(self, token_id: str) -> EnterpriseToken | None:
+        return self._by_id.get(token_id)
 
     def verify(self, secret: str) -> EnterpriseToken | None:
         """The live token with this secret, or None."""
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM enterprise_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-            (hash_token(secret),),
-        ).fetchone()
-        return EnterpriseToken(*row) if row else None
+        return self._live_by_hash.get(hash_token(secret))
 
     def list(self, live_only: bool = False) -> list[EnterpriseToken]:
         """Every token (or the live ones), oldest first."""
-        where = "WHERE revoked_at IS NULL" if live_only else ""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM enterprise_tokens {where} ORDER BY created_at, token_id")
-        return [EnterpriseToken(*r) for r in rows]
+        tokens = [t for t in self._by_id.values() if not live_only or t.revoked_at is None]
+        return sorted(tokens, key=lambda t: (t.created_at, t.token_id))
 
 
-_COLUMNS = "token_id, enterprise_id, name, created_at, revoked_at, mqtt_hash"
+def revoked(token: EnterpriseToken) -> EnterpriseToken:
+    """The record that revokes a token now."""
+    return dataclasses.replace(token, revoked_at=now_ms())
 
 
-def _now_ms() -> int:
+def legacy_tokens(path: Path) -> list[EnterpriseToken]:
+    """The tokens of a gateway's SQLite file from before tokens moved to Kafka (table `enterprise_tokens`)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT token_id, enterprise_id, name, created_at, revoked_at, mqtt_hash, token_hash "
+            "FROM enterprise_tokens ORDER BY created_at, token_id"
+        ).fetchall()
+    except sqlite3.OperationalError:  # no such table: nothing was ever issued there
+        rows = []
+    finally:
+        db.close()
+    return [EnterpriseToken(*r) for r in rows]
+
+
+def now_ms() -> int:
     return int(time.time() * 1000)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from config.logs import setup_logging
 from config.settings import get_settings
-from config.topics import SECTORS, telemetry_topic
+from config.topics import SECTORS, TOKENS_TOPIC, telemetry_topic
 from history.cli import grafana_app, history_app
 
 app = typer.Typer(
@@ -596,13 +596,26 @@ app.add_typer(enterprise_app, name="enterprise")
 enterprise_app.add_typer(enterprise_token_app, name="token")
 
 
+def _token_table(settings):
+    """The tokens topic (created if missing) read up to now, with a legacy SQLite file moved into it."""
+    from ingest.token_topic import load_table
+    from streams.worker import topic_specs
+
+    from .stack import ensure_topics_when_reachable
+
+    topic = settings.topic(TOKENS_TOPIC)
+    ensure_topics_when_reachable(settings, {topic: topic_specs(settings)[topic]})
+    return asyncio.run(load_table(settings))
+
+
 @enterprise_token_app.command("issue")
 def enterprise_token_issue(
     enterprise: str = typer.Argument(..., help="the enterprise's unified social credit code"),
     name: str = typer.Option(..., help="who holds it, e.g. 'tank farm gateway'"),
 ) -> None:
     """Issue a token for an enterprise of the registry; prints the secret alone on stdout, once."""
-    from ingest.tokens import TokenStore
+    from ingest.token_topic import publish
+    from ingest.tokens import new_token
     from sensors.registry import RegistryError, load_registry
 
     from .mosquitto import enterprise_topics, sync_auth
@@ -614,14 +627,14 @@ def enterprise_token_issue(
         _fail(str(exc))
     if enterprise not in reg.enterprises:
         _fail(f"no enterprise {enterprise!r} in {settings.registry} (give its unified social credit code)")
-    store = TokenStore(settings.ingest_db_path)
     try:
-        token, secret = store.issue(enterprise, name)
+        token, secret = new_token(enterprise, name)
     except ValueError as exc:
         _fail(str(exc))
-    finally:
-        store.close()
-    sync_auth(settings)
+    table = _token_table(settings)
+    asyncio.run(publish(settings, [token]))  # acks=all: every gateway sees it within a second or so
+    table.apply(token)
+    sync_auth(settings, table)
     err.print(
         f"issued {token.token_id} for {enterprise} ({reg.enterprises[enterprise].name}), held by {name}.\n"
         f"HTTP: Authorization: Bearer <token>; MQTT: user {token.token_id}, password <token>, "
@@ -633,32 +646,28 @@ def enterprise_token_issue(
 
 @enterprise_token_app.command("revoke")
 def enterprise_token_revoke(token_id: str = typer.Argument(..., help="the token's id (ent-…), from `list`")) -> None:
-    """Revoke a token: HTTP refuses it at once, mosquitto at its next login."""
-    from ingest.tokens import TokenStore
+    """Revoke a token: every gateway refuses it over HTTP within ~1 s, mosquitto at its next login."""
+    from ingest.token_topic import publish
+    from ingest.tokens import revoked
 
     from .mosquitto import sync_auth
 
     settings = get_settings()
-    store = TokenStore(settings.ingest_db_path)
-    try:
-        if not store.revoke(token_id):
-            _fail(f"no live token {token_id}")
-    finally:
-        store.close()
-    sync_auth(settings)
+    table = _token_table(settings)
+    token = table.get(token_id)
+    if token is None or token.revoked_at is not None:
+        _fail(f"no live token {token_id}")
+    record = revoked(token)
+    asyncio.run(publish(settings, [record]))
+    table.apply(record)
+    sync_auth(settings, table)
     console.print(f"revoked {token_id}")
 
 
 @enterprise_token_app.command("list")
 def enterprise_token_list() -> None:
     """Every enterprise token: id, enterprise, holder, issued and revoked (never the secret)."""
-    from ingest.tokens import TokenStore
-
-    store = TokenStore(get_settings().ingest_db_path)
-    try:
-        tokens = store.list()
-    finally:
-        store.close()
+    tokens = _token_table(get_settings()).list()
     print("id\tenterprise\tname\tissued_ms\trevoked_ms")  # tab-separated: greppable
     for t in tokens:
         print(f"{t.token_id}\t{t.enterprise_id}\t{t.name}\t{t.created_at}\t{t.revoked_at or ''}")
@@ -679,7 +688,13 @@ def gateway(
     settings = get_settings()
     setup_logging("gateway", loglevel)
     ensure_topics_when_reachable(settings, topic_specs(settings))
-    if mqtt:
-        sync_auth(settings)  # mosquitto's accounts follow the token store (in compose, it waits for these files)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, gateway_password(settings) if mqtt else None, log_level=loglevel))
+        asyncio.run(
+            serve(
+                settings,
+                gateway_password(settings) if mqtt else None,
+                # mosquitto's accounts follow the tokens topic (in compose, mosquitto waits for these files)
+                on_tokens=(lambda table: sync_auth(settings, table)) if mqtt else None,
+                log_level=loglevel,
+            )
+        )

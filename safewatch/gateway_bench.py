@@ -24,7 +24,8 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
-from ingest.tokens import TokenStore
+from ingest.token_topic import publish
+from ingest.tokens import TokenTable, new_token, revoked
 from sensors.producer import TelemetryProducer
 from sensors.registry import load_registry
 from streams.worker import topic_specs
@@ -132,10 +133,12 @@ def run_gateway_bench(
     raw = asyncio.run(raw_produce(s, msgs, request_frames))
     rows.append(Row("raw produce, send_many acks=all (frames)", raw, raw * frame_size))
 
-    store = TokenStore(s.ingest_db_path)
-    tokens = {e: store.issue(e, f"bench {run_id}") for e in registry.enterprises}
-    store.close()
-    sync_auth(s)
+    tokens = {e: new_token(e, f"bench {run_id}") for e in registry.enterprises}
+    asyncio.run(publish(s, [tok for tok, _ in tokens.values()]))
+    table = TokenTable()
+    for tok, _ in tokens.values():
+        table.apply(tok)
+    sync_auth(s, table)
     log = s.state_dir / "logs" / f"gateway-bench-{run_id}.log"
     proc = spawn_safewatch(["gateway", "--loglevel", "warning"], log, settings_env(s, dict(os.environ)))
     url = f"http://{s.ingest_host}:{s.ingest_port}"
@@ -217,11 +220,11 @@ def run_gateway_bench(
         )
     finally:
         stop_process(proc)
-        store = TokenStore(s.ingest_db_path)
-        for tok, _ in tokens.values():
-            store.revoke(tok.token_id)
-        store.close()
-        sync_auth(s)
+        gone = [revoked(tok) for tok, _ in tokens.values()]
+        asyncio.run(publish(s, gone))
+        for tok in gone:
+            table.apply(tok)
+        sync_auth(s, table)
     print_rows(rows, raw_readings=raw * frame_size, settings=s, title="one gateway process, same broker")
     console.print(f"frames of {frame_size} readings; the 'vs raw' column compares with the raw produce row")
     return rows

@@ -2,8 +2,9 @@
 
 One account per live enterprise token (user = token id, password = the token) that may publish
 only under `safewatch/<credit code>/+/telemetry`; the gateway's own account may only read
-those topics. The files are rewritten whenever a token is issued or revoked, and a running
-mosquitto is told to reload them (SIGHUP).
+those topics. The files are rewritten by whoever issues or revokes a token, and by every gateway
+when it sees a change on the tokens topic (so a gateway beside mosquitto keeps them right); a
+running embedded mosquitto is told to reload them (SIGHUP).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from config.settings import Settings
 from ingest.mqtt import BATCHES_IN_FLIGHT, TOPIC_FILTER, TOPIC_ROOT
-from ingest.tokens import TokenStore, mosquitto_hash
+from ingest.tokens import EnterpriseToken, TokenTable, mosquitto_hash
 
 
 def enterprise_topics(enterprise_id: str) -> str:
@@ -31,21 +32,26 @@ def gateway_password(settings: Settings) -> str:
     path = settings.mosquitto_dir / "gateway.secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_urlsafe(24))
+        tmp.chmod(0o600)
+        # link, not rename: of gateways starting at once on one volume, the first wins and all read its secret
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
     return path.read_text().strip()
 
 
-def write_auth(settings: Settings, store: TokenStore) -> None:
-    """Write the password file and the ACL from the live tokens (atomically: mosquitto may reload any time)."""
-    tokens = store.list(live_only=True)
+def write_auth(settings: Settings, tokens: list[EnterpriseToken]) -> None:
+    """Write the password file and the ACL for these live tokens (atomically: mosquitto may reload any time)."""
     passwd = [f"{settings.mqtt_user}:{mosquitto_hash(gateway_password(settings))}"]
     passwd += [f"{t.token_id}:{t.mqtt_hash}" for t in tokens]
     acl = [f"user {settings.mqtt_user}", f"topic read {TOPIC_FILTER}", ""]
     for t in tokens:
         acl += [f"user {t.token_id}", f"topic write {enterprise_topics(t.enterprise_id)}", ""]
-    _write(settings.mosquitto_dir / "passwd", "\n".join(passwd) + "\n")
+    # The ACL first: a reload between the two writes then never finds an account without its topics.
     _write(settings.mosquitto_dir / "acl", "\n".join(acl))
+    _write(settings.mosquitto_dir / "passwd", "\n".join(passwd) + "\n")
 
 
 def write_conf(settings: Settings) -> Path:
@@ -92,19 +98,21 @@ def reload(settings: Settings) -> bool:
     return True
 
 
-def sync_auth(settings: Settings) -> None:
-    """Rewrite the auth files from the token store and reload mosquitto (after issue/revoke)."""
-    store = TokenStore(settings.ingest_db_path)
-    try:
-        write_auth(settings, store)
-    finally:
-        store.close()
+def write_initial_auth(settings: Settings) -> None:
+    """At mosquitto's start: keep the files the CLI and the gateways wrote, else only the gateway's account."""
+    if not (settings.mosquitto_dir / "passwd").exists():
+        write_auth(settings, [])
+
+
+def sync_auth(settings: Settings, table: TokenTable) -> None:
+    """Rewrite the auth files from the token table and reload mosquitto (after issue/revoke, or a change seen)."""
+    write_auth(settings, table.list(live_only=True))
     reload(settings)
 
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several gateways may rewrite the same file
     tmp.write_text(text)
     tmp.chmod(0o600)
     tmp.replace(path)

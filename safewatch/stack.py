@@ -498,18 +498,12 @@ def _mosquitto_healthy(settings: Settings) -> bool:
 
 
 def _mosquitto_command(settings: Settings) -> list[str]:
-    from .mosquitto import write_auth, write_conf
+    from .mosquitto import write_conf, write_initial_auth
 
     mosquitto = which("mosquitto")
     if mosquitto is None:
         raise StackError("mosquitto is not installed: run `safewatch stack install` (or `make setup`)")
-    from ingest.tokens import TokenStore
-
-    store = TokenStore(settings.ingest_db_path)
-    try:
-        write_auth(settings, store)
-    finally:
-        store.close()
+    write_initial_auth(settings)
     return [mosquitto, "-c", str(write_conf(settings))]
 
 

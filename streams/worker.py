@@ -32,6 +32,7 @@ from config.topics import (
     RISK_TOPIC,
     SCOPE_TOPIC,
     TELEMETRY_TOPICS,
+    TOKENS_TOPIC,
 )
 from rules.engine import RuleEngine
 from rules.patterns import load_correlation_rules
@@ -59,6 +60,7 @@ def topic_specs(settings: Settings) -> dict[str, dict]:
     }
     specs[settings.topic(CHECKPOINT_TOPIC)] = {"cleanup.policy": "compact"}
     specs[settings.topic(RISK_TOPIC)] = {"cleanup.policy": "compact"}  # the newest colour per enterprise
+    specs[settings.topic(TOKENS_TOPIC)] = {"cleanup.policy": "compact"}  # the ingest gateways' tokens
     return specs
 
 

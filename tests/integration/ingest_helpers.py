@@ -50,6 +50,22 @@ def issue_token(settings: Settings, enterprise: str, name: str = "test gateway")
     return token_id, done.stdout.strip()
 
 
+# What README and docs/ingest.md promise: a revoked token is refused by every gateway within this.
+REVOKED_WITHIN_S = 2.0
+
+
+def refused_within(gateway: Gateway, secret: str, seconds: float, body: bytes | None = None) -> bool:
+    """True once the gateway answers 401 to this token, if within `seconds` of now."""
+    deadline = time.monotonic() + seconds
+    body = body or orjson.dumps(frame())
+    while True:
+        if gateway.post(secret, body).status_code == 401:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,9 +115,15 @@ class Gateway:
 
 
 def gateway_settings(stack: Settings, **update: object) -> Settings:
-    """The stack's settings with a fresh topic prefix and gateway port (and any changes)."""
-    base = {"topic_prefix": f"it-ingest-{uuid.uuid4().hex[:6]}.", "ingest_port": free_port()}
-    return stack.model_copy(update={**base, **update})
+    """The stack's settings with a fresh topic prefix, InfluxDB database and gateway port (and any changes).
+
+    The database is the test's own: feed counts are stored there, and another test's would add up."""
+    run = uuid.uuid4().hex[:6]
+    base = {"topic_prefix": f"it-ingest-{run}.", "ingest_port": free_port(), "influx_db": f"it_ingest_{run}"}
+    settings = stack.model_copy(update={**base, **update})
+    created = httpx.post(f"{settings.influx}/query", data={"q": f'CREATE DATABASE "{settings.influx_db}"'})
+    assert created.status_code == 200 and "error" not in created.text, created.text
+    return settings
 
 
 async def read_topic(settings: Settings, topic: str, count: int, timeout: float = 20.0) -> list[tuple[str, dict]]:

@@ -23,10 +23,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from alerts.notices import as_item
 from alerts.routing import load_routing, route
-from config.topics import HAZARDS_TOPIC, INCIDENTS_TOPIC, SECTORS
+from config.topics import HAZARDS_TOPIC, INCIDENTS_TOPIC, NOTICES_TOPIC, SECTORS
 from rules.catalog import load_catalog
-from rules.models import IncidentEvent
+from rules.models import IncidentEvent, NoticeEvent
 from rules.patterns import load_correlation_rules
 from rules.replay import replay_file
 from safewatch.stack import create_influx_database, stack_up, stop_part
@@ -209,6 +210,8 @@ async def run(
         if group.alerts is None:  # a fault may have left it down
             group.start_alerts()
         tasks = await _settled_tasks(group.alerts_settings)
+        # After the tasks: every notice a maintenance task was made for is on the topic by then.
+        live_n = await read_topic(settings, NOTICES_TOPIC, until=lambda m: True, settle=1.0)
     finally:
         injector.cancel()
         group.stop_all()
@@ -234,7 +237,18 @@ async def run(
         for inc in [IncidentEvent.model_validate({k: v for k, v in e.items() if k != "type"})]
         for d in route(inc, routing)
     }
-    got_tasks = [(i, d) for i, d in tasks]
+    # Maintenance tasks: one per notice, routed like incidents. After a site's last reading the
+    # clocks run on (live: wall time; replay: other sites' readings) and sites go offline: notices
+    # opened then are left out on both sides, as events after the last reading are above.
+    want_tasks |= {
+        (n.notice_id, d)
+        for e in events
+        if e["type"] == "notice" and e["opened_at"] <= last_ts[e["site_id"]]
+        for n in [NoticeEvent.model_validate({k: v for k, v in e.items() if k != "type"})]
+        for d in route(as_item(n), routing)
+    }
+    after_last = {n["notice_id"] for n in live_n if n["opened_at"] > last_ts[n["site_id"]]}
+    got_tasks = [(i, d) for i, d in tasks if i not in after_last]
     report = {
         "hazard transitions (replay)": len(want_h),
         "missing hazard transitions": len(want_h - got_h),
@@ -264,6 +278,8 @@ async def run(
         sorted(got_h - want_h)[:5],
         sorted(want_i - got_i)[:5],
         sorted(got_i - want_i)[:5],
+        sorted(want_tasks - set(got_tasks))[:5],
+        sorted(set(got_tasks) - want_tasks)[:5],
     )
     return report
 

@@ -136,8 +136,15 @@ async def test_acl_and_ownership(mq) -> None:
 async def test_qos1_survives_a_gateway_sigkill(mq) -> None:
     settings, tokens, logs = mq
     settings = settings.model_copy(update={"topic_prefix": f"it-kill-{uuid.uuid4().hex[:6]}."})
-    id_a, secret_a = tokens[ENT_A]
+    id_a, secret_a = issue_token(settings, ENT_A)  # tokens, like telemetry, are per topic prefix
     gateway = start_gateway(settings, logs, "before-kill")
+    try:
+        await _kill_and_restart(settings, logs, gateway, id_a, secret_a)
+    finally:
+        gateway.stop()
+
+
+async def _kill_and_restart(settings: Settings, logs, gateway: Gateway, id_a: str, secret_a: str) -> None:
     plant = Plant(settings, id_a, secret_a)
     n, t0 = 3000, int(time.time() * 1000)
     hazchem = telemetry_topic("hazchem", settings.topic_prefix)

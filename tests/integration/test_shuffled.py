@@ -99,7 +99,7 @@ async def shuffled_run(stack, tmp_path_factory):
         run_worker(held, sent, tmp / "worker-hold.log"), run_worker(plain, sent, tmp / "worker-plain.log")
     )
     registry, catalog = load_registry(held.registry), load_catalog()
-    replayed: dict[str, list[dict]] = {"hazard": [], "incident": []}
+    replayed: dict[str, list[dict]] = {"hazard": [], "incident": [], "notice": []}
     refused: Counter = Counter()
     for sector in SECTORS:
         out = tmp / f"{sector}.out.jsonl"

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import Counter
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.feed import Feed
+from ingest.feed import Feed, Seen, report
+from ingest.feed_store import feed_lines
 from ingest.intake import check, split_body
 from ingest.limits import RateLimiter
 from ingest.mqtt import parse_topic
-from ingest.tokens import TokenStore, hash_token, mosquitto_hash
+from ingest.tokens import EnterpriseToken, TokenTable, hash_token, mosquitto_hash, new_token, revoked
 from sensors.registry import load_registry
 
 REG = load_registry()
@@ -135,19 +137,45 @@ def test_rate_limiter() -> None:
     assert lim.take("c", 1, 0.0) > 0
 
 
-def test_feed_counts_windows_and_silence() -> None:
+def test_feed_joins_stored_and_unflushed_counts_and_tells_silence() -> None:
     feed = Feed()
     ok, bad = run(frame()), run(frame(site_id=OTHER_SITE))
     feed.record(ENT, [ok, bad], NOW, "http")
-    feed.record(ENT, [bad], NOW + 2 * 3_600_000, "mqtt:t")
-    later = NOW + 2 * 3_600_000
-    report = feed.report(ENT, REG, later, silent_periods=3)
-    assert report["last_hour"] == {"not_authorised": 1}
-    assert report["last_day"] == {"accepted": 1, "readings": 1, "not_authorised": 2}
-    assert [x["via"] for x in report["refused_examples"]["not_authorised"]] == ["http", "mqtt:t"]
-    assert SENSOR in report["silent_sensors"]  # two hours without a reading
-    assert feed.report(ENT, REG, NOW + 1000, silent_periods=3)["silent_sensors"].count(SENSOR) == 0
-    assert feed.report(ENT, REG, NOW + 27 * 3_600_000, silent_periods=3)["last_day"] == {}
+    feed.record("other", [bad], NOW, "http")  # another enterprise's counts stay out
+    stored = Seen(last_day=Counter({"not_authorised": 2}), last_hour=Counter({"not_authorised": 1}))
+    stored.examples["not_authorised"] = [
+        {"at": NOW - 5, "via": "mqtt:t", "field": "site_id", "detail": "d", "input": "x"}
+    ]
+    stored.merge(feed.local(ENT))
+    r = report(ENT, REG, stored, NOW + 1000, 3, "test")
+    assert r["last_hour"] == {"not_authorised": 2, "accepted": 1, "readings": 1}
+    assert r["last_day"] == {"accepted": 1, "readings": 1, "not_authorised": 3}
+    assert [x["via"] for x in r["refused_examples"]["not_authorised"]] == ["http", "mqtt:t"]  # newest first
+    assert SENSOR not in r["silent_sensors"]
+    assert SENSOR in report(ENT, REG, stored, NOW + 2 * 3_600_000, 3, "test")["silent_sensors"]
+
+
+def test_a_failed_flush_is_kept_for_the_next() -> None:
+    feed = Feed()
+    feed.record(ENT, [run(frame())], NOW, "http")
+    lines = feed_lines(feed.take(), REG, "gw a", NOW)
+    assert feed.local(ENT).last_day["accepted"] == 1  # counted while the write is under way
+    feed.record(ENT, [run(frame())], NOW + 1, "http")
+    feed.done(ok=False)
+    assert feed.local(ENT).last_day["accepted"] == 2 and feed.flushing is None
+    assert f"ingest_count,enterprise_id={ENT},ingest=gw\\ a,result=accepted count=1i {NOW}" in lines
+    assert any(x.startswith(f"ingest_sensor,enterprise_id={ENT},sensor_id={SENSOR},site_id={SITE} ts=") for x in lines)
+    feed.take()
+    feed.done(ok=True)
+    assert feed.local(ENT).last_day == Counter()
+
+
+def test_refusal_examples_get_distinct_times_per_flush() -> None:
+    feed = Feed()
+    bad = run(frame(site_id=OTHER_SITE))
+    feed.record(ENT, [bad, bad, bad], NOW, "http")
+    lines = [x for x in feed_lines(feed.take(), REG, "gw", NOW) if x.startswith("ingest_refusal")]
+    assert [int(x.rsplit(" ", 1)[1]) for x in lines] == [NOW, NOW + 1, NOW + 2]
 
 
 def test_mosquitto_hash_is_pbkdf2_sha512() -> None:
@@ -158,17 +186,18 @@ def test_mosquitto_hash_is_pbkdf2_sha512() -> None:
     assert base64.b64decode(digest64) == hashlib.pbkdf2_hmac("sha512", b"secret", salt, 101)
 
 
-def test_token_store_keeps_only_hashes(tmp_path) -> None:
-    store = TokenStore(tmp_path / "t.sqlite3")
-    tok, secret = store.issue(ENT, "gw")
-    assert store.verify(secret) == tok and store.verify(secret + "x") is None
-    assert store.revoke(tok.token_id) and not store.revoke(tok.token_id)
-    assert store.verify(secret) is None
-    store.close()
-    data = (tmp_path / "t.sqlite3").read_bytes()
+def test_token_table_keeps_only_hashes_and_follows_revocation() -> None:
+    table = TokenTable()
+    tok, secret = new_token(ENT, "gw")
+    assert table.apply(tok) and not table.apply(tok)
+    assert table.verify(secret) == tok and table.verify(secret + "x") is None
+    data = tok.to_json()
     assert secret.encode() not in data and hash_token(secret).encode() in data
+    assert EnterpriseToken.from_json(data) == tok
+    assert table.apply(revoked(tok))
+    assert table.verify(secret) is None and table.list(live_only=True) == [] and len(table.list()) == 1
     with pytest.raises(ValueError, match="name"):
-        TokenStore(tmp_path / "t.sqlite3").issue(ENT, " ")
+        new_token(ENT, " ")
 
 
 @given(st.binary(max_size=300))
@@ -185,6 +214,6 @@ def test_feed_page_escapes_what_operators_sent() -> None:
     hostile = b'{"site_id": "<script>alert(1)</script>", "ts": 1}'
     out = check(0, hostile, None, enterprise_id=ENT, registry=REG, now_ms=NOW, future_ms=30_000)
     feed.record(ENT, [out], NOW, "http")
-    page = feed_page(feed.report(ENT, REG, NOW, silent_periods=3))
+    page = feed_page(report(ENT, REG, feed.local(ENT), NOW, 3, "test"))
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "unknown_site" in page
