@@ -94,10 +94,14 @@
   }
 
   function render() {
-    const counts = Object.fromEntries(SEVERITIES.map((s) => [s, items.filter((i) => i.severity === s).length]));
+    // Maintenance notices are listed but not counted as incidents: the colours say how many situations.
+    const incidents = items.filter((i) => i.kind !== "maintenance");
+    const counts = Object.fromEntries(SEVERITIES.map((s) => [s, incidents.filter((i) => i.severity === s).length]));
+    const upkeep = items.length - incidents.length;
     document.getElementById("counts").innerHTML =
-      `<span class="count total">${esc(t("open_total"))} <b>${items.length}</b></span>` +
-      SEVERITIES.map((s) => `<span class="count sev-${s}" data-count="${s}">${esc(t(s))} <b>${counts[s]}</b></span>`).join("");
+      `<span class="count total">${esc(t("open_total"))} <b>${incidents.length}</b></span>` +
+      SEVERITIES.map((s) => `<span class="count sev-${s}" data-count="${s}">${esc(t(s))} <b>${counts[s]}</b></span>`).join("") +
+      (upkeep ? `<span class="count maintenance" data-count="maintenance">${esc(t("kind_maintenance"))} <b>${upkeep}</b></span>` : "");
     const board = document.getElementById("board");
     board.innerHTML = items.length ? items.map(card).join("") : `<p class="empty">${esc(t("nothing_open"))}</p>`;
     tick();
