@@ -311,7 +311,8 @@ def _open(
 
 
 def due(state: SiteCorrelation, info: SiteInfo, now: int, rules: SiteRules, aggregation=None) -> list[IncidentEvent]:
-    """Absence rules whose window ran out before `now` (the site's clock) with nothing answering: they fire."""
+    """What the site's clock (`now`) brings due: absence rules whose window ran out with nothing answering
+    fire, and an all-clear incident whose quiet period ran out resolves (`closed`)."""
     out: list[IncidentEvent] = []
     by_id = rules.by_id
     for p in sorted((p for p in state.pending if p.deadline < now), key=lambda p: (p.deadline, p.rule_id)):

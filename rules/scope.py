@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import orjson
 
-from .correlation import NOT_CORRELATED
+from .correlation import NOT_CORRELATED, entry_of
 from .models import SEVERITY_RANK, HazardEvent, IncidentEvent, TimelineEntry, stable_id
 from .patterns import CorrelationRule, Entry, Matcher, Pending, answered, arm, fires, rule_severity, scope_key
 
@@ -56,21 +56,8 @@ def hazard_entry(h: HazardEvent) -> tuple[str, Entry] | None:
     """(op, entry) of a hazard event; None for what correlation ignores (instrument health, suppressed)."""
     if h.kind in NOT_CORRELATED or h.event == "suppressed":
         return None
-    e = Entry(
-        id=h.hazard_id,
-        site_id=h.site_id,
-        sensor_id=h.sensor_id,
-        area=h.area,
-        quantity=h.quantity,
-        kind=h.kind,
-        rule_id=h.rule_id,
-        severity=h.severity,
-        sector=h.sector,
-        enterprise_id=h.enterprise_id,
-        region=h.region,
-        start=h.start,
-        cleared_at=h.end if h.event == "clear" else None,
-    )
+    e = entry_of(h)
+    e.cleared_at = h.end if h.event == "clear" else None
     return h.event, e
 
 
