@@ -40,7 +40,12 @@ def test_escalation_survives_a_restart_and_stops_on_acknowledgement(leak_run, tm
 
         proc = spawn(settings, log, "alerts", "serve")
         wait_until(lambda: len(receiver.received) >= len(want), 90, f"{len(want)} first notifications")
-        tasks = httpx.get(f"{settings.alerts_api}/tasks", headers=headers, timeout=5).json()
+        # The incidents' tasks; the leak run's maintenance notices (NOTICE-…) have their own tests.
+        tasks = [
+            t
+            for t in httpx.get(f"{settings.alerts_api}/tasks", headers=headers, timeout=5).json()
+            if not t["incident_id"].startswith("NOTICE-")
+        ]
         acked = next(t for t in tasks if t["department"] == "enterprise-duty")
         r = httpx.post(f"{settings.alerts_api}/tasks/{acked['task_id']}/ack", json={"note": "on it"}, headers=headers)
         assert r.status_code == 200
@@ -49,7 +54,8 @@ def test_escalation_survives_a_restart_and_stops_on_acknowledgement(leak_run, tm
 
         # Down past every deadline: no timer runs anywhere now.
         store = TaskStore(settings.alerts_store)
-        latest = max(t.next_escalation_at or 0 for t in store.list_tasks())
+        # (the maintenance route keeps its own, hours-long deadlines: not waited for here)
+        latest = max(t.next_escalation_at or 0 for t in store.list_tasks() if not t.incident_id.startswith("NOTICE-"))
         store.close()
         time.sleep(max(0.0, latest / 1000 - time.time()) + 1)
         escalations_before = [b for _, _, b in receiver.received if b["kind"] == "escalation"]
