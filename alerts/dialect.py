@@ -77,6 +77,9 @@ class Database:
             # right after it and the incident will not be read again.
             self._lite.execute("PRAGMA synchronous=FULL")
             self._lite.execute("PRAGMA busy_timeout=5000")
+            # A fetch's transaction writes every task's incident JSON several times; SQLite's default
+            # 2 MB page cache spills such a transaction to the WAL before its commit.
+            self._lite.execute("PRAGMA cache_size=-65536")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """Run one statement (SQLite spelling) and return its cursor."""

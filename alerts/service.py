@@ -33,6 +33,7 @@ from alerts.escalation import escalate_forever
 from alerts.notices import as_item
 from alerts.routing import LiveRouting, Routing, all_routes, facts_of, route_matches
 from alerts.store import Notification, Routed, Task, TaskStore
+from config.heap import freeze_startup_heap
 from config.settings import Settings
 from config.topics import INCIDENTS_TOPIC, NOTICES_TOPIC
 from rules.models import IncidentEvent, NoticeEvent
@@ -41,7 +42,7 @@ from sensors.registry import RegistryError, load_registry
 log = logging.getLogger(__name__)
 MAX_CONCURRENT_DELIVERIES = 32
 OUTBOX_READ = 10_000  # outbox rows read at once
-WEBHOOK_BATCH = 100  # first webhook attempts logged (and their outcomes) per store transaction
+WEBHOOK_BATCH = 500  # first webhook attempts logged (and their outcomes) per store transaction
 
 
 def store_incident(
@@ -357,6 +358,7 @@ async def serve(settings: Settings) -> None:
     jobs: list[asyncio.Task] = []
     try:
         await _until_listening(server, api)
+        freeze_startup_heap()
         log.info(
             "alert service: API on %s, %d departments, %d routes, tasks in %s",
             settings.alerts_api,

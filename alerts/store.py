@@ -439,31 +439,44 @@ class TaskStore:
         now = now_ms() if now is None else now
         out = []
         with self.transaction() as db:
-            for n, url in wanted:
-                # The outbox row's state now, its attempts so far and its task, in one read.
-                row = db.execute(
-                    "SELECT n.status AS outbox_status, n.held_by AS outbox_held_by,"
-                    " (SELECT COUNT(*) FROM deliveries d WHERE d.notification_id = n.id) AS outbox_attempts, t.*"
-                    " FROM notifications n JOIN tasks t ON t.task_id = n.task_id WHERE n.id = ?",
-                    (n.id,),
-                ).fetchone()
-                if row is None or row["outbox_status"] in ("sent", "skipped") or row["outbox_held_by"] is not None:
-                    continue
-                task = _task(row)
-                if n.kind in ("task", "escalation") and task.status not in UNACKNOWLEDGED:
-                    db.execute(
-                        "UPDATE notifications SET status = 'skipped', sent_at = ?,"
-                        " reason = COALESCE(reason || '; ', '') || ? WHERE id = ?",
-                        (now, f"not sent: task {task.status} before it was sent", n.id),
+            for chunk in _chunks(wanted):
+                # Each outbox row's state, its attempts so far and its task: one read for the chunk.
+                marks = ", ".join("?" * len(chunk))
+                rows = {
+                    row["outbox_id"]: row
+                    for row in db.execute(
+                        "SELECT n.id AS outbox_id, n.status AS outbox_status, n.held_by AS outbox_held_by,"
+                        " (SELECT COUNT(*) FROM deliveries d WHERE d.notification_id = n.id) AS outbox_attempts, t.*"
+                        f" FROM notifications n JOIN tasks t ON t.task_id = n.task_id WHERE n.id IN ({marks})",
+                        [n.id for n, _ in chunk],
                     )
+                }
+                starting = []
+                for n, url in chunk:
+                    row = rows.get(n.id)
+                    if row is None or row["outbox_status"] in ("sent", "skipped") or row["outbox_held_by"] is not None:
+                        continue
+                    task = _task(row)
+                    if n.kind in ("task", "escalation") and task.status not in UNACKNOWLEDGED:
+                        db.execute(
+                            "UPDATE notifications SET status = 'skipped', sent_at = ?,"
+                            " reason = COALESCE(reason || '; ', '') || ? WHERE id = ?",
+                            (now, f"not sent: task {task.status} before it was sent", n.id),
+                        )
+                        continue
+                    starting.append((n, task, url, row["outbox_attempts"] + 1))
+                if not starting:
                     continue
-                attempt = row["outbox_attempts"] + 1
-                attempt_row = db.execute(
+                # One multi-row INSERT; RETURNING's order is unspecified, so rows come back by notification.
+                inserted = db.execute(
                     "INSERT INTO deliveries (task_id, notification_id, attempt, at, url, http_status, error, ok)"
-                    " VALUES (?, ?, ?, ?, ?, NULL, ?, 0) RETURNING id",
-                    (n.task_id, n.id, attempt, now, url, IN_FLIGHT),
-                ).fetchone()[0]
-                out.append((n, task, attempt_row, attempt))
+                    " VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, NULL, ?, 0)"] * len(starting))
+                    + " RETURNING id, notification_id",
+                    [v for n, _, url, attempt in starting for v in (n.task_id, n.id, attempt, now, url, IN_FLIGHT)],
+                ).fetchall()
+                attempt_rows = {r["notification_id"]: r["id"] for r in inserted}
+                out += [(n, task, attempt_rows[n.id], attempt) for n, task, _, attempt in starting]
         return out
 
     def finish_attempts(self, outcomes: list[Outcome], now: int | None = None) -> None:
@@ -471,13 +484,14 @@ class TaskStore:
         its notification sent (as `mark_sent`); a failure leaves it for the retry policy."""
         now = now_ms() if now is None else now
         with self.transaction() as db:
-            for o in outcomes:
-                db.execute(
-                    "UPDATE deliveries SET http_status = ?, error = ?, ok = ? WHERE id = ?",
-                    (o.http_status, o.error, int(o.error is None), o.attempt_row),
+            db.executemany(
+                "UPDATE deliveries SET http_status = ?, error = ?, ok = ? WHERE id = ?",
+                [(o.http_status, o.error, int(o.error is None), o.attempt_row) for o in outcomes],
+            )
+            for chunk in _chunks([o for o in outcomes if o.error is None]):
+                _mark_many_sent(
+                    db, {o.notification_id: f"HTTP {o.http_status} on attempt {o.attempt}" for o in chunk}, now
                 )
-                if o.error is None:
-                    _mark_sent(db, o.notification_id, f"HTTP {o.http_status} on attempt {o.attempt}", now)
 
     def mark_skipped(self, notification_id: int, why: str, now: int | None = None) -> bool:
         """A queued reminder no longer worth sending (its task was acknowledged meanwhile); kept on record."""
@@ -887,6 +901,51 @@ def _mark_sent(db: Database, notification_id: int, detail: str | None, now: int)
     return True
 
 
+def _mark_many_sent(db: Database, details: dict[int, str], now: int) -> None:
+    """`_mark_sent` for many notifications (at most `_chunks`' size) in three statements."""
+    marks = ", ".join("?" * len(details))
+    sent = db.execute(
+        f"UPDATE notifications SET status = 'sent', sent_at = ? WHERE id IN ({marks})"
+        " AND status NOT IN ('sent', 'skipped') RETURNING id, task_id",
+        [now, *details],
+    ).fetchall()
+    detail_of: dict[str, str] = {}
+    for r in sorted(sent, key=lambda r: r["id"]):  # a task's first message sent names the move
+        detail_of.setdefault(r["task_id"], details[r["id"]])
+    if not detail_of:
+        return
+    marks = ", ".join("?" * len(detail_of))
+    moved = db.execute(
+        "UPDATE tasks SET delivery_status = 'delivered', updated_at = ?,"
+        " status = CASE WHEN status = 'new' THEN 'delivered' ELSE status END"
+        f" WHERE task_id IN ({marks}) AND delivery_status != 'delivered' RETURNING task_id, status",
+        [now, *detail_of],
+    ).fetchall()
+    if not moved:
+        return
+    db.executemany(
+        "INSERT INTO audit (task_id, at, event, from_status, to_status, actor, source, detail)"
+        " VALUES (?, ?, 'delivered', ?, ?, 'delivery', NULL, ?)",
+        [
+            (
+                r["task_id"],
+                now,
+                "new" if r["status"] == "delivered" else r["status"],
+                r["status"],
+                detail_of[r["task_id"]],
+            )
+            for r in moved
+        ],
+    )
+
+
+def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    """`items` in lists of at most `size`: IN lists and multi-row VALUES stay well under the
+    databases' limits on parameters."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
 def _filters(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
     where, args = [], []
     for column, value in pairs:
@@ -1016,7 +1075,7 @@ def _create_task(
 ) -> tuple[Task, bool]:
     channels_of = channels_of or webhook_only
     task_id = task_id_for(incident_id, department)
-    incident = orjson.loads(incident_json)
+    incident = _parsed(db, incident_json)
     deadline = now + round(ack_minutes * 60_000)
     # RETURNING gives the new row (none when the task existed), saving a read per task.
     inserted = db.execute(
@@ -1059,7 +1118,7 @@ def _enqueue(
 ) -> bool:
     """Queue the task's next message on each channel its department has (sequence numbers count
     per task and channel); returns whether a silence or an inhibiting incident holds it."""
-    held = _hold(db, orjson.loads(incident_json), department, now, inhibit_rules or [])
+    held = _hold(db, _parsed(db, incident_json), department, now, inhibit_rules or [])
     held_by = held[0] if held else None
     for channel in channels_of(department):
         # The next sequence number and the row in one statement: one round trip on PostgreSQL.
@@ -1076,6 +1135,15 @@ def _enqueue(
             # Nobody was told, so no clock runs; it starts when the message is released.
             db.execute("UPDATE tasks SET next_escalation_at = NULL WHERE task_id = ?", (task_id,))
     return held is not None
+
+
+def _parsed(db: Database, incident_json: str) -> dict[str, Any]:
+    """The incident JSON decoded once per transaction: each of its departments' tasks and
+    messages reads the same event (callers read it, never change it)."""
+    parsed = db.memo.get(incident_json)
+    if parsed is None:
+        parsed = db.memo[incident_json] = orjson.loads(incident_json)
+    return parsed
 
 
 def _hold_ended(db: Database, held_by: str, now: int) -> str | None:

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     mqtt_share_group: str = Field("safewatch", description="shared-subscription group of all gateways")
     mqtt_batch: int = Field(2000, gt=0, description="most MQTT messages forwarded to Kafka in one batch")
     mqtt_max_queued: int = Field(1_000_000, gt=0, description="QoS 1 messages mosquitto holds per offline session")
+    mqtt_session_expiry_hours: int = Field(
+        24, gt=0, description="how long mosquitto keeps an offline gateway session and its queued messages"
+    )
 
     @property
     def bootstrap(self) -> str:

@@ -64,6 +64,16 @@ def _take_qos1_over(client: Client, on_qos1: Callable[[int, bytes, str], None]) 
     return handler._send_puback
 
 
+async def forget_session(settings: Settings, password: str) -> None:
+    """End the persistent session of `settings.mqtt_client_id` for good (a clean-session connect
+    discards it): for a gateway id that will not come back, such as a bench's or a test's, whose
+    share group would otherwise keep a copy of every later message."""
+    client = Client(settings.mqtt_client_id, clean_session=True)
+    client.set_auth_credentials(settings.mqtt_user, password)
+    await client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30, version=MQTTv311)
+    await client.disconnect()
+
+
 class MqttIn:
     """Subscribes, gathers messages into batches, and lets each be acknowledged once its batch is forwarded."""
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from config.heap import freeze_startup_heap
 from config.settings import Settings
 from sensors.producer import TelemetryProducer
 from sensors.registry import load_registry
@@ -61,6 +62,7 @@ async def serve(
     await producer.start()
     forwarder = Forwarder(settings, registry, producer, feed)
     app = create_app(settings, registry, follower, forwarder, feeds)
+    freeze_startup_heap()
     config = uvicorn.Config(
         app,
         host=settings.ingest_host,

@@ -41,6 +41,7 @@ from sensors.registry import load_registry
 from .postgres import TempPostgres, pg_bin_dir
 from .processes import settings_env, spawn_safewatch, stop_process
 from .stack import ensure_topics, stack_up
+from .workers_bench import cpu_seconds
 
 console = Console(width=150)
 SEVERITIES = ("yellow", "orange", "red", "blue")
@@ -207,7 +208,12 @@ def run_store(
         proc = spawn_safewatch(["alerts", "serve"], log, settings_env(service_settings, dict(os.environ)))
         try:
             firsts = lambda: sum(1 for _, _, kind in receiver.arrivals if kind == "task")
+            # The service's own CPU from its first delivery to its last (start-up left out): what
+            # transfers to a machine where it has a core to itself.
+            wait_for(lambda: firsts() >= 1, 600, f"a first message (log: {log})", proc)
+            cpu0 = cpu_seconds(proc.pid)
             wait_for(lambda: firsts() >= tasks, 600, f"{tasks} first messages (log: {log})", proc)
+            cpu_ms = (cpu_seconds(proc.pid) - cpu0) / n * 1000
             times = [t for t, _, kind in receiver.arrivals if kind == "task"]
             drained = n / (max(times) - min(times))
             rows = [
@@ -216,7 +222,8 @@ def run_store(
                     f"{name}: service (routing, store, delivery to a local receiver)",
                     drained,
                     alone,
-                    note=f"{n:,} incidents, {tasks:,} tasks, one webhook POST each",
+                    note=f"{n:,} incidents, {tasks:,} tasks, one webhook POST each; service CPU "
+                    f"{cpu_ms:.2f} ms/incident (≈{1000 / max(cpu_ms, 1e-9):,.0f}/s on a core of its own)",
                 ),
             ]
             # Latency at a steady rate, not the tail of the burst: start once every outcome of the

@@ -24,6 +24,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
+from ingest.mqtt import forget_session
 from ingest.token_topic import publish
 from ingest.tokens import TokenTable, new_token, revoked
 from sensors.producer import TelemetryProducer
@@ -31,7 +32,7 @@ from sensors.registry import load_registry
 from streams.worker import topic_specs
 
 from .bench import Row, bench_registry, console, frames, pct, print_rows
-from .mosquitto import sync_auth
+from .mosquitto import gateway_password, sync_auth
 from .processes import settings_env, spawn_safewatch, stop_process
 from .stack import ensure_topics, stack_up, which
 from .workers_bench import cpu_seconds
@@ -220,6 +221,9 @@ def run_gateway_bench(
         )
     finally:
         stop_process(proc)
+        # The bench's client id never comes back: drop its session, or its share group would
+        # queue a copy of every message later runs publish.
+        asyncio.run(forget_session(s, gateway_password(s)))
         gone = [revoked(tok) for tok, _ in tokens.values()]
         asyncio.run(publish(s, gone))
         for tok in gone:

@@ -68,6 +68,9 @@ def write_conf(settings: Settings) -> Path:
         "persistence true",
         f"persistence_location {root / 'data'}/",
         "autosave_interval 5",
+        # A session no gateway comes back for (a retired client id) would otherwise collect a copy
+        # of every message for ever; a gateway back within the expiry gets its queue.
+        f"persistent_client_expiration {settings.mqtt_session_expiry_hours}h",
         # The gateway acknowledges a message only once Kafka has it, so many are in flight at once;
         # mosquitto's defaults (20 in flight, 1,000 queued) would throttle it, then drop messages.
         # In flight: what the gateway's batches hold, so the rest waits in mosquitto (see docs/ingest.md).

@@ -22,6 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectio
 from prometheus_client import Gauge, start_http_server
 
 from config.logs import setup_logging
+from config.heap import freeze_startup_heap
 from config.settings import Settings
 from config.topics import (
     CHECKPOINT_TOPIC,
@@ -97,6 +98,7 @@ def build_app(settings: Settings) -> faust.App:
         correlation_rules=reloader.correlation(catalog),
     )
     site_sector = {sid: s.sector for sid, s in registry.sites.items()}
+    freeze_startup_heap()
     # One batch, tick, restore or release at a time: each sees the engine whole.
     lock = asyncio.Lock()
     owned: set[tuple[str, int]] = set()  # telemetry partitions whose sites are restored here

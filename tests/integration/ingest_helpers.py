@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from config.settings import Settings
+from ingest.mqtt import forget_session
+from safewatch.mosquitto import gateway_password
 from safewatch.processes import settings_env, spawn_safewatch, stop_process
 
 # Two enterprises of the shipped registry, each with a site and a sensor of its own.
@@ -64,6 +68,13 @@ def refused_within(gateway: Gateway, secret: str, seconds: float, body: bytes | 
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+def retire_session(settings: Settings) -> None:
+    """Discard the MQTT session of a test's gateway client id, which no gateway comes back for;
+    its share group would otherwise be sent a copy of every later test's messages."""
+    with ThreadPoolExecutor(1) as pool:  # callable from a test that runs an event loop itself
+        pool.submit(asyncio.run, forget_session(settings, gateway_password(settings))).result(timeout=30)
 
 
 def free_port() -> int:

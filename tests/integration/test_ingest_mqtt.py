@@ -26,6 +26,7 @@ from .ingest_helpers import (
     gateway_settings,
     issue_token,
     read_topic,
+    retire_session,
     safewatch_cli,
 )
 
@@ -75,6 +76,7 @@ def mq(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     tokens = {ENT_A: issue_token(settings, ENT_A), ENT_B: issue_token(settings, ENT_B)}
     logs = tmp_path_factory.mktemp("gw")
     yield settings, tokens, logs
+    retire_session(settings)
 
 
 def start_gateway(settings: Settings, logs, name: str) -> Gateway:

@@ -18,7 +18,7 @@ from config.settings import Settings
 from config.topics import DEADLETTER_TOPIC, telemetry_topic
 from safewatch.processes import settings_env
 
-from .ingest_helpers import ENT_A, SITE_A, Gateway, gateway_settings, read_topic, safewatch_cli
+from .ingest_helpers import ENT_A, SITE_A, Gateway, gateway_settings, read_topic, retire_session, safewatch_cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -68,6 +68,7 @@ async def test_readme_operator_example_runs(stack: Settings, tmp_path: Path) -> 
         assert dead[0][1]["reason"] == "ts_in_seconds"
     finally:
         gateway.stop()
+        retire_session(settings)
 
 
 @pytest.mark.asyncio

@@ -31,6 +31,7 @@ from .ingest_helpers import (
     issue_token,
     now_ms,
     refused_within,
+    retire_session,
     safewatch_cli,
 )
 from .test_history_schema import TYPES, _keys, documented
@@ -65,6 +66,7 @@ def pair(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield gateways[0], gateways[1], logs
     for g in gateways:
         g.stop()
+        retire_session(g.settings)
 
 
 def comparable(feed: dict) -> dict:
