@@ -289,9 +289,20 @@ def fires(rule: CorrelationRule, entries: list[Entry], new: Entry, default_windo
         return _with(rule, new, pool)
     window = rule.window_ms(default_window_ms)
     near = [e for e in others if abs(e.start - new.start) <= window]
+    # Only what a matcher takes can be a witness, so a span's answer depends on those alone, and
+    # a span holding the same ones as the span before gives the same answer: skipped. (A county
+    # in a storm holds thousands of hazards, few of them any one rule's.)
+    matchers = [*(rule.all_of or []), *(rule.any_of or [])]
+    able = [e for e in near if any(m.matches(e) for m in matchers)]
+    before: list[str] | None = None
     # Every span of `window` that holds the new entry, from the earliest start it can begin at.
     for lo in sorted({e.start for e in near if e.start <= new.start} | {new.start}):
-        got = _with(rule, new, [e for e in near if lo <= e.start <= lo + window and new.start <= lo + window])
+        pool = [e for e in able if lo <= e.start <= lo + window and new.start <= lo + window]
+        ids = [e.id for e in pool]
+        if ids == before:
+            continue
+        before = ids
+        got = _with(rule, new, pool)
         if got is not None:
             return got
     return None

@@ -13,7 +13,7 @@ seen changes nothing, and windows are on event time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import orjson
 
@@ -162,6 +162,14 @@ def relevant(rule: CorrelationRule, e: Entry) -> bool:
     return any(m.matches(e) for m in _matchers(rule))
 
 
+TOP_SEVERITY = max(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__)
+
+
+def may_matter(rule: CorrelationRule, e: Entry) -> bool:
+    """`relevant` at any colour: an entry's severity may still rise, the fields matched besides never change."""
+    return relevant(rule, replace(e, severity=TOP_SEVERITY))
+
+
 def _what(e: Entry) -> str:
     # The first word is the hazard kind: the alert service routes on it (`kinds`).
     if e.event == "incident":
@@ -209,6 +217,14 @@ class ScopeEngine:
         out = self._expire(rec.scope, rec.key, st, rec.ts)  # quiet periods that ended before this event
         st.clock = max(st.clock, rec.ts)
         e, prev = rec.entry, st.entries.get(rec.entry.id)
+        if (
+            prev is None
+            and rec.scope != "enterprise"
+            and not any(may_matter(r, e) for r in self.rules.get(rec.scope, []))
+        ):
+            # No rule of this region scope can ever use it: not kept (most hazards concern none).
+            # An enterprise keeps everything: its risk colour counts every open hazard and incident.
+            return out
         if rec.op == "clear":
             if prev is None:  # its open is yet to come (out of order) or was pruned: remember the clear
                 st.entries[e.id] = asdict(e) | {"cleared_at": rec.ts if e.cleared_at is None else e.cleared_at}
@@ -243,9 +259,15 @@ class ScopeEngine:
     # --- the lifecycle ------------------------------------------------------------------
 
     def _new(self, scope: str, key: str, st: ScopeState, e: Entry, ts: int) -> list[IncidentEvent]:
-        out = []
+        out: list[IncidentEvent] = []
+        # A rule acts on a new entry only if one of its matchers takes it: `fires` needs the entry
+        # among the witnesses, an absence needs it as its first, an incident links only relevant
+        # entries. Most hazards concern no regional rule; they must not walk the key's entries.
+        rules = [rule for rule in self.rules.get(scope, []) if relevant(rule, e)]
+        if not rules:
+            return out
         entries = [Entry(**d) for d in st.entries.values()]
-        for rule in self.rules.get(scope, []):
+        for rule in rules:
             if rule.kind == "absence":
                 known = [x for x in entries if x.id != e.id]
                 p = arm(rule, e, self.default_window_ms, known)

@@ -366,3 +366,28 @@ def test_the_stage_skips_what_a_keys_checkpoint_covers_and_restores_only_its_par
     assert msgs[0][1] == b"county:320583" and lines[0].startswith("incident,") and "scope=county" in lines[0]
     assert again.release(p) == ["county:320583"] and again.engine.states == {}
     assert again.apply(p, 12, b"not json") == ([], [])  # counted and logged, never fatal
+
+
+def test_a_region_keeps_only_what_its_rules_can_use(shipped):
+    # A county in a storm of hazards no regional rule matches (gas at chemical plants): none is
+    # kept, so its state and checkpoints stay small, and the rain that matters still pairs.
+    eng = ScopeEngine(shipped)
+    gas = [
+        entry(
+            f"g{i}", f"plant-{i % 40}", start=T0 + i, quantity="gas_lel", rule="hazchem.gas_lel_high", sector="hazchem"
+        )
+        for i in range(3000)
+    ]
+    assert feed_all(eng, [rec(g) for g in gas] + [rec(g, "clear", ts=g.start + 5) for g in gas]) == []
+    county = eng.states["county:320583"]
+    assert county.entries == {}
+    a, b = entry("h1", "pond-a", start=T0 + H), entry("h2", "pond-b", start=T0 + 2 * H)
+    out = feed_all(eng, [rec(a), rec(b)])
+    assert [o.rule_id for o in out] == ["region.county_rainstorm_ponds"] and set(county.entries) == {"h1", "h2"}
+    # A hazard below a rule's colour is kept: its colour may rise (red-only city rule, incidents).
+    blue = entry("i1", "site-a", start=T0, event="incident", severity="blue", rule="x", sector="hazchem")
+    feed_all(eng, [rec(blue, scope="city")])
+    assert "i1" in eng.states["city:320500"].entries
+    # The enterprise scope keeps everything: its risk colour counts every open hazard.
+    feed_all(eng, [rec(gas[0], scope="enterprise")])
+    assert "g0" in eng.states["enterprise:E1"].entries
