@@ -377,7 +377,7 @@ class TaskStore:
         """Every notification of a task, in order."""
         with self.reading() as db:
             rows = db.execute("SELECT * FROM notifications WHERE task_id = ? ORDER BY seq", (task_id,)).fetchall()
-        return [_notification(r) for r in rows]
+        return _notifications(rows)
 
     def unsent(self, *, include_failed: bool = True, limit: int = 10_000, after: int = 0) -> list[Notification]:
         """Notifications still to send: queued (pending) and, unless told otherwise, given up on
@@ -389,7 +389,7 @@ class TaskStore:
                 " ORDER BY id LIMIT ?",
                 (after, limit),
             ).fetchall()
-        return [_notification(r) for r in rows]
+        return _notifications(rows)
 
     def get_notification(self, notification_id: int) -> Notification | None:
         """One outbox row, or None."""
@@ -442,21 +442,20 @@ class TaskStore:
             for chunk in _chunks(wanted):
                 # Each outbox row's state, its attempts so far and its task: one read for the chunk.
                 marks = ", ".join("?" * len(chunk))
-                rows = {
-                    row["outbox_id"]: row
-                    for row in db.execute(
-                        "SELECT n.id AS outbox_id, n.status AS outbox_status, n.held_by AS outbox_held_by,"
-                        " (SELECT COUNT(*) FROM deliveries d WHERE d.notification_id = n.id) AS outbox_attempts, t.*"
-                        f" FROM notifications n JOIN tasks t ON t.task_id = n.task_id WHERE n.id IN ({marks})",
-                        [n.id for n, _ in chunk],
-                    )
-                }
+                found = db.execute(
+                    "SELECT n.id AS outbox_id, n.status AS outbox_status, n.held_by AS outbox_held_by,"
+                    " (SELECT COUNT(*) FROM deliveries d WHERE d.notification_id = n.id) AS outbox_attempts, t.*"
+                    f" FROM notifications n JOIN tasks t ON t.task_id = n.task_id WHERE n.id IN ({marks})",
+                    [n.id for n, _ in chunk],
+                ).fetchall()
+                names = found[0].keys() if found else []
+                rows = {row["outbox_id"]: row for row in found}
                 starting = []
                 for n, url in chunk:
                     row = rows.get(n.id)
                     if row is None or row["outbox_status"] in ("sent", "skipped") or row["outbox_held_by"] is not None:
                         continue
-                    task = _task(row)
+                    task = _task(row, n.incident, names)  # the body shows the message's incident, not the task's
                     if n.kind in ("task", "escalation") and task.status not in UNACKNOWLEDGED:
                         db.execute(
                             "UPDATE notifications SET status = 'skipped', sent_at = ?,"
@@ -733,7 +732,7 @@ class TaskStore:
             rows = db.execute(
                 "SELECT * FROM notifications WHERE held_by IS NOT NULL AND status = 'pending' ORDER BY id"
             ).fetchall()
-        return [_notification(r) for r in rows]
+        return _notifications(rows)
 
     def release_held(self, now: int) -> list[str]:
         """Release what a silence that ended, or an inhibiting incident that closed, held back:
@@ -1215,11 +1214,25 @@ def _audit(
     )
 
 
-def _task(row: Row) -> Task:
-    fields = {k: row[k] for k in row.keys() if k != "incident_json"}  # noqa: SIM118 (Row iterates values)
-    return Task(**fields, incident=orjson.loads(row["incident_json"]))
+def _task(row: Row, incident: dict[str, Any] | None = None, names: list[str] | None = None) -> Task:
+    """A task row as a model; `incident` given: used instead of decoding the row's incident JSON."""
+    fields = _fields(row, names)
+    raw = fields.pop("incident_json")
+    return Task(**fields, incident=orjson.loads(raw) if incident is None else incident)
 
 
-def _notification(row: Row) -> Notification:
-    fields = {k: row[k] for k in row.keys() if k != "incident_json"}  # noqa: SIM118
-    return Notification(**fields, incident=orjson.loads(row["incident_json"]))
+def _notification(row: Row, names: list[str] | None = None) -> Notification:
+    fields = _fields(row, names)
+    raw = fields.pop("incident_json")
+    return Notification(**fields, incident=orjson.loads(raw))
+
+
+def _notifications(rows: list[Row]) -> list[Notification]:
+    names = rows[0].keys() if rows else []
+    return [_notification(r, names) for r in rows]
+
+
+def _fields(row: Row, names: list[str] | None = None) -> dict[str, Any]:
+    # By position, with the column names read once per result where the caller can: sqlite3.Row
+    # finds a column by name with a scan of its names, and builds its `keys()` list on each call.
+    return dict(zip(row.keys() if names is None else names, row, strict=True))
