@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError
 from prometheus_client import Gauge, start_http_server
 
-from config.logs import setup_logging
 from config.heap import freeze_startup_heap
+from config.logs import setup_logging
 from config.settings import Settings
 from config.topics import (
     CHECKPOINT_TOPIC,
