@@ -880,39 +880,23 @@ class TaskStore:
 
 
 def _mark_sent(db: Database, notification_id: int, detail: str | None, now: int) -> bool:
-    sent = db.execute(
-        "UPDATE notifications SET status = 'sent', sent_at = ? WHERE id = ? AND status NOT IN ('sent', 'skipped')"
-        " RETURNING task_id",
-        (now, notification_id),
-    ).fetchone()
-    if sent is None:
-        return False
-    # The task's first message moves it new → delivered (any later state stays as it is).
-    task = db.execute(
-        "UPDATE tasks SET delivery_status = 'delivered', updated_at = ?,"
-        " status = CASE WHEN status = 'new' THEN 'delivered' ELSE status END"
-        " WHERE task_id = ? AND delivery_status != 'delivered' RETURNING status",
-        (now, sent["task_id"]),
-    ).fetchone()
-    if task is not None:
-        before = "new" if task["status"] == "delivered" else task["status"]
-        _audit(db, sent["task_id"], now, "delivered", before, task["status"], "delivery", None, detail)
-    return True
+    return notification_id in _mark_many_sent(db, {notification_id: detail}, now)
 
 
-def _mark_many_sent(db: Database, details: dict[int, str], now: int) -> None:
-    """`_mark_sent` for many notifications (at most `_chunks`' size) in three statements."""
+def _mark_many_sent(db: Database, details: dict[int, str | None], now: int) -> set[int]:
+    """Mark notifications (at most `_chunks`' size) sent, in three statements; a task's first
+    message sent moves it new → delivered. Returns those marked now (not marked sent before)."""
     marks = ", ".join("?" * len(details))
     sent = db.execute(
         f"UPDATE notifications SET status = 'sent', sent_at = ? WHERE id IN ({marks})"
         " AND status NOT IN ('sent', 'skipped') RETURNING id, task_id",
         [now, *details],
     ).fetchall()
-    detail_of: dict[str, str] = {}
+    detail_of: dict[str, str | None] = {}
     for r in sorted(sent, key=lambda r: r["id"]):  # a task's first message sent names the move
         detail_of.setdefault(r["task_id"], details[r["id"]])
     if not detail_of:
-        return
+        return set()
     marks = ", ".join("?" * len(detail_of))
     moved = db.execute(
         "UPDATE tasks SET delivery_status = 'delivered', updated_at = ?,"
@@ -920,22 +904,22 @@ def _mark_many_sent(db: Database, details: dict[int, str], now: int) -> None:
         f" WHERE task_id IN ({marks}) AND delivery_status != 'delivered' RETURNING task_id, status",
         [now, *detail_of],
     ).fetchall()
-    if not moved:
-        return
-    db.executemany(
-        "INSERT INTO audit (task_id, at, event, from_status, to_status, actor, source, detail)"
-        " VALUES (?, ?, 'delivered', ?, ?, 'delivery', NULL, ?)",
-        [
-            (
-                r["task_id"],
-                now,
-                "new" if r["status"] == "delivered" else r["status"],
-                r["status"],
-                detail_of[r["task_id"]],
-            )
-            for r in moved
-        ],
-    )
+    if moved:
+        db.executemany(
+            "INSERT INTO audit (task_id, at, event, from_status, to_status, actor, source, detail)"
+            " VALUES (?, ?, 'delivered', ?, ?, 'delivery', NULL, ?)",
+            [
+                (
+                    r["task_id"],
+                    now,
+                    "new" if r["status"] == "delivered" else r["status"],
+                    r["status"],
+                    detail_of[r["task_id"]],
+                )
+                for r in moved
+            ],
+        )
+    return {r["id"] for r in sent}
 
 
 def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
