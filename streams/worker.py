@@ -11,7 +11,6 @@ only for batches whose work is done. Rule state lives in memory and is checkpoin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ import time
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError
+from faust.exceptions import NotReady
 from prometheus_client import Gauge, start_http_server
 
 from config.heap import freeze_startup_heap
@@ -309,11 +309,15 @@ def build_app(settings: Settings) -> faust.App:
                     await commit(offsets)
                     last_commit = time.monotonic()
         finally:
-            with contextlib.suppress(KafkaError):
+            try:
                 async with lock:
                     offsets = ready()
                     await pipeline.checkpoint()
                 await commit(offsets)
+            except (KafkaError, NotReady) as exc:
+                # Faust may stop its producer before this task ends: nothing more is committed, and
+                # a restart reads on from the last commit (what it covers is checkpointed).
+                log.warning("no final checkpoint (%r); the next start reads on from the last commit", exc)
             await consumer.stop()
 
     if settings.scope_stage:
