@@ -188,17 +188,39 @@ class ScopeEngine:
         quiet_ms: int = QUIET_MS,
         default_window_ms: int = 300_000,
     ):
-        self.rules: dict[str, list[CorrelationRule]] = {}
-        for r in rules:
-            if r.scope in STAGE2_SCOPES:
-                self.rules.setdefault(r.scope, []).append(r)
         self.names = names or (lambda scope, key: f"{scope} {key}")
         self.quiet_ms = quiet_ms
         self.default_window_ms = default_window_ms  # a `window` rule that gives none
-        # Entries are kept while a rule may still use them: the longest window plus the quiet period.
-        longest = max((r.window_ms(default_window_ms) for rs in self.rules.values() for r in rs), default=0)
-        self.keep_ms = longest + quiet_ms
         self.states: dict[str, ScopeState] = {}
+        self.rules: dict[str, list[CorrelationRule]] = {}
+        self.set_rules(rules)
+
+    def set_rules(self, rules: Iterable[CorrelationRule]) -> list[IncidentEvent]:
+        """Use these rules from now on (a reload); what the keys remember is kept, but a new rule
+        sees only entries kept for the old ones and those from now on. An open incident of a rule
+        that is gone, or whose scope changed, is closed at its key's clock: returns those events."""
+        old = {r.id: r for rs in self.rules.values() for r in rs}
+        self.rules = {}
+        for r in rules:
+            if r.scope in STAGE2_SCOPES:
+                self.rules.setdefault(r.scope, []).append(r)
+        # Entries are kept while a rule may still use them: the longest window plus the quiet period.
+        longest = max((r.window_ms(self.default_window_ms) for rs in self.rules.values() for r in rs), default=0)
+        self.keep_ms = longest + self.quiet_ms
+        out = []
+        for sk in sorted(self.states):
+            st = self.states[sk]
+            scope, key = sk.split(":", 1)
+            kept = {r.id for r in self.rules.get(scope, [])}
+            for rule_id in sorted(set(st.incidents) - kept & set(old)):
+                inc = st.incidents.pop(rule_id)
+                ts = max(st.clock, inc.updated_at)
+                inc.timeline.append({"ts": ts, "what": "closed: its rule was removed", "hazard_id": None})
+                inc.updated_at = ts
+                st.used.setdefault(rule_id, []).extend(inc.entry_ids)  # should the rule come back
+                out.append(self._event(scope, key, st, old[rule_id], inc, "closed", ts))
+            st.pending = [p for p in st.pending if p["rule_id"] in kept]
+        return out
 
     def snapshot(self, state_key: str) -> dict:
         """One scope key's state as plain data."""

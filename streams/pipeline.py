@@ -39,6 +39,7 @@ from .influx import (
     tags,
 )
 from .reload import RuleReloader
+from .scope_stage import emitted_scopes
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,11 @@ class Pipeline:
 
     async def tick(self) -> None:
         """Timer: pick up changed rule files, send spooled points, then move the engine's clock."""
+        rules = self.reloader.correlation_rules
         self.reloader.maybe_reload(self.engine)
+        if self.reloader.correlation_rules is not rules:
+            # A scope level that gained (or lost) its rules is re-keyed for the scope stage from now on.
+            self.scopes = emitted_scopes(self.settings, self.reloader.correlation_rules)
         if self.writer is not None:
             await self.writer.drain()
         if self.events_writer is not None:

@@ -49,6 +49,22 @@ def rule_diff(old: Catalog | None, new: Catalog) -> dict[str, list[str]]:
     }
 
 
+def reload_correlation(settings: Settings, seen: tuple | None) -> tuple[tuple, list | None]:
+    """For the scope stage: the correlation files' signature now, and their rules if it differs
+    from `seen` and they load (errors are logged and counted, and the caller keeps its rules)."""
+    sig = _signature(sorted(Path(settings.correlation_dir).glob("*.y*ml")))
+    if sig == seen:
+        return sig, None
+    try:
+        rules = load_correlation_rules(settings.correlation_dir)
+    except CorrelationRuleError as exc:
+        RELOADS.labels("scope", "refused").inc()
+        log.error("correlation files changed but have errors; the scope stage keeps its rules:\n%s", exc)
+        return sig, None
+    RELOADS.labels("scope", "applied").inc()
+    return sig, rules
+
+
 class RuleReloader:
     """Watches the rule directory and the maintenance file for one worker."""
 
@@ -58,6 +74,7 @@ class RuleReloader:
         self._rules_sig: tuple | None = None
         self._maint_sig: tuple | None = None
         self._corr_sig: tuple | None = None
+        self.correlation_rules: list = []  # the last loaded; a new list object after each reload
         self._checked = 0.0
 
     def _rule_files(self) -> list[Path]:
@@ -71,6 +88,7 @@ class RuleReloader:
         ids = {r.id for f in catalog.sectors.values() for r in f.rules}
         rules = load_correlation_rules(self.settings.correlation_dir, set(catalog.sectors), ids)
         self._corr_sig = _signature(self._correlation_files())
+        self.correlation_rules = rules
         return rules
 
     def initial(self, registry) -> tuple[Catalog, list]:

@@ -35,6 +35,7 @@ from sensors.registry import Registry
 
 from .checkpoint import load_snapshots
 from .influx import InfluxWriter, incident_line, incident_state_line, risk_line
+from .reload import reload_correlation
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,8 @@ async def run_scope_stage(settings: Settings, registry: Registry, *, stop: async
     await consumer.start()
     lag_ms = int(settings.scope_clock_lag_s * 1000)
     last_commit = last_tick = time.monotonic()
+    rules_seen, _ = reload_correlation(settings, None)
+    last_reload = time.monotonic()
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=settings.take_max)
@@ -265,6 +268,17 @@ async def run_scope_stage(settings: Settings, registry: Registry, *, stop: async
                         if m.value is not None:
                             await emit(*stage.apply(tp.partition, m.offset, m.value))
                     done[tp] = msgs[-1].offset + 1
+                if time.monotonic() - last_reload >= settings.rules_reload_s:
+                    last_reload = time.monotonic()
+                    rules_seen, rules = reload_correlation(settings, rules_seen)
+                    if rules is not None:
+                        # Closes what a removed rule had open; the keys' other state carries on.
+                        closed = stage.engine.set_rules(rules)
+                        stage.dirty |= {f"{e.scope}:{e.scope_key}" for e in closed}
+                        await emit(closed, [])
+                        log.info(
+                            "scope stage: %d correlation rules reloaded, %d incident(s) closed", len(rules), len(closed)
+                        )
                 if time.monotonic() - last_tick >= 1.0:
                     # Timers only for partitions read to their end: a backlog is data still to come, not silence.
                     for tp in mine:

@@ -36,7 +36,6 @@ from config.topics import (
     TOKENS_TOPIC,
 )
 from rules.engine import RuleEngine
-from rules.patterns import load_correlation_rules
 from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
 
@@ -148,7 +147,7 @@ def build_app(settings: Settings) -> faust.App:
         caught_up=caught_up,
     )
     # The repartition for the scope stage: the levels its rules (and risk colours) need.
-    pipeline.scopes = emitted_scopes(settings, load_correlation_rules(settings.correlation_dir))
+    pipeline.scopes = emitted_scopes(settings, reloader.correlation_rules)
     if settings.influx_events_rp:
         spool = settings.spool_dir.with_name(settings.spool_dir.name + "-events")
         pipeline.events_writer = InfluxWriter(

@@ -391,3 +391,20 @@ def test_a_region_keeps_only_what_its_rules_can_use(shipped):
     # The enterprise scope keeps everything: its risk colour counts every open hazard.
     feed_all(eng, [rec(gas[0], scope="enterprise")])
     assert "g0" in eng.states["enterprise:E1"].entries
+
+
+def test_a_reload_closes_what_a_removed_rule_had_open_and_new_rules_apply():
+    eng = ScopeEngine([rule(**RAIN2)])
+    a, b = entry("h1", "pond-a", start=T0), entry("h2", "pond-b", start=T0 + H)
+    assert [o.status for o in feed_all(eng, [rec(a), rec(b)])] == ["open"]
+    closed = eng.set_rules([])
+    assert [(o.status, o.rule_id, o.closed_at) for o in closed] == [("closed", "t.rule", T0 + H)]
+    assert closed[0].timeline[-1].what == "closed: its rule was removed"
+    assert eng.states["county:320583"].incidents == {}
+    c = entry("h3", "pond-c", start=T0 + 2 * H)
+    assert feed_all(eng, [rec(c)]) == []  # no rule uses it: nothing fires, and it is not kept
+    assert eng.set_rules([rule(**RAIN2)]) == []  # nothing open to close
+    d, e = entry("h4", "pond-d", start=T0 + 3 * H), entry("h5", "pond-e", start=T0 + 3 * H + 1)
+    out = feed_all(eng, [rec(d), rec(e)])
+    # h1 and h2 made the incident the removal closed: the rule put back does not count them again.
+    assert [(o.status, o.hazard_ids) for o in out] == [("open", ["h4", "h5"])]
