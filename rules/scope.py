@@ -212,7 +212,7 @@ class ScopeEngine:
             st = self.states[sk]
             scope, key = sk.split(":", 1)
             kept = {r.id for r in self.rules.get(scope, [])}
-            for rule_id in sorted(set(st.incidents) - kept & set(old)):
+            for rule_id in sorted((set(st.incidents) - kept) & set(old)):
                 inc = st.incidents.pop(rule_id)
                 ts = max(st.clock, inc.updated_at)
                 inc.timeline.append({"ts": ts, "what": "closed: its rule was removed", "hazard_id": None})
