@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from config.settings import Settings
 from config.topics import SECTORS, telemetry_topic
@@ -83,3 +84,22 @@ async def sites_by_partition(settings: Settings, site_sector: Mapping[str, str])
         tp = (settings.topic(telemetry_topic(sector)), kafka_partition(site.encode(), counts[sector]))
         out.setdefault(tp, []).append(site)
     return out
+
+
+async def commit_done(
+    consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], done: dict[TopicPartition, int], who: str
+) -> None:
+    """Commit offsets whose batches are done and checkpointed (those still assigned), then forget
+    those of `done` that went. A refused commit is logged: the group moved on, and the new owner
+    re-reads from the last commit and knows the checkpointed part for redelivered."""
+    mine = consumer.assignment()
+    offsets = {tp: off for tp, off in offsets.items() if tp in mine}
+    if not offsets:
+        return
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning("%s: offset commit refused (%s); the partitions' new owner starts from the last commit", who, exc)
+    for tp, off in offsets.items():
+        if done.get(tp) == off:
+            del done[tp]

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from prometheus_client import Counter
 
 from config.settings import Settings
@@ -33,7 +33,7 @@ from rules.scope import STAGE2_SCOPES, Record, ScopeEngine, rules_scopes
 from sensors.producer import kafka_partition
 from sensors.registry import Registry
 
-from .checkpoint import load_snapshots
+from .checkpoint import commit_done, load_snapshots
 from .influx import InfluxWriter, incident_line, incident_state_line, risk_line
 from .reload import reload_correlation
 
@@ -217,17 +217,7 @@ async def run_scope_stage(settings: Settings, registry: Registry, *, stop: async
         await producer.flush()
 
     async def commit(offsets: dict[TopicPartition, int]) -> None:
-        mine = consumer.assignment()
-        offsets = {tp: off for tp, off in offsets.items() if tp in mine}
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("scope stage: offset commit refused (%s); the new owner starts from the last commit", exc)
-        for tp, off in offsets.items():
-            if done.get(tp) == off:
-                del done[tp]
+        await commit_done(consumer, offsets, done, "scope stage")
 
     class Rebalance(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked) -> None:

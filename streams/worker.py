@@ -17,7 +17,7 @@ import time
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError
 from faust.exceptions import NotReady
 from prometheus_client import Gauge, start_http_server
 
@@ -39,7 +39,7 @@ from rules.engine import RuleEngine
 from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
 
-from .checkpoint import load_snapshots, sites_by_partition
+from .checkpoint import commit_done, load_snapshots, sites_by_partition
 from .influx import InfluxWriter
 from .pipeline import Pipeline
 from .reload import RuleReloader
@@ -193,22 +193,8 @@ def build_app(settings: Settings) -> faust.App:
         return {tp: pipeline.committable(tp.topic, tp.partition, off) for tp, off in done.items()}
 
     async def commit(offsets: dict[TopicPartition, int]) -> None:
-        """Commit offsets whose batches are done and checkpointed (those still assigned to us)."""
-        if consumer is None:
-            return
-        mine = consumer.assignment()
-        offsets = {tp: off for tp, off in offsets.items() if tp in mine}
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on: the new owner re-reads from the last commit and knows the
-            # checkpointed part for redelivered, so nothing is lost or evaluated twice.
-            log.warning("offset commit refused (%s); the partitions' new owner starts from the last commit", exc)
-        for tp in offsets:
-            if done.get(tp) == offsets[tp]:
-                del done[tp]
+        if consumer is not None:
+            await commit_done(consumer, offsets, done, "worker")
 
     class Rebalance(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked) -> None:
