@@ -146,12 +146,7 @@ def _event(inc: OpenIncident, info: SiteInfo, status: str, ts: int, rules: SiteR
         rule_id=inc.rule_id,
         title=title,
         summary=summary,
-        site_id=info.site_id,
-        site_name=info.site_name,
-        enterprise_id=info.enterprise_id,
-        enterprise_name=info.enterprise_name,
-        region=info.region,
-        sector=info.sector,
+        **asdict(info),  # where: site, enterprise, region, sector
         opened_at=inc.opened_at,
         updated_at=ts,
         closed_at=ts if status == "closed" else None,

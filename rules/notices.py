@@ -127,12 +127,7 @@ def _emit(state: SiteNotice, info: SiteInfo, status: str, ts: int) -> NoticeEven
         severity=state.severity,
         title=title,
         summary=summary,
-        site_id=info.site_id,
-        site_name=info.site_name,
-        enterprise_id=info.enterprise_id,
-        enterprise_name=info.enterprise_name,
-        region=info.region,
-        sector=info.sector,
+        **asdict(info),  # where: site, enterprise, region, sector
         opened_at=state.opened_at,
         updated_at=ts,
         closed_at=ts if status == "closed" else None,
