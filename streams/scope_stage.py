@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError, KafkaTimeoutError
 from prometheus_client import Counter
 
 from config.settings import Settings
@@ -180,7 +180,9 @@ async def run_scope_stage(settings: Settings, registry: Registry, *, stop: async
         linger_ms=settings.producer_linger_ms,
         request_timeout_ms=int(settings.producer_timeout_s * 1000),
     )
-    await producer.start()
+    # The stage may start while the broker is away (it starts after the worker's first batch):
+    # it waits, like the telemetry consumer, instead of taking the worker down.
+    await _until_started(producer.start, settings)
     writer = InfluxWriter(settings.model_copy(update={"influx_spool_dir": _spool(settings, "scope")}))
     events_writer = (
         InfluxWriter(
@@ -241,7 +243,7 @@ async def run_scope_stage(settings: Settings, registry: Registry, *, stop: async
                     log.info("scope stage: now reading %d partition(s), restored %d scope key(s)", len(new), n)
 
     consumer.subscribe([stage.scope_topic], listener=Rebalance())
-    await consumer.start()
+    await _until_started(consumer.start, settings)
     lag_ms = int(settings.scope_clock_lag_s * 1000)
     last_commit = last_tick = time.monotonic()
     rules_seen, _ = reload_correlation(settings, None)
@@ -294,6 +296,20 @@ async def run_scope_stage(settings: Settings, registry: Registry, *, stop: async
         for w in (writer, events_writer):
             if w is not None:
                 await w.aclose()
+
+
+async def _until_started(start: Callable[[], Awaitable[None]], settings: Settings) -> None:
+    """`start()` a client, trying again each second while the broker is unreachable (up to `broker_wait_s`)."""
+    deadline = time.monotonic() + settings.broker_wait_s
+    while True:
+        try:
+            await start()
+            return
+        except (KafkaConnectionError, KafkaTimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("scope stage: broker unreachable at start (%r); trying again", exc)
+            await asyncio.sleep(1.0)
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
