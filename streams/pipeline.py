@@ -419,12 +419,13 @@ class Pipeline:
         self.last_offset.pop((topic, partition), None)
         return sites
 
-    async def checkpoint(self, sites: list[str] | None = None) -> None:
+    async def checkpoint(self, sites: list[str] | None = None, *, settle: bool = True) -> None:
         """Checkpoint every site changed since its last checkpoint (or `sites`), after the events before it.
 
         The caller commits offsets only after this: a restart then finds every committed message
         covered by its site's checkpoint (treated as redelivered), and re-evaluates only what
         came after, re-emitting at most the same events (their ids are stable) and never a gap.
+        `settle=False` returns before the checkpoints are acknowledged: the next call waits for them.
         """
         # Events first: a checkpoint on the broker says the events of what it covers are there too.
         await self.flush()
@@ -434,7 +435,8 @@ class Pipeline:
         for site, blob in blobs:
             await self.send(self.checkpoint_topic, site.encode(), blob)
             self.dirty.discard(site)
-        await self.flush()
+        if settle:
+            await self.flush()
 
     def _checkpoint(self, site_id: str, snap: dict) -> bytes:
         """A site's checkpoint: its rule state and the newest telemetry offset it covers."""
