@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     producer_timeout_s: float = Field(300.0, description="how long a producer keeps retrying one message")
     take_max: int = Field(1000, description="most telemetry messages one worker batch takes (getmany)")
     commit_interval_s: float = Field(1.0, description="how often a worker commits the offsets of finished batches")
-    checkpoint_step_sites: int = Field(
-        25, ge=1, description="sites a worker checkpoints between two batches (a commit's checkpoint goes in steps)"
-    )
     worker_id: str = "safewatch-worker"
     worker_web_port: int = Field(16066, description="port of the worker's Prometheus metrics")
     # 127.0.0.1 keeps metrics off the network on a laptop; in containers Prometheus scrapes from

@@ -83,8 +83,7 @@ class SiteCorrelation:
         return {
             "v": 3,
             "recent": [e.to_dict() for e in self.recent],
-            # vars, not asdict: a long incident's timeline deep-copied once a second stalled the worker
-            "incident": dict(vars(self.incident)) if self.incident else None,
+            "incident": asdict(self.incident) if self.incident else None,
             "pending": [p.to_dict() for p in self.pending],
         }
 

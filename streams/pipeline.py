@@ -419,27 +419,23 @@ class Pipeline:
         self.last_offset.pop((topic, partition), None)
         return sites
 
-    async def checkpoint(self, sites: list[str] | None = None, *, settle: bool = True) -> None:
+    async def checkpoint(self, sites: list[str] | None = None) -> None:
         """Checkpoint every site changed since its last checkpoint (or `sites`), after the events before it.
 
         The caller commits offsets only after this: a restart then finds every committed message
         covered by its site's checkpoint (treated as redelivered), and re-evaluates only what
         came after, re-emitting at most the same events (their ids are stable) and never a gap.
-        `settle=False` returns before the checkpoints are acknowledged: the next call waits for them.
         """
         # Events first: a checkpoint on the broker says the events of what it covers are there too.
         await self.flush()
-        chosen = sorted(self.dirty) if sites is None else sites
-        # Serialised before the first send: the snapshots share containers with the live state.
-        blobs = [(site, self._checkpoint(site, snap)) for site, snap in self.engine.snapshot_sites(chosen).items()]
-        for site, blob in blobs:
-            await self.send(self.checkpoint_topic, site.encode(), blob)
+        for site in sorted(self.dirty) if sites is None else sites:
+            await self.send(self.checkpoint_topic, site.encode(), self.snapshot(site))
             self.dirty.discard(site)
-        if settle:
-            await self.flush()
+        await self.flush()
 
-    def _checkpoint(self, site_id: str, snap: dict) -> bytes:
+    def snapshot(self, site_id: str) -> bytes:
         """A site's checkpoint: its rule state and the newest telemetry offset it covers."""
+        snap = self.engine.snapshot_site(site_id)
         src = self.site_offset.get(site_id)
         if src is not None and self.reorder is None:
             snap["src"] = list(src)

@@ -251,11 +251,6 @@ def build_app(settings: Settings) -> faust.App:
         nonlocal consumer
         consumer = await start_consumer()
         last_commit = time.monotonic()
-        # A commit's checkpoint goes a step of sites at a time between batches, so no batch waits
-        # for all of it (200 sites took 50-100 ms): the offsets are those read when the round began,
-        # and every site dirty then is checkpointed, after its events, before they are committed.
-        round_offsets: dict[TopicPartition, int] | None = None
-        round_sites: list[str] = []
         try:
             while True:
                 fetched = await consumer.getmany(timeout_ms=200, max_records=settings.take_max)
@@ -288,25 +283,16 @@ def build_app(settings: Settings) -> faust.App:
                             end = consumer.highwater(tp)
                             if end is not None:
                                 LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - done[tp]))
-                if round_offsets is None and done and time.monotonic() - last_commit >= settings.commit_interval_s:
+                if done and time.monotonic() - last_commit >= settings.commit_interval_s:
                     async with lock:
-                        round_offsets, round_sites = ready(), sorted(pipeline.dirty)
-                if round_offsets is not None:
-                    step = settings.checkpoint_step_sites if fetched else len(round_sites)  # idle: all at once
-                    chosen, round_sites = round_sites[:step], round_sites[step:]
-                    async with lock:
+                        offsets = ready()
                         try:
-                            # One no longer dirty was checkpointed since (a revoke) or handed over.
-                            await pipeline.checkpoint(
-                                [s for s in chosen if s in pipeline.dirty], settle=not round_sites
-                            )
+                            await pipeline.checkpoint()
                         except BaseException as exc:
                             _die(exc)
-                    if not round_sites:
-                        # Not under the lock: a commit may wait on a rebalance, whose listener takes the lock.
-                        await commit(round_offsets)
-                        round_offsets = None
-                        last_commit = time.monotonic()
+                    # Not under the lock: a commit may wait on a rebalance, whose listener takes the lock.
+                    await commit(offsets)
+                    last_commit = time.monotonic()
         finally:
             try:
                 async with lock:
@@ -318,9 +304,6 @@ def build_app(settings: Settings) -> faust.App:
                 # a restart reads on from the last commit (what it covers is checkpointed).
                 log.warning("no final checkpoint (%r); the next start reads on from the last commit", exc)
             await consumer.stop()
-            for writer in (pipeline.writer, pipeline.events_writer):
-                if writer is not None:
-                    await writer.aclose()
 
     if settings.scope_stage:
 
