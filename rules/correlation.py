@@ -83,7 +83,8 @@ class SiteCorrelation:
         return {
             "v": 3,
             "recent": [e.to_dict() for e in self.recent],
-            "incident": asdict(self.incident) if self.incident else None,
+            # vars, not asdict: a long incident's timeline deep-copied once a second stalled the worker
+            "incident": dict(vars(self.incident)) if self.incident else None,
             "pending": [p.to_dict() for p in self.pending],
         }
 

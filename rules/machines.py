@@ -54,6 +54,10 @@ class SensorState:
             or any(lv.active or lv.pending_on is not None for lv in self.levels.values())
         )
 
+    def idle(self) -> bool:
+        """True when this state is what a new one starts from (nothing pending, active or sampled)."""
+        return self.rate is None and not self.busy()
+
     def to_dict(self) -> dict:
         """Plain data for the checkpoint."""
         d = {

@@ -40,8 +40,8 @@ class SiteNotice:
     pending: bool = False  # a change not yet published (held by the rate limit)
 
     def to_dict(self) -> dict:
-        """Plain data for the checkpoint."""
-        return asdict(self)
+        """Plain data for the checkpoint (shares its containers: serialise it at once)."""
+        return dict(vars(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> SiteNotice:

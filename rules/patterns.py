@@ -52,7 +52,7 @@ class Entry:
 
     def to_dict(self) -> dict:
         """Plain data for a checkpoint."""
-        return asdict(self)
+        return dict(vars(self))  # every field is a scalar: asdict's deep copy would only cost time
 
 
 class Matcher(BaseModel):

@@ -13,7 +13,7 @@ seen changes nothing, and windows are on event time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -42,7 +42,7 @@ class Record:
 
     def to_json(self) -> bytes:
         """The record's value on the repartition topic."""
-        d = {"scope": self.scope, "key": self.key, "op": self.op, "ts": self.ts, "entry": asdict(self.entry)}
+        d = {"scope": self.scope, "key": self.key, "op": self.op, "ts": self.ts, "entry": self.entry.to_dict()}
         return orjson.dumps(d)
 
     @classmethod
@@ -133,8 +133,9 @@ class ScopeState:
     risk: str | None = None  # enterprise keys: the risk colour last published (rules/risk.py)
 
     def to_dict(self) -> dict:
-        """Plain data for the checkpoint."""
-        return asdict(self)
+        """Plain data for the checkpoint; it shares containers with the state, so serialise it at once
+        (asdict's deep copy of a busy county's entries stalled the worker's loop)."""
+        return {**vars(self), "incidents": {k: dict(vars(i)) for k, i in self.incidents.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> ScopeState:
@@ -249,7 +250,7 @@ class ScopeEngine:
             return out
         if rec.op == "clear":
             if prev is None:  # its open is yet to come (out of order) or was pruned: remember the clear
-                st.entries[e.id] = asdict(e) | {"cleared_at": rec.ts if e.cleared_at is None else e.cleared_at}
+                st.entries[e.id] = e.to_dict() | {"cleared_at": rec.ts if e.cleared_at is None else e.cleared_at}
                 return out
             if prev["cleared_at"] is not None:
                 return out
@@ -261,7 +262,7 @@ class ScopeEngine:
                 return out  # seen already (a redelivery), or an update that is no worse
             prev["severity"] = e.severity
             return out + self._worse(rec.scope, rec.key, st, Entry(**prev), rec.ts)
-        st.entries[e.id] = asdict(e)
+        st.entries[e.id] = e.to_dict()
         self._answer(rec.scope, st, e, "open")
         return out + self._new(rec.scope, rec.key, st, e, rec.ts)
 

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from config.settings import Settings
 from config.topics import HAZARDS_TOPIC, SECTORS, telemetry_topic
+from history.retention import ensure_retention, run
 from sensors.producer import TelemetryProducer
 from sensors.uscc import check_char
 from streams.worker import topic_specs
@@ -41,6 +42,7 @@ from .stack import ensure_topics, stack_down, stack_up
 console = Console(width=150)  # the table is the point; do not let a narrow terminal fold it
 SITE_SENSORS = 50
 PROBE = "probe"  # the per-site sensor the latency phase flips across its set point
+BENCH_DB = "safewatch_bench_pipeline"
 
 
 @dataclass
@@ -215,8 +217,24 @@ async def latency_run(
     return latencies
 
 
+def bench_database(settings: Settings) -> Settings:
+    """Settings for the bench's own InfluxDB database, created afresh with the usual policies and no
+    continuous queries: bench points stay out of inspectors' histories, and a roll-up of the main
+    database (up to seconds of a core a minute at bench rates; InfluxDB's work, sized with InfluxDB)
+    does not land in the middle of a measurement of the worker."""
+    s = settings.model_copy(update={"influx_db": BENCH_DB, "influx_rollup_job": True})
+    run(s, f'DROP DATABASE "{BENCH_DB}"')
+    ensure_retention(s)
+    return s
+
+
+def drop_bench_database(settings: Settings) -> None:
+    """Free what the bench wrote."""
+    run(settings, f'DROP DATABASE "{BENCH_DB}"')
+
+
 def start_worker(settings: Settings, prefix: str, registry: Path, log: Path) -> subprocess.Popen:
-    """A `safewatch worker` on the bench topics, its own group and metrics port."""
+    """A `safewatch worker` on the bench topics, its own group and metrics port, writing to `settings.influx_db`."""
     env = {
         **os.environ,
         "SAFEWATCH_TOPIC_PREFIX": prefix,
@@ -224,6 +242,7 @@ def start_worker(settings: Settings, prefix: str, registry: Path, log: Path) -> 
         "SAFEWATCH_WORKER_ID": f"{prefix}worker",
         "SAFEWATCH_BROKER_URL": settings.bootstrap,
         "SAFEWATCH_INFLUX_URL": settings.influx,
+        "SAFEWATCH_INFLUX_DB": settings.influx_db,
         "SAFEWATCH_WORKER_WEB_PORT": str(settings.worker_web_port),
         "SAFEWATCH_FETCH_WAIT_MS": str(settings.fetch_wait_ms),
     }
@@ -288,6 +307,7 @@ def run_bench(
 ) -> list[Row]:
     """Run all phases and print the table."""
     stack_up(settings)
+    settings = bench_database(settings)  # (a failed run's is dropped by the next one)
     rng = np.random.default_rng(1)
     run_id = time.strftime("%H%M%S")
     work = Path(tempfile.mkdtemp(prefix="safewatch-bench-"))
@@ -382,6 +402,7 @@ def run_bench(
             progress.update(task, description=f"Quix Streams: {n_single:,} single-reading messages")
             rows.append(quix_row(settings, quix_python, f"bench-{run_id}-quix.", singles))
 
+    drop_bench_database(settings)
     print_rows(rows, raw_readings=rows[1].readings_per_s, settings=settings)
     return rows
 

@@ -22,7 +22,7 @@ from config.settings import Settings
 from sensors.producer import TelemetryProducer
 from streams.worker import topic_specs
 
-from .bench import SITE_SENSORS, bench_registry, console, start_worker
+from .bench import SITE_SENSORS, bench_database, bench_registry, console, drop_bench_database, start_worker
 from .processes import stop_process, worker_metrics
 from .stack import ensure_topics, stack_status, stack_up
 
@@ -75,6 +75,7 @@ async def _drive(settings: Settings, prefix: str, layout, seconds: float, sample
 def run_soak(settings: Settings, *, minutes: float, rate: int, sample_s: float = 30.0) -> list[Sample]:
     """Run the soak, print the memory series and whether the worker stayed within 10 %."""
     stack_up(settings)
+    settings = bench_database(settings)
     work = Path(tempfile.mkdtemp(prefix="safewatch-soak-"))
     registry = work / "registry.yaml"
     layout = bench_registry(registry, sites=max(1, rate // SITE_SENSORS))
@@ -100,6 +101,7 @@ def run_soak(settings: Settings, *, minutes: float, rate: int, sample_s: float =
         asyncio.run(_drive(settings, prefix, layout, minutes * 60, sample, sample_s))
     finally:
         stop_process(worker)
+    drop_bench_database(settings)
     print_soak(samples, rate)
     return samples
 

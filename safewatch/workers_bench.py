@@ -22,7 +22,7 @@ from config.settings import Settings
 from config.topics import SECTORS
 from streams.worker import topic_specs
 
-from .bench import bench_registry, console, frames, produce_all, start_worker
+from .bench import bench_database, bench_registry, console, drop_bench_database, frames, produce_all, start_worker
 from .processes import stop_process, worker_metrics
 from .stack import ensure_topics, stack_up
 
@@ -101,6 +101,7 @@ def drain_group(settings: Settings, prefix: str, registry: Path, n: int, total: 
 def run_workers_bench(settings: Settings, *, workers: int, readings: int, frame_size: int) -> list[GroupRun]:
     """One worker, then `workers` in one group, each draining the same frames from topics of its own."""
     stack_up(settings)
+    settings = bench_database(settings)
     rng = np.random.default_rng(1)
     work = Path(tempfile.mkdtemp(prefix="safewatch-bench-workers-"))
     registry = work / "registry.yaml"
@@ -115,6 +116,7 @@ def run_workers_bench(settings: Settings, *, workers: int, readings: int, frame_
         ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": prefix})))
         asyncio.run(produce_all(settings, prefix, msgs))
         runs.append(drain_group(settings, prefix, registry, n, total, settings.state_dir / "logs"))
+    drop_bench_database(settings)
     print_group_runs(runs, settings)
     return runs
 

@@ -428,14 +428,16 @@ class Pipeline:
         """
         # Events first: a checkpoint on the broker says the events of what it covers are there too.
         await self.flush()
-        for site in sorted(self.dirty) if sites is None else sites:
-            await self.send(self.checkpoint_topic, site.encode(), self.snapshot(site))
+        chosen = sorted(self.dirty) if sites is None else sites
+        # Serialised before the first send: the snapshots share containers with the live state.
+        blobs = [(site, self._checkpoint(site, snap)) for site, snap in self.engine.snapshot_sites(chosen).items()]
+        for site, blob in blobs:
+            await self.send(self.checkpoint_topic, site.encode(), blob)
             self.dirty.discard(site)
         await self.flush()
 
-    def snapshot(self, site_id: str) -> bytes:
+    def _checkpoint(self, site_id: str, snap: dict) -> bytes:
         """A site's checkpoint: its rule state and the newest telemetry offset it covers."""
-        snap = self.engine.snapshot_site(site_id)
         src = self.site_offset.get(site_id)
         if src is not None and self.reorder is None:
             snap["src"] = list(src)
