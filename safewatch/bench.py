@@ -5,10 +5,12 @@ Everything is measured in one run on the configured broker, each phase on its ow
 1. raw: aiokafka produce and consume of the same frame messages, and raw end-to-end latency;
 2. pipeline, frames: frames are loaded first, then a fresh `safewatch worker` drains them;
    readings/s is read off its Prometheus counter;
-3. pipeline latency: frames at a fixed rate through that worker; every frame flips a probe
-   sensor across its set point, so each frame yields a hazard event whose event time is the
-   moment it was sent — latency is hazard received minus frame sent;
-4. pipeline, single-reading messages: as 2, one reading per message.
+3. pipeline latency: frames at `--rate` and at `--peak-rate` through that worker; every 2 s each
+   site raises one sensor past its set points (the next sensor each time) and clears it with its
+   next reading, so hazard events come whose event time is the moment their reading was sent —
+   latency is hazard received minus reading sent;
+4. pipeline, single-reading messages: as 2, one reading per message; then latency as 3 at
+   `--single-rate` single-reading messages/s.
 It is a benchmark, not a test: it reports what it saw and asserts nothing.
 """
 
@@ -41,7 +43,9 @@ from .stack import ensure_topics, stack_down, stack_up
 
 console = Console(width=150)  # the table is the point; do not let a narrow terminal fold it
 SITE_SENSORS = 50
-PROBE = "probe"  # the per-site sensor the latency phase flips across its set point
+PROBE = "probe"  # each site's first sensor
+FLIP_EVERY_S = 2.0  # the latency phase raises a hazard at each site this often
+RAISED_KINDS = ("high", "high_high")  # the hazards a raised sensor opens and clears
 BENCH_DB = "safewatch_bench_pipeline"
 
 
@@ -187,24 +191,38 @@ async def latency_run(
             for msgs in batch.values():
                 for m in msgs:
                     d = orjson.loads(m.value)
-                    if d.get("ts", 0) >= start_ms and (raw or d.get("sensor_id", "").endswith(PROBE)):
+                    if d.get("ts", 0) >= start_ms and (raw or d.get("kind") in RAISED_KINDS):
                         latencies.append(now - d["ts"])
 
     reader = asyncio.create_task(collect())
     try:
-        flip: dict[str, bool] = {}
+        # Every FLIP_EVERY_S each site raises one sensor past both set points, the next in turn, and
+        # its next reading clears it: hazards come at the same pace at any reading rate, and no
+        # sensor opens often enough to be held as flapping (5 openings in 10 minutes).
+        per_site_s = rate_msgs / len(layout)
+        flip_every = max(1, round(FLIP_EVERY_S * per_site_s))  # a site's messages between raises
+        sent: dict[str, int] = {}
+        due: dict[str, int] = {}
+        raised: dict[str, int] = {}
+        hot: dict[str, str] = {}
         async with TelemetryProducer(settings.bootstrap, linger_ms=settings.producer_linger_ms) as producer:
             t_start = time.perf_counter()
             for m in range(n_total):
                 sector, site, ids = layout[m % len(layout)]
-                # each site's probe alternates 60 / 1 %LEL: every frame opens or clears a hazard
-                hot = flip[site] = not flip.get(site, False)
-                values = [60.0 if hot else 1.0] + [3.0] * (frame_size - 1)
-                body = {
-                    "site_id": site,
-                    "ts": int(time.time() * 1000),
-                    "readings": [{"sensor_id": s, "value": v} for s, v in zip(ids[:frame_size], values, strict=False)],
-                }
+                k = sent[site] = sent.get(site, -1) + 1
+                # frames carry every sensor; single readings go through a site's sensors in turn
+                values = dict.fromkeys(ids[:frame_size] if frame_size > 1 else [ids[k % len(ids)]], 3.0)
+                target = ids[raised.get(site, 0) % len(ids)]
+                if hot.get(site) in values:
+                    values[hot.pop(site)] = 1.0
+                elif site not in hot and k >= due.get(site, 0) and target in values:
+                    values[target], hot[site] = 60.0, target
+                    raised[site], due[site] = raised.get(site, 0) + 1, k + flip_every
+                body: dict = {"site_id": site, "ts": int(time.time() * 1000)}
+                if frame_size > 1:
+                    body["readings"] = [{"sensor_id": s, "value": v} for s, v in values.items()]
+                else:
+                    [(body["sensor_id"], body["value"])] = values.items()
                 await producer.send(prefix + f"telemetry.{sector}", site, orjson.dumps(body))
                 delay = t_start + (m + 1) / rate_msgs - time.perf_counter()
                 if delay > 0:
@@ -231,6 +249,29 @@ def bench_database(settings: Settings) -> Settings:
 def drop_bench_database(settings: Settings) -> None:
     """Free what the bench wrote."""
     run(settings, f'DROP DATABASE "{BENCH_DB}"')
+
+
+def latency_row(settings: Settings, prefix: str, layout, *, rate: int, seconds: float, frame_size: int) -> Row:
+    """Telemetry → hazard latency through the running worker on `prefix`, at `rate` readings/s."""
+    lat = asyncio.run(
+        latency_run(
+            settings,
+            prefix,
+            layout,
+            rate_readings=rate,
+            seconds=seconds,
+            frame_size=frame_size,
+            out_topic=prefix + HAZARDS_TOPIC,
+            raw=False,
+        )
+    )
+    what = f"frames of {frame_size}" if frame_size > 1 else "single-reading messages"
+    return Row(
+        f"pipeline latency, telemetry→hazard, {what} @ {rate:,} readings/s",
+        p50_ms=pct(lat, 50),
+        p99_ms=pct(lat, 99),
+        note=f"{len(lat)} samples",
+    )
 
 
 def start_worker(settings: Settings, prefix: str, registry: Path, log: Path) -> subprocess.Popen:
@@ -303,6 +344,8 @@ def run_bench(
     frame_size: int,
     rate: int,
     latency_seconds: float,
+    peak_rate: int = 50_000,
+    single_rate: int = 20_000,
     quix_python: Path | None = None,
 ) -> list[Row]:
     """Run all phases and print the table."""
@@ -358,27 +401,11 @@ def run_bench(
             r_rate = drain_rate(settings, worker, n_frames * frame_size)
             rows.append(Row(f"pipeline, frames of {frame_size} (rules + InfluxDB)", r_rate / frame_size, r_rate))
             progress.advance(task)
-            progress.update(task, description=f"pipeline latency @ {rate:,} readings/s")
-            lat = asyncio.run(
-                latency_run(
-                    settings,
-                    fr_prefix,
-                    layout,
-                    rate_readings=rate,
-                    seconds=latency_seconds,
-                    frame_size=frame_size,
-                    out_topic=fr_prefix + HAZARDS_TOPIC,
-                    raw=False,
+            for r in [rate] + ([peak_rate] if peak_rate else []):
+                progress.update(task, description=f"pipeline latency @ {r:,} readings/s")
+                rows.append(
+                    latency_row(settings, fr_prefix, layout, rate=r, seconds=latency_seconds, frame_size=frame_size)
                 )
-            )
-            rows.append(
-                Row(
-                    f"pipeline latency, telemetry→hazard @ {rate:,} readings/s",
-                    p50_ms=pct(lat, 50),
-                    p99_ms=pct(lat, 99),
-                    note=f"{len(lat)} samples",
-                )
-            )
         finally:
             stop_process(worker)
         progress.advance(task)
@@ -394,6 +421,11 @@ def run_bench(
         try:
             s_rate = drain_rate(settings, worker, n_single)
             rows.append(Row("pipeline, single-reading messages (rules + InfluxDB)", s_rate, s_rate))
+            if single_rate:
+                progress.update(task, description=f"pipeline latency @ {single_rate:,} single-reading messages/s")
+                rows.append(
+                    latency_row(settings, one_prefix, layout, rate=single_rate, seconds=latency_seconds, frame_size=1)
+                )
         finally:
             stop_process(worker)
         progress.advance(task)

@@ -489,6 +489,8 @@ def bench(
     frame_size: int = typer.Option(50, help="readings per frame"),
     rate: int = typer.Option(20_000, help="readings/s offered in the latency run"),
     latency_seconds: float = typer.Option(15.0, help="length of the latency run"),
+    peak_rate: int = typer.Option(50_000, help="readings/s of a second latency run in frames (0: none)"),
+    single_rate: int = typer.Option(20_000, help="single-reading messages/s of a latency run (0: none)"),
     rules: bool = typer.Option(False, "--rules", help="instead: the rule engine alone, full catalogue vs thresholds"),
     correlation: bool = typer.Option(
         False, "--correlation", help="instead: the rule engine with and without the correlation rules"
@@ -575,6 +577,8 @@ def bench(
         frame_size=frame_size,
         rate=rate,
         latency_seconds=latency_seconds,
+        peak_rate=peak_rate,
+        single_rate=single_rate,
         quix_python=quix_python,
     )
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import get_args
 
+import aiohttp
 import httpx
 from prometheus_client import Counter, Gauge
 
@@ -184,7 +185,11 @@ class InfluxWriter:
         self.params = {**params, "precision": "ms"}
         if settings.influx_rp:  # else the database's default policy (`raw` on the embedded stack)
             self.params["rp"] = settings.influx_rp
-        self.client = httpx.AsyncClient(base_url=settings.influx, headers=headers, timeout=settings.influx_timeout_s)
+        self.headers = headers
+        self.write_url = settings.influx.rstrip("/") + "/write"
+        # aiohttp, not httpx: ~0.15 against ~0.9 ms of CPU per write measured here, and the worker
+        # writes every batch. Made on first use: a session belongs to the running event loop.
+        self.client: aiohttp.ClientSession | None = None
         self.spool = spool or Spool(settings.spool_dir, settings.influx_spool_max_bytes)
         self.points_written = 0
         self.points_failed = 0
@@ -257,16 +262,17 @@ class InfluxWriter:
         n = body.count(b"\n") + 1
         for attempt in range(1, attempts + 1):
             try:
-                resp = await self.client.post("/write", params=self.params, content=body)
-                if resp.status_code == 204:
-                    self.points_written += n
-                    return True
-                if 400 <= resp.status_code < 500:  # bad points: retrying will not help
-                    log.error("InfluxDB refused %d points: %s", n, resp.text[:300])
+                async with self._session().post(self.write_url, params=self.params, data=body) as resp:
+                    if resp.status == 204:
+                        self.points_written += n
+                        return True
+                    text = await resp.text(errors="replace")
+                if 400 <= resp.status < 500:  # bad points: retrying will not help
+                    log.error("InfluxDB refused %d points: %s", n, text[:300])
                     self.points_failed += n
                     return True
-                err = f"HTTP {resp.status_code}: {resp.text[:200]}"
-            except httpx.HTTPError as exc:
+                err = f"HTTP {resp.status}: {text[:200]}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 err = repr(exc)
             log.warning("InfluxDB write attempt %d/%d failed: %s", attempt, attempts, err)
             if attempt < attempts:
@@ -274,9 +280,17 @@ class InfluxWriter:
                 delay = min(delay * 2, 2.0)
         return False
 
+    def _session(self) -> aiohttp.ClientSession:
+        if self.client is None or self.client.closed:
+            self.client = aiohttp.ClientSession(
+                headers=self.headers, timeout=aiohttp.ClientTimeout(total=self.settings.influx_timeout_s)
+            )
+        return self.client
+
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
-        await self.client.aclose()
+        if self.client is not None:
+            await self.client.close()
 
 
 def query(settings: Settings, q: str, *, timeout: float = 30.0) -> list[dict]:

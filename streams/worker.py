@@ -304,6 +304,9 @@ def build_app(settings: Settings) -> faust.App:
                 # a restart reads on from the last commit (what it covers is checkpointed).
                 log.warning("no final checkpoint (%r); the next start reads on from the last commit", exc)
             await consumer.stop()
+            for writer in (pipeline.writer, pipeline.events_writer):
+                if writer is not None:
+                    await writer.aclose()
 
     if settings.scope_stage:
 
