@@ -482,12 +482,21 @@ class TaskStore:
         """The outcomes of attempts `begin_attempts` logged, in one transaction; each 2xx also marks
         its notification sent (as `mark_sent`); a failure leaves it for the retry policy."""
         now = now_ms() if now is None else now
+        ok = [o for o in outcomes if o.error is None]
         with self.transaction() as db:
+            # Successes by status code, one statement per chunk (nearly all of a batch answer alike).
+            for status in {o.http_status for o in ok}:
+                for chunk in _chunks([o.attempt_row for o in ok if o.http_status == status]):
+                    marks = ", ".join("?" * len(chunk))
+                    db.execute(
+                        f"UPDATE deliveries SET http_status = ?, error = NULL, ok = 1 WHERE id IN ({marks})",
+                        [status, *chunk],
+                    )
             db.executemany(
-                "UPDATE deliveries SET http_status = ?, error = ?, ok = ? WHERE id = ?",
-                [(o.http_status, o.error, int(o.error is None), o.attempt_row) for o in outcomes],
+                "UPDATE deliveries SET http_status = ?, error = ?, ok = 0 WHERE id = ?",
+                [(o.http_status, o.error, o.attempt_row) for o in outcomes if o.error is not None],
             )
-            for chunk in _chunks([o for o in outcomes if o.error is None]):
+            for chunk in _chunks(ok):
                 _mark_many_sent(
                     db, {o.notification_id: f"HTTP {o.http_status} on attempt {o.attempt}" for o in chunk}, now
                 )
@@ -1085,7 +1094,7 @@ def _create_task(
     detail = f"severity {incident['severity']}" + (f"; {reason}" if reason else "")
     _audit(db, task_id, now, "created", None, "new", "router", None, detail)
     held = _enqueue(db, task_id, department, kind, now, incident_json, reason, channels_of, inhibit_rules)
-    return _task(_row(db, task_id) if held else inserted), True
+    return _task(_row(db, task_id) if held else inserted, incident), True
 
 
 def _enqueue(

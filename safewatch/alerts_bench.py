@@ -40,7 +40,7 @@ from sensors.registry import load_registry
 
 from .postgres import TempPostgres, pg_bin_dir
 from .processes import settings_env, spawn_safewatch, stop_process
-from .stack import ensure_topics, stack_up
+from .stack import delete_topics, ensure_topics, stack_up
 from .workers_bench import cpu_seconds
 
 console = Console(width=150)
@@ -291,6 +291,7 @@ def run_alerts_bench(
             )
     elif postgres:
         rows.append(Row("postgresql", note="skipped: no PostgreSQL server (safewatch stack install)"))
+    delete_topics(settings, f"bench-{run_id}-")
     print_rows(rows)
     return rows
 

@@ -39,7 +39,7 @@ from sensors.uscc import check_char
 from streams.worker import topic_specs
 
 from .processes import spawn_safewatch, stop_process, worker_metrics
-from .stack import ensure_topics, stack_down, stack_up
+from .stack import delete_topics, ensure_topics, stack_down, stack_up
 
 console = Console(width=150)  # the table is the point; do not let a narrow terminal fold it
 SITE_SENSORS = 50
@@ -435,6 +435,7 @@ def run_bench(
             rows.append(quix_row(settings, quix_python, f"bench-{run_id}-quix.", singles))
 
     drop_bench_database(settings)
+    delete_topics(settings, f"bench-{run_id}-")
     print_rows(rows, raw_readings=rows[1].readings_per_s, settings=settings)
     return rows
 

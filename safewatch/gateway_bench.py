@@ -34,7 +34,7 @@ from streams.worker import topic_specs
 from .bench import Row, bench_registry, console, frames, pct, print_rows
 from .mosquitto import gateway_password, sync_auth
 from .processes import settings_env, spawn_safewatch, stop_process
-from .stack import ensure_topics, stack_up, which
+from .stack import delete_topics, ensure_topics, stack_up, which
 from .workers_bench import cpu_seconds
 
 
@@ -229,6 +229,7 @@ def run_gateway_bench(
         for tok in gone:
             table.apply(tok)
         sync_auth(s, table)
+    delete_topics(settings, f"bench-{run_id}-")
     print_rows(rows, raw_readings=raw * frame_size, settings=s, title="one gateway process, same broker")
     console.print(f"frames of {frame_size} readings; the 'vs raw' column compares with the raw produce row")
     return rows

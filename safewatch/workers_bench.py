@@ -24,7 +24,7 @@ from streams.worker import topic_specs
 
 from .bench import bench_database, bench_registry, console, drop_bench_database, frames, produce_all, start_worker
 from .processes import stop_process, worker_metrics
-from .stack import ensure_topics, stack_up
+from .stack import delete_topics, ensure_topics, stack_up
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -117,6 +117,7 @@ def run_workers_bench(settings: Settings, *, workers: int, readings: int, frame_
         asyncio.run(produce_all(settings, prefix, msgs))
         runs.append(drain_group(settings, prefix, registry, n, total, settings.state_dir / "logs"))
     drop_bench_database(settings)
+    delete_topics(settings, f"bench-{run_id}-")
     print_group_runs(runs, settings)
     return runs
 

@@ -20,6 +20,8 @@ from safewatch.stack import (
     INFLUXDB,
     MOSQUITTO,
     StackError,
+    delete_topics,
+    delete_topics_async,
     ensure_topics,
     ensure_topics_async,
     install_influxdb,
@@ -125,6 +127,25 @@ async def test_ensure_topics_is_idempotent_and_keeps_configs(stack: Settings) ->
     assert {t["topic"]: len(t["partitions"]) for t in meta} == {compacted: stack.partitions, plain: stack.partitions}
     entries = {e[0]: e[1] for e in configs[0].resources[0][4]}
     assert entries.get("cleanup.policy") == "compact"
+
+
+@pytest.mark.asyncio
+async def test_delete_topics_takes_only_those_under_the_prefix(stack: Settings) -> None:
+    run = uuid.uuid4().hex[:8]
+    mine = [f"bench-{run}-a.one", f"bench-{run}-a.two"]
+    other = f"bench-{run}x.keep"
+    await ensure_topics_async(stack, {name: {} for name in [*mine, other]})
+    assert sorted(await asyncio.to_thread(delete_topics, stack, f"bench-{run}-")) == sorted(mine)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        left = await admin.list_topics()
+    finally:
+        await admin.close()
+    assert other in left and not set(mine) & set(left)
+    assert await delete_topics_async(stack, f"bench-{run}-") == []
+    with pytest.raises(ValueError):
+        await delete_topics_async(stack, "")
 
 
 def test_status_reports_every_part_healthy(stack: Settings) -> None:
