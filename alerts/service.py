@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from alerts import metrics
+from alerts import metrics, store_process
 from alerts.api import create_app
 from alerts.delivery import deliver, deliver_webhooks
 from alerts.dialect import DB_ERRORS
@@ -356,6 +356,7 @@ async def serve(settings: Settings) -> None:
     restore_signals = _handle_signals(lambda: loop.call_soon_threadsafe(stop.set))
     api = asyncio.create_task(_run_server(server, settings), name="alerts-api")
     jobs: list[asyncio.Task] = []
+    child = None
     try:
         await _until_listening(server, api)
         freeze_startup_heap()
@@ -366,11 +367,15 @@ async def serve(settings: Settings) -> None:
             len(all_routes(live.current)),
             store.location,
         )
-        jobs.append(
-            asyncio.create_task(
-                consume_forever(settings, lambda: live.current, store, kick, classes), name="alerts-consumer"
+        if settings.alerts_store_process:
+            child = store_process.start(settings, logging.getLevelName(logging.getLogger().getEffectiveLevel()))
+            jobs.append(asyncio.create_task(store_process.watch(*child, kick), name="alerts-consumer-process"))
+        else:
+            jobs.append(
+                asyncio.create_task(
+                    consume_forever(settings, lambda: live.current, store, kick, classes), name="alerts-consumer"
+                )
             )
-        )
         jobs.append(
             asyncio.create_task(reload_forever(live, deliveries, store, settings.alerts_reload_s), name="reload")
         )
@@ -396,6 +401,8 @@ async def serve(settings: Settings) -> None:
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+        if child is not None:
+            await store_process.stop(*child)
         await deliveries.close()
         app.state.stopping.set()  # ends the console's event streams, which uvicorn would wait for
         server.should_exit = True  # uvicorn's graceful stop

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     alerts_demo_inbox: bool = Field(False, description="mount the demo inbox (the embedded demo turns it on)")
     alerts_escalation_tick_s: float = Field(1.0, description="how often due escalations are looked for")
     alerts_reload_s: float = Field(2.0, description="how often the routing file is looked at for changes")
+    alerts_store_process: bool = Field(
+        True, description="read and store incidents in a second process, so delivery has a core of its own"
+    )
     smtp_host: str = Field("127.0.0.1", description="SMTP relay for the email channel")
     smtp_port: int = 25
     smtp_user: str | None = None

@@ -9,6 +9,8 @@ Per store, on fresh topics and a fresh store:
    receiver's first arrival to its last;
 3. latency: once that drain is settled, incidents sent at a fixed rate to that service; time from
    sending an incident to its first message at the receiver, p50/p99.
+Steps 2 and 3 run twice: with the service's consumer in its own process, and without
+(`ALERTS_STORE_PROCESS`).
 Incidents are the shipped registry's enterprises and sectors, routed by the shipped routing tree,
 each at a site of its own (so nothing is inhibited). A benchmark: it reports and asserts nothing.
 """
@@ -41,7 +43,7 @@ from sensors.registry import load_registry
 from .postgres import TempPostgres, pg_bin_dir
 from .processes import settings_env, spawn_safewatch, stop_process
 from .stack import delete_topics, ensure_topics, stack_up
-from .workers_bench import cpu_seconds
+from .workers_bench import tree_cpu_seconds
 
 console = Console(width=150)
 SEVERITIES = ("yellow", "orange", "red", "blue")
@@ -174,89 +176,130 @@ def pct(values: list[float], q: float) -> float | None:
 def run_store(
     settings: Settings, name: str, target_for, work: Path, run_id: str, *, n: int, rate: float, seconds: float
 ) -> list[Row]:
-    """The three measurements on one kind of store; `target_for(label)` gives a fresh store target."""
+    """Store only, then the service with its consumer in-process and in a process of its own;
+    `target_for(label)` gives a fresh store target."""
     receiver = Receiver()
     try:
         routing_file = work / f"routing-{name}.yaml"
         text = (PROJECT_ROOT / "config" / "routing.yaml").read_text()
         routing_file.write_text(text.replace("${ALERTS_API}/inbox", f"{receiver.url}/dept"))
-        routing = load_routing(routing_file, alerts_api=settings.alerts_api)
         alone = store_only(settings, target_for("store-only"), incidents(settings, f"so-{name}", n), routing_file)
 
-        prefix = f"bench-{run_id}-alerts-{name}."
-        # the service reads notices too: an empty topic of its own, so it subscribes to no missing one
-        ensure_topics(settings, {prefix + INCIDENTS_TOPIC: {}, prefix + NOTICES_TOPIC: {}})
-        preload = incidents(settings, f"tp-{name}", n)
-        tasks = sum(len(route(e, routing)) for e in preload)
-        asyncio.run(produce(settings, prefix + INCIDENTS_TOPIC, preload, None))
-        target = target_for("service")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        service_settings = settings.model_copy(
-            update={
-                "topic_prefix": prefix,
-                "routing": routing_file,
-                "alerts_db": target if isinstance(target, Path) else work / "unused.sqlite3",
-                "alerts_db_url": target if isinstance(target, str) else None,
-                "alerts_port": port,
-                "alerts_group": f"{prefix}group",
-                "session_timeout_s": 3.0,
-            }
-        )
-        log = settings.state_dir / "logs" / "bench-alerts.log"
-        proc = spawn_safewatch(["alerts", "serve"], log, settings_env(service_settings, dict(os.environ)))
-        try:
-            firsts = lambda: sum(1 for _, _, kind in receiver.arrivals if kind == "task")
-            # The service's own CPU from its first delivery to its last (start-up left out): what
-            # transfers to a machine where it has a core to itself.
-            wait_for(lambda: firsts() >= 1, 600, f"a first message (log: {log})", proc)
-            cpu0 = cpu_seconds(proc.pid)
-            wait_for(lambda: firsts() >= tasks, 600, f"{tasks} first messages (log: {log})", proc)
-            cpu_ms = (cpu_seconds(proc.pid) - cpu0) / n * 1000
-            times = [t for t, _, kind in receiver.arrivals if kind == "task"]
-            drained = n / (max(times) - min(times))
-            rows = [
-                Row(f"{name}: store only (route + store, {BATCH} per transaction)", alone),
-                Row(
-                    f"{name}: service (routing, store, delivery to a local receiver)",
-                    drained,
-                    alone,
-                    note=f"{n:,} incidents, {tasks:,} tasks, one webhook POST each; service CPU "
-                    f"{cpu_ms:.2f} ms/incident (≈{1000 / max(cpu_ms, 1e-9):,.0f}/s on a core of its own)",
-                ),
-            ]
-            # Latency at a steady rate, not the tail of the burst: start once every outcome of the
-            # drain is written down (the receiver sees the last POSTs before the service does).
-            watcher = TaskStore(target)
-            try:
-                wait_for(lambda: watcher.stats()["outbox_unsent"] == 0, 120, "the drain's outbox to empty", proc)
-            finally:
-                watcher.close()
-            time.sleep(2)
-            live = incidents(settings, f"lat-{name}", max(1, int(rate * seconds)))
-            live_tasks = sum(len(route(e, routing)) for e in live)
-            before = firsts()
-            sent = asyncio.run(produce(settings, prefix + INCIDENTS_TOPIC, live, rate))
-            wait_for(lambda: firsts() >= before + live_tasks, 120, "the latency run's first messages", proc)
-            first: dict[str, float] = {}
-            for t, incident_id, kind in receiver.arrivals:
-                if kind == "task" and incident_id in sent:
-                    first[incident_id] = min(t, first.get(incident_id, t))
-            lat = [(first[i] - sent[i]) * 1000 for i in first]
-            rows.append(
-                Row(
-                    f"{name}: incident → first delivery @ {rate:g} incidents/s",
-                    p50_ms=pct(lat, 50),
-                    p99_ms=pct(lat, 99),
-                    note=f"{len(lat)} incidents, {live_tasks} tasks",
-                )
+        rows = [Row(f"{name}: store only (route + store, {BATCH} per transaction)", alone)]
+        for split in (False, True):
+            rows += service_rows(
+                settings,
+                name,
+                split,
+                target_for,
+                work,
+                run_id,
+                receiver,
+                routing_file,
+                alone,
+                n=n,
+                rate=rate,
+                seconds=seconds,
             )
-        finally:
-            stop_process(proc)
         return rows
     finally:
         receiver.close()
+
+
+def service_rows(
+    settings: Settings,
+    name: str,
+    split: bool,
+    target_for,
+    work: Path,
+    run_id: str,
+    receiver: Receiver,
+    routing_file: Path,
+    alone: float,
+    *,
+    n: int,
+    rate: float,
+    seconds: float,
+) -> list[Row]:
+    """A real `safewatch alerts serve` (its consumer in a process of its own if `split`): the drain
+    of `n` preloaded incidents, then first-delivery latency at `rate`."""
+    routing = load_routing(routing_file, alerts_api=settings.alerts_api)
+    mode = "-split" if split else ""
+    label = f"{name}: service, consumer in its own process" if split else f"{name}: service"
+    prefix = f"bench-{run_id}-alerts-{name}{mode}."
+    # the service reads notices too: an empty topic of its own, so it subscribes to no missing one
+    ensure_topics(settings, {prefix + INCIDENTS_TOPIC: {}, prefix + NOTICES_TOPIC: {}})
+    tag = f"tp-{name}{mode}"
+    preload = incidents(settings, tag, n)
+    tasks = sum(len(route(e, routing)) for e in preload)
+    asyncio.run(produce(settings, prefix + INCIDENTS_TOPIC, preload, None))
+    target = target_for(f"service{mode}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    service_settings = settings.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "routing": routing_file,
+            "alerts_db": target if isinstance(target, Path) else work / f"unused{mode}.sqlite3",
+            "alerts_db_url": target if isinstance(target, str) else None,
+            "alerts_port": port,
+            "alerts_group": f"{prefix}group",
+            "session_timeout_s": 3.0,
+            "alerts_store_process": split,
+        }
+    )
+    log = settings.state_dir / "logs" / "bench-alerts.log"
+    proc = spawn_safewatch(["alerts", "serve"], log, settings_env(service_settings, dict(os.environ)))
+    try:
+        mine = lambda prefix: [t for t, i, kind in receiver.arrivals if kind == "task" and i.startswith(prefix)]
+        firsts = lambda: len(mine(tag + "-")) + len(mine(f"lat-{name}{mode}-"))
+        # The service's own CPU (its consumer process's too) from its first delivery to its last
+        # (start-up left out): what transfers to a machine where it has the cores to itself.
+        wait_for(lambda: firsts() >= 1, 600, f"a first message (log: {log})", proc)
+        cpu0 = tree_cpu_seconds(proc.pid)
+        wait_for(lambda: firsts() >= tasks, 600, f"{tasks} first messages (log: {log})", proc)
+        cpu_ms = (tree_cpu_seconds(proc.pid) - cpu0) / n * 1000
+        times = mine(tag + "-")
+        drained = n / (max(times) - min(times))
+        rows = [
+            Row(
+                f"{label} (routing, store, delivery to a local receiver)",
+                drained,
+                alone,
+                note=f"{n:,} incidents, {tasks:,} tasks, one webhook POST each; service CPU "
+                f"{cpu_ms:.2f} ms/incident (≈{1000 / max(cpu_ms, 1e-9):,.0f}/s on a core of its own)",
+            )
+        ]
+        # Latency at a steady rate, not the tail of the burst: start once every outcome of the
+        # drain is written down (the receiver sees the last POSTs before the service does).
+        watcher = TaskStore(target)
+        try:
+            wait_for(lambda: watcher.stats()["outbox_unsent"] == 0, 120, "the drain's outbox to empty", proc)
+        finally:
+            watcher.close()
+        time.sleep(2)
+        live = incidents(settings, f"lat-{name}{mode}", max(1, int(rate * seconds)))
+        live_tasks = sum(len(route(e, routing)) for e in live)
+        before = firsts()
+        sent = asyncio.run(produce(settings, prefix + INCIDENTS_TOPIC, live, rate))
+        wait_for(lambda: firsts() >= before + live_tasks, 120, "the latency run's first messages", proc)
+        first: dict[str, float] = {}
+        for t, incident_id, kind in receiver.arrivals:
+            if kind == "task" and incident_id in sent:
+                first[incident_id] = min(t, first.get(incident_id, t))
+        lat = [(first[i] - sent[i]) * 1000 for i in first]
+        rows.append(
+            Row(
+                f"{label}: incident → first delivery @ {rate:g} incidents/s",
+                p50_ms=pct(lat, 50),
+                p99_ms=pct(lat, 99),
+                note=f"{len(lat)} incidents, {live_tasks} tasks",
+            )
+        )
+    finally:
+        stop_process(proc)
+    return rows
 
 
 def run_alerts_bench(

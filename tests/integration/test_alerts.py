@@ -117,8 +117,14 @@ def expected_revisions(leak_run, settings, notices: list[dict] = ()) -> Counter:
     return revisions
 
 
-def test_one_task_per_routed_department_and_replay_sends_nothing_twice(leak_run, tmp_path, receiver, store_target):
+@pytest.mark.parametrize("store_process", [False, True], ids=["one-process", "store-process"])
+def test_one_task_per_routed_department_and_replay_sends_nothing_twice(
+    leak_run, tmp_path, receiver, store_target, store_process
+):
     settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-{uuid.uuid4().hex[:6]}", store_target)
+    # With the consumer in a process of its own, the replay below also checks that its counters
+    # reach the service's /metrics.
+    settings = settings.model_copy(update={"alerts_store_process": store_process})
     # the notices topic as it stands (the leak run's worker has stopped): the service reads it too
     notices = asyncio.run(read_topic(settings, NOTICES_TOPIC, until=lambda m: True, settle=0.5))
     want = expected_tasks(leak_run, settings, notices)
@@ -179,3 +185,28 @@ def _consumed(settings) -> float:
         for line in text.splitlines()
         if line.startswith("safewatch_alerts_incidents_total")
     )
+
+
+def test_the_consumer_process_ends_with_a_killed_service(leak_run, tmp_path, receiver):
+    settings = alerts_settings(leak_run, tmp_path, receiver, f"it-alerts-orphan-{uuid.uuid4().hex[:6]}")
+    settings = settings.model_copy(update={"alerts_store_process": True})
+    proc = spawn(settings, tmp_path / "alerts.log", "alerts", "serve")
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        wait_until(lambda: children.read_text().split(), 60, "the consumer process to start")
+        child = int(children.read_text().split()[0])
+        wait_until(lambda: len(receiver.received) >= 1, 90, "a first delivery")
+        proc.kill()
+        proc.wait()
+        # Its end of the pipe closes with the service: it stops instead of storing on unattended.
+        wait_until(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 20, "the consumer process to end")
+        assert "the service is gone" in (tmp_path / "alerts.log").read_text()
+    finally:
+        stop(proc)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
