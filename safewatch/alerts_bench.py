@@ -252,7 +252,8 @@ def service_rows(
     log = settings.state_dir / "logs" / "bench-alerts.log"
     proc = spawn_safewatch(["alerts", "serve"], log, settings_env(service_settings, dict(os.environ)))
     try:
-        mine = lambda prefix: [t for t, i, kind in receiver.arrivals if kind == "task" and i.startswith(prefix)]
+        # First messages of this mode's incidents only: the receiver serves both modes of the run.
+        mine = lambda ids_from: [t for t, i, kind in receiver.arrivals if kind == "task" and i.startswith(ids_from)]
         firsts = lambda: len(mine(tag + "-")) + len(mine(f"lat-{name}{mode}-"))
         # The service's own CPU (its consumer process's too) from its first delivery to its last
         # (start-up left out): what transfers to a machine where it has the cores to itself.
