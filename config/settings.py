@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # session timeout) bearable.
     session_timeout_s: float = 10.0
     producer_linger_ms: int = 10
+    producer_batch_bytes: int = Field(
+        256 * 1024, ge=16384, description="most bytes of one producer batch per partition"
+    )
     broker_wait_s: float = Field(300.0, description="how long a worker waits for an unreachable broker")
     # aiokafka fails a queued message after its request timeout (40 s by default), which would
     # drop readings during a broker restart; producers keep them this long instead.
@@ -69,6 +72,11 @@ class Settings(BaseSettings):
     influx_token: str | None = None
     influx_batch_points: int = 5000
     influx_write_concurrency: int = Field(4, ge=1, description="chunks written at once")
+    influx_batches_in_flight: int = Field(
+        4,
+        ge=1,
+        description="worker batches whose readings may still be on their way to InfluxDB while the next is read",
+    )
     influx_write_readings: bool = True
     # Set points beside the readings, so a chart draws them as lines over any range; every few minutes of a
     # sensor's event time is enough for that and costs ~3 % of the reading points at one reading per 10 s.

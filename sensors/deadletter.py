@@ -9,8 +9,24 @@ import base64
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
+
+
+class Consumed(Protocol):
+    """Any consumed message: a RawMessage, or a Kafka client's record as it comes (no copy per message)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 @dataclass
@@ -31,7 +47,7 @@ RECORD_MAX = 160 * 1024  # a whole dead-letter record as JSON, well under the br
 
 
 def deadletter_record(
-    reason: str, detail: str, m: RawMessage, *, payload: dict | None = None, site_id: str | None = None
+    reason: str, detail: str, m: Consumed, *, payload: dict | None = None, site_id: str | None = None
 ) -> dict:
     """What the dead-letter topic carries: why, where from, and the input itself (cut if large).
 

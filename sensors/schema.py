@@ -135,7 +135,8 @@ class FastFrame(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 _fast_frame = msgspec.json.Decoder(FastFrame)
-_fast_reading = msgspec.json.Decoder(FastReading)
+# Public for a caller's own loop over many messages (the worker's hot path); decode_fast otherwise.
+FAST_READING = msgspec.json.Decoder(FastReading)
 
 
 def decode_fast(raw: bytes) -> FastFrame | FastReading | None:
@@ -150,7 +151,7 @@ def decode_fast(raw: bytes) -> FastFrame | FastReading | None:
         except (msgspec.ValidationError, msgspec.DecodeError):
             pass
     try:
-        return _fast_reading.decode(raw)
+        return FAST_READING.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
 

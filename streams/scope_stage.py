@@ -178,6 +178,7 @@ async def run_scope_stage(settings: Settings, registry: Registry, *, stop: async
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
         linger_ms=settings.producer_linger_ms,
+        max_batch_size=settings.producer_batch_bytes,
         request_timeout_ms=int(settings.producer_timeout_s * 1000),
     )
     # The stage may start while the broker is away (it starts after the worker's first batch):

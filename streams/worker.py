@@ -36,7 +36,6 @@ from config.topics import (
     TOKENS_TOPIC,
 )
 from rules.engine import RuleEngine
-from sensors.deadletter import RawMessage
 from sensors.registry import load_registry
 
 from .checkpoint import commit_done, load_snapshots, sites_by_partition
@@ -80,6 +79,9 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),
         broker_commit_interval=1.0,
         producer_linger=settings.producer_linger_ms / 1000.0,
+        # A full producer batch makes the next send wait for the one in flight: at 16 KiB (Faust's
+        # default) an incident or a checkpoint fills one, and hazards queued behind it waited ~100 ms.
+        producer_max_batch_size=settings.producer_batch_bytes,
         web_enabled=False,
         store="memory://",
         datadir=str(settings.state_dir / "faust"),  # not the current directory (the repository, in a demo)
@@ -267,11 +269,7 @@ def build_app(settings: Settings) -> faust.App:
                         # their messages are the new owner's to read, not ours to evaluate.
                         mine = consumer.assignment()
                         fetched = {tp: msgs for tp, msgs in fetched.items() if tp in mine}
-                        batch = [
-                            RawMessage(m.topic, m.partition, m.offset, m.key, m.value)
-                            for msgs in fetched.values()
-                            for m in msgs
-                        ]
+                        batch = [m for msgs in fetched.values() for m in msgs]
                         try:
                             await sync_ownership()
                             await pipeline.handle(batch)
