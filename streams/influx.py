@@ -201,7 +201,7 @@ class InfluxWriter:
             return
         step = self.settings.influx_batch_points
         chunks = ["\n".join(lines[start : start + step]).encode() for start in range(0, len(lines), step)]
-        if self.spool.segments():
+        if self.spool.holding():
             # InfluxDB was down: keep the order, spool behind what is already waiting.
             for body in chunks:
                 self._to_spool(body)
@@ -217,7 +217,7 @@ class InfluxWriter:
                     self._to_spool(body)
 
         await asyncio.gather(*(one(c) for c in chunks))
-        if self.spool.segments():
+        if self.spool.holding():
             await self.drain(wait_if_full=True)
 
     def _to_spool(self, body: bytes) -> None:

@@ -41,6 +41,11 @@ class Spool:
         """Spooled chunks, oldest first."""
         return sorted(self.directory.glob("*.lp"))
 
+    def holding(self) -> bool:
+        """Is any chunk spooled? Asked before every write, so one directory read, unsorted."""
+        with os.scandir(self.directory) as entries:
+            return any(e.name.endswith(".lp") for e in entries)
+
     def size(self) -> int:
         """Bytes spooled."""
         total = 0

@@ -24,8 +24,11 @@ def test_append_keeps_each_chunk_as_its_own_file_oldest_first(tmp_path):
 
 def test_size_full_read_and_done(tmp_path):
     spool = Spool(tmp_path, max_bytes=100)
-    assert spool.segments() == [] and spool.size() == 0 and not spool.full()
+    assert spool.segments() == [] and spool.size() == 0 and not spool.full() and not spool.holding()
+    (spool.directory / ".half-written.tmp").write_bytes(b"z")  # not a chunk yet
+    assert not spool.holding()
     spool.append(b"x" * 60)
+    assert spool.holding()
     assert spool.size() == 60 and not spool.full()
     spool.append(b"y" * 40)
     assert spool.size() == 100 and spool.full()  # at the limit counts as full
@@ -36,7 +39,7 @@ def test_size_full_read_and_done(tmp_path):
     Spool.done(first)  # twice: nothing to do, no error
     assert Spool.read(first) is None
     Spool.done(second)
-    assert spool.segments() == [] and spool.size() == 0
+    assert spool.segments() == [] and spool.size() == 0 and not spool.holding()
 
 
 def test_an_empty_chunk_is_kept_and_read_back_as_empty_not_gone(tmp_path):
