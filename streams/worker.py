@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -49,6 +50,7 @@ from .scope_stage import emitted_scopes, run_scope_stage
 LAG = Gauge("safewatch_consumer_lag", "Telemetry messages behind the partition's end", ["topic", "partition"])
 
 log = logging.getLogger(__name__)
+FINAL_CHECKPOINT_WAIT_S = 15.0  # how long a stopping worker waits for its last batch, checkpoint and commit
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
@@ -248,13 +250,28 @@ def build_app(settings: Settings) -> faust.App:
                 log.warning("broker unreachable while starting the telemetry consumer (%r); trying again", exc)
                 await asyncio.sleep(1.0)
 
+    stopping = asyncio.Event()  # the worker is stopping: finish the batch, checkpoint, commit
+    finished = asyncio.Event()  # ... and the loop has ended
+
+    # (mode types a receiver with mypy_extensions' argument kinds, which mypy matches to no coroutine function)
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def finish_first(sender: faust.App, *args: Any, **kwargs: Any) -> None:
+        # Faust stops its producer before it cancels tasks: the loop must end while the producer
+        # can still carry the final checkpoint, or the commit after it is skipped.
+        stopping.set()
+        if consumer is not None:
+            try:
+                await asyncio.wait_for(finished.wait(), FINAL_CHECKPOINT_WAIT_S)
+            except TimeoutError:
+                log.warning("the telemetry loop did not end in %g s; stopping without it", FINAL_CHECKPOINT_WAIT_S)
+
     @app.task
     async def evaluate() -> None:
         nonlocal consumer
         consumer = await start_consumer()
         last_commit = time.monotonic()
         try:
-            while True:
+            while not stopping.is_set():
                 fetched = await consumer.getmany(timeout_ms=200, max_records=settings.take_max)
                 if not fetched and pipeline.holding:
                     # Nothing new: held readings of quiet sites still go out, between the 1 s ticks.
@@ -298,13 +315,17 @@ def build_app(settings: Settings) -> faust.App:
                     await pipeline.checkpoint()
                 await commit(offsets)
             except (KafkaError, NotReady) as exc:
-                # Faust may stop its producer before this task ends: nothing more is committed, and
-                # a restart reads on from the last commit (what it covers is checkpointed).
+                # The broker gone at the stop, or Faust's producer stopped first (a stop that did not
+                # come through `finish_first`): nothing more is committed, and a restart reads on
+                # from the last commit (what it covers is checkpointed).
                 log.warning("no final checkpoint (%r); the next start reads on from the last commit", exc)
-            await consumer.stop()
-            for writer in (pipeline.writer, pipeline.events_writer):
-                if writer is not None:
-                    await writer.aclose()
+            try:
+                await consumer.stop()
+                for writer in (pipeline.writer, pipeline.events_writer):
+                    if writer is not None:
+                        await writer.aclose()
+            finally:
+                finished.set()
 
     if settings.scope_stage:
 

@@ -143,3 +143,21 @@ def _ts(v: bytes) -> int:
         return int(orjson.loads(v).get("ts", 0))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return 0
+
+
+@pytest.mark.asyncio
+async def test_a_graceful_stop_checkpoints_and_commits_what_it_did(stack, tmp_path):
+    """SIGTERM right after a batch: its checkpoint and offsets are written at the stop, not read again."""
+    settings = await isolated(stack, commit_interval_s=600.0)  # no commit but the stop's own
+    registry = load_registry(settings.registry)
+    msgs = simulate(registry, int(time.time() * 1000) - 3_600_000, ticks=20)
+    log = tmp_path / "worker.log"
+    worker = spawn(settings, log, "worker")
+    try:
+        await produce(settings, msgs)
+        await wait_for(lambda: metric(settings, "safewatch_messages_total"), 120, "the batch", at_least=len(msgs))
+    finally:
+        stop(worker)  # SIGTERM
+    assert worker.returncode == 0, log.read_text()[-2000:]
+    assert await committed(settings, [settings.topic(t) for t in TELEMETRY_TOPICS]) == len(msgs)
+    assert "no final checkpoint" not in log.read_text()
