@@ -41,9 +41,8 @@ from sensors.producer import TelemetryProducer
 from sensors.registry import load_registry
 
 from .postgres import TempPostgres, pg_bin_dir
-from .processes import settings_env, spawn_safewatch, stop_process
+from .processes import settings_env, spawn_safewatch, stop_process, tree_cpu_seconds
 from .stack import delete_topics, ensure_topics, stack_up
-from .workers_bench import tree_cpu_seconds
 
 console = Console(width=150)
 SEVERITIES = ("yellow", "orange", "red", "blue")

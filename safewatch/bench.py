@@ -34,11 +34,15 @@ from rich.table import Table
 from config.settings import Settings
 from config.topics import HAZARDS_TOPIC, SECTORS, telemetry_topic
 from history.retention import ensure_retention, run
+from rules.engine import RuleEngine
 from sensors.producer import TelemetryProducer
+from sensors.registry import load_registry
 from sensors.uscc import check_char
+from streams.influx import InfluxWriter, reading_lines
+from streams.pipeline import Pipeline
 from streams.worker import topic_specs
 
-from .processes import spawn_safewatch, stop_process, worker_metrics
+from .processes import cpu_seconds, spawn_safewatch, stop_process, worker_metrics
 from .stack import delete_topics, ensure_topics, stack_down, stack_up
 
 console = Console(width=150)  # the table is the point; do not let a narrow terminal fold it
@@ -47,6 +51,7 @@ PROBE = "probe"  # each site's first sensor
 FLIP_EVERY_S = 2.0  # the latency phase raises a hazard at each site this often
 RAISED_KINDS = ("high", "high_high")  # the hazards a raised sensor opens and clears
 BENCH_DB = "safewatch_bench_pipeline"
+INGEST_DB = "safewatch_bench_ingest"  # InfluxDB's own ingest rate, measured apart
 
 
 @dataclass
@@ -294,29 +299,79 @@ def start_worker(settings: Settings, prefix: str, registry: Path, log: Path) -> 
     return spawn_safewatch(["worker"], log, env)
 
 
-def drain_rate(settings: Settings, proc: subprocess.Popen, total_readings: int, timeout: float = 300) -> float:
-    """Readings/s while the worker drains preloaded topics, from its Prometheus counter."""
+@dataclass
+class Drain:
+    """A worker draining preloaded topics: readings/s, and its own CPU seconds per million readings (/proc)."""
+
+    rate: float
+    cpu_per_million: float | None
+
+    def note(self) -> str:
+        return f"worker CPU {self.cpu_per_million:.2f} s / M readings" if self.cpu_per_million else ""
+
+
+def drain_rate(settings: Settings, proc: subprocess.Popen, total_readings: int, timeout: float = 300) -> Drain:
+    """The worker's rate and CPU cost while it drains preloaded topics, from its Prometheus counter and /proc."""
     deadline = time.monotonic() + timeout
-    first_t: float | None = None
-    first_n: float | None = None
-    last_t: float | None = None
+    first: tuple[float, float, float] | None = None  # (time, readings, CPU s) at the first reading seen
+    last: tuple[float, float, float] | None = None  # ... at the last change
     last_n: float = 0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited with {proc.returncode}")
         n = worker_metrics(settings).get("safewatch_readings_total", 0)
-        t = time.perf_counter()
-        if n > 0 and first_t is None:
-            first_t, first_n = t, n
+        t, cpu = time.perf_counter(), cpu_seconds(proc.pid)
+        if n > 0 and first is None:  # CPU before it (imports, joining the group) is start-up, not cost per reading
+            first = (t, n, cpu)
         if n != last_n:
-            last_t, last_n = t, n
+            last, last_n = (t, n, cpu), n
         if n >= total_readings:
             break
         # Each scrape costs the worker (and this process) CPU on the same 2 cores: poll gently.
         time.sleep(0.25)
-    if first_t is None or first_n is None or last_t is None or last_t <= first_t:
-        return 0.0
-    return (last_n - first_n) / (last_t - first_t)
+    if first is None or last is None or last[0] <= first[0]:
+        return Drain(0.0, None)
+    readings = last[1] - first[1]
+    return Drain(readings / (last[0] - first[0]), (last[2] - first[2]) / readings * 1e6)
+
+
+def influx_ingest_row(settings: Settings, registry: Path, messages, frame_size: int) -> Row:
+    """InfluxDB alone: the reading lines the worker would write for `messages`, through the worker's
+    writer (chunks of `influx_batch_points`, `influx_write_concurrency` at once), into a scratch database."""
+    engine = RuleEngine(load_registry(registry))
+    pipeline = Pipeline(settings, engine, _no_send, None)
+    idx, ts, values = [], [], []
+    for _, _, value in messages:
+        frame = orjson.loads(value)
+        for r in frame["readings"] if frame_size > 1 else [frame]:
+            idx.append(engine.index[r["sensor_id"]])
+            ts.append(frame["ts"])
+            values.append(float(r["value"]))
+    lines = reading_lines(pipeline.prefixes, idx, ts, values, [True] * len(idx))
+    scratch = settings.model_copy(update={"influx_db": INGEST_DB, "influx_rp": None})
+    run(scratch, f'DROP DATABASE "{INGEST_DB}"')
+    run(scratch, f'CREATE DATABASE "{INGEST_DB}"')
+
+    async def write_all() -> float:
+        writer = InfluxWriter(scratch)
+        try:
+            start = time.perf_counter()
+            for k in range(0, len(lines), 100_000):
+                await writer.write(lines[k : k + 100_000])
+            return len(lines) / (time.perf_counter() - start)
+        finally:
+            await writer.aclose()
+
+    try:
+        rate = asyncio.run(write_all())
+    finally:
+        run(scratch, f'DROP DATABASE "{INGEST_DB}"')
+    conns = settings.influx_write_concurrency
+    return Row(f"InfluxDB alone, the same reading lines ({conns} writes at once)", None, rate, note="lines/s")
+
+
+async def _no_send(topic: str, key: bytes, value: bytes) -> None:
+    return None
 
 
 def quix_row(settings: Settings, python: Path, prefix: str, messages) -> Row:
@@ -365,81 +420,103 @@ def run_bench(
     n_frames = readings // frame_size
     t0 = int(time.time() * 1000) - 3_600_000
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("raw broker: produce + consume", total=4)
-        raw_prefix = f"bench-{run_id}-raw."
-        ensure_topics(settings, {telemetry_topic(s, raw_prefix): {} for s in SECTORS})
-        msgs = frames(layout, n_frames, frame_size, t0_ms=t0, rng=rng)
-        p_rate = asyncio.run(produce_all(settings, raw_prefix, msgs))
-        c_rate = asyncio.run(consume_all(settings, [telemetry_topic(s, raw_prefix) for s in SECTORS], len(msgs)))
-        rows.append(Row("raw aiokafka produce (frames)", p_rate, p_rate * frame_size))
-        rows.append(Row("raw aiokafka consume, getmany (frames)", c_rate, c_rate * frame_size))
-        lat_raw, _ = asyncio.run(
-            latency_run(
-                settings,
-                raw_prefix,
-                layout,
-                rate_readings=rate,
-                seconds=latency_seconds,
-                frame_size=frame_size,
-                out_topic=raw_prefix + "telemetry.hazchem",
-                raw=True,
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("raw broker: produce + consume", total=4)
+            raw_prefix = f"bench-{run_id}-raw."
+            ensure_topics(settings, {telemetry_topic(s, raw_prefix): {} for s in SECTORS})
+            msgs = frames(layout, n_frames, frame_size, t0_ms=t0, rng=rng)
+            p_rate = asyncio.run(produce_all(settings, raw_prefix, msgs))
+            c_rate = asyncio.run(consume_all(settings, [telemetry_topic(s, raw_prefix) for s in SECTORS], len(msgs)))
+            rows.append(Row("raw aiokafka produce (frames)", p_rate, p_rate * frame_size))
+            rows.append(Row("raw aiokafka consume, getmany (frames)", c_rate, c_rate * frame_size))
+            lat_raw, _ = asyncio.run(
+                latency_run(
+                    settings,
+                    raw_prefix,
+                    layout,
+                    rate_readings=rate,
+                    seconds=latency_seconds,
+                    frame_size=frame_size,
+                    out_topic=raw_prefix + "telemetry.hazchem",
+                    raw=True,
+                )
             )
-        )
-        rows.append(
-            Row(
-                f"raw produce→consume latency @ {rate:,} readings/s",
-                p50_ms=pct(lat_raw, 50),
-                p99_ms=pct(lat_raw, 99),
-                note=f"{len(lat_raw)} samples",
+            rows.append(
+                Row(
+                    f"raw produce→consume latency @ {rate:,} readings/s",
+                    p50_ms=pct(lat_raw, 50),
+                    p99_ms=pct(lat_raw, 99),
+                    note=f"{len(lat_raw)} samples",
+                )
             )
-        )
-        progress.advance(task)
-
-        progress.update(task, description=f"pipeline: {n_frames:,} frames of {frame_size}")
-        fr_prefix = f"bench-{run_id}-frames."
-        ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": fr_prefix})))
-        asyncio.run(produce_all(settings, fr_prefix, msgs))
-        worker = start_worker(settings, fr_prefix, registry, logs / "bench-worker.log")
-        try:
-            r_rate = drain_rate(settings, worker, n_frames * frame_size)
-            rows.append(Row(f"pipeline, frames of {frame_size} (rules + InfluxDB)", r_rate / frame_size, r_rate))
             progress.advance(task)
-            for r in [rate] + ([peak_rate] if peak_rate else []):
-                progress.update(task, description=f"pipeline latency @ {r:,} readings/s")
+
+            progress.update(task, description="InfluxDB alone: the same reading lines")
+            ingest = influx_ingest_row(settings, registry, msgs, frame_size)
+            rows.append(ingest)
+            progress.update(task, description=f"pipeline: {n_frames:,} frames of {frame_size}")
+            fr_prefix = f"bench-{run_id}-frames."
+            ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": fr_prefix})))
+            asyncio.run(produce_all(settings, fr_prefix, msgs))
+            worker = start_worker(settings, fr_prefix, registry, logs / "bench-worker.log")
+            try:
+                drained = drain_rate(settings, worker, n_frames * frame_size)
                 rows.append(
-                    latency_row(settings, fr_prefix, layout, rate=r, seconds=latency_seconds, frame_size=frame_size)
+                    Row(
+                        f"pipeline, frames of {frame_size} (rules + InfluxDB)",
+                        drained.rate / frame_size,
+                        drained.rate,
+                        note=f"{drained.rate / (ingest.readings_per_s or 1):.0%} of InfluxDB alone · {drained.note()}",
+                    )
                 )
-        finally:
-            stop_process(worker)
-        progress.advance(task)
+                progress.advance(task)
+                for r in [rate] + ([peak_rate] if peak_rate else []):
+                    progress.update(task, description=f"pipeline latency @ {r:,} readings/s")
+                    rows.append(
+                        latency_row(settings, fr_prefix, layout, rate=r, seconds=latency_seconds, frame_size=frame_size)
+                    )
+            finally:
+                stop_process(worker)
+            progress.advance(task)
 
-        # Long enough that the 0.25 s polls of the drain and the start-up do not weigh on the rate.
-        n_single = max(1, min(readings // 2, 200_000))
-        progress.update(task, description=f"pipeline: {n_single:,} single-reading messages")
-        one_prefix = f"bench-{run_id}-single."
-        ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": one_prefix})))
-        singles = frames(layout, n_single, 1, t0_ms=t0, rng=rng)
-        asyncio.run(produce_all(settings, one_prefix, singles))
-        worker = start_worker(settings, one_prefix, registry, logs / "bench-worker.log")
-        try:
-            s_rate = drain_rate(settings, worker, n_single)
-            rows.append(Row("pipeline, single-reading messages (rules + InfluxDB)", s_rate, s_rate))
-            if single_rate:
-                progress.update(task, description=f"pipeline latency @ {single_rate:,} single-reading messages/s")
+            # Long enough that the 0.25 s polls of the drain and the start-up do not weigh on the rate.
+            n_single = max(1, min(readings // 2, 200_000))
+            progress.update(task, description=f"pipeline: {n_single:,} single-reading messages")
+            one_prefix = f"bench-{run_id}-single."
+            ensure_topics(settings, topic_specs(settings.model_copy(update={"topic_prefix": one_prefix})))
+            singles = frames(layout, n_single, 1, t0_ms=t0, rng=rng)
+            asyncio.run(produce_all(settings, one_prefix, singles))
+            worker = start_worker(settings, one_prefix, registry, logs / "bench-worker.log")
+            try:
+                drained = drain_rate(settings, worker, n_single)
                 rows.append(
-                    latency_row(settings, one_prefix, layout, rate=single_rate, seconds=latency_seconds, frame_size=1)
+                    Row(
+                        "pipeline, single-reading messages (rules + InfluxDB)",
+                        drained.rate,
+                        drained.rate,
+                        note=drained.note(),
+                    )
                 )
-        finally:
-            stop_process(worker)
-        progress.advance(task)
+                if single_rate:
+                    progress.update(task, description=f"pipeline latency @ {single_rate:,} single-reading messages/s")
+                    rows.append(
+                        latency_row(
+                            settings, one_prefix, layout, rate=single_rate, seconds=latency_seconds, frame_size=1
+                        )
+                    )
+            finally:
+                stop_process(worker)
+            progress.advance(task)
 
-        if quix_python is not None:
-            progress.update(task, description=f"Quix Streams: {n_single:,} single-reading messages")
-            rows.append(quix_row(settings, quix_python, f"bench-{run_id}-quix.", singles))
+            if quix_python is not None:
+                progress.update(task, description=f"Quix Streams: {n_single:,} single-reading messages")
+                rows.append(quix_row(settings, quix_python, f"bench-{run_id}-quix.", singles))
 
-    drop_bench_database(settings)
-    delete_topics(settings, f"bench-{run_id}-")
+    finally:
+        # Also after a failed phase: the embedded broker keeps every topic for its lifetime.
+        drop_bench_database(settings)
+        delete_topics(settings, f"bench-{run_id}-")
     print_rows(rows, raw_readings=rows[1].readings_per_s, settings=settings)
     return rows
 

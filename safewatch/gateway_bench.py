@@ -33,9 +33,8 @@ from streams.worker import topic_specs
 
 from .bench import Row, bench_registry, console, frames, pct, print_rows
 from .mosquitto import gateway_password, sync_auth
-from .processes import settings_env, spawn_safewatch, stop_process
+from .processes import cpu_seconds, settings_env, spawn_safewatch, stop_process
 from .stack import delete_topics, ensure_topics, stack_up, which
-from .workers_bench import cpu_seconds
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def spawn_safewatch(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -56,3 +59,17 @@ def worker_metrics(settings: Settings, port: int | None = None) -> dict[str, flo
             if s.name.startswith("safewatch_") and s.name.endswith("_total"):
                 out[s.name] += s.value
     return dict(out)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of a process and of its children alive now (the alert service's consumer process)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_seconds(pid) + sum(cpu_seconds(int(c)) for c in children)

@@ -23,10 +23,8 @@ from config.topics import SECTORS
 from streams.worker import topic_specs
 
 from .bench import bench_database, bench_registry, console, drop_bench_database, frames, produce_all, start_worker
-from .processes import stop_process, worker_metrics
+from .processes import cpu_seconds, stop_process, worker_metrics
 from .stack import delete_topics, ensure_topics, stack_up
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -45,20 +43,6 @@ class GroupRun:
     @property
     def rate(self) -> float:
         return self.readings / self.seconds if self.seconds > 0 else 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """`cpu_seconds` of a process and of its children alive now (the alert service's consumer process)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return cpu_seconds(pid) + sum(cpu_seconds(int(c)) for c in children)
 
 
 def _free_port() -> int:
