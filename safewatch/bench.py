@@ -307,6 +307,7 @@ class Drain:
     cpu_per_million: float | None
 
     def note(self) -> str:
+        """The table's note: CPU per million readings, if measured."""
         return f"worker CPU {self.cpu_per_million:.2f} s / M readings" if self.cpu_per_million else ""
 
 
