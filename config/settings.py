@@ -73,9 +73,7 @@ class Settings(BaseSettings):
     influx_batch_points: int = 5000
     influx_write_concurrency: int = Field(4, ge=1, description="chunks written at once")
     influx_batches_in_flight: int = Field(
-        4,
-        ge=1,
-        description="worker batches whose points may still be on their way to InfluxDB while the next is read",
+        4, ge=1, description="worker batches whose points may still be on their way to InfluxDB while the next is read"
     )
     influx_write_readings: bool = True
     # Set points beside the readings, so a chart draws them as lines over any range; every few minutes of a
